@@ -1,0 +1,53 @@
+"""wsgi-bridge: one WSGI app, served as CGI, FastCGI or HTTP/1.1.
+
+``from bridge import run; run(app)`` is all a cgi-bin script needs.  This
+module imports nothing: a CGI request pays for every import.
+"""
+
+__version__ = "0.1.0"
+
+
+def run(app, **options):
+    """Serve ``app`` the way this process was started.
+
+    A listening socket on fd 0 (mod_fcgid, spawn-fcgi) means FastCGI; a
+    ``GATEWAY_INTERFACE`` in the environment means CGI; anything else gets a
+    message saying how to run the script.
+    """
+    import os
+    if _fd0_is_listening_socket():
+        from bridge.fastcgi.server import serve_inherited
+        return serve_inherited(app, **options)
+    if "GATEWAY_INTERFACE" in os.environ:
+        from bridge.cgi.gateway import run_cgi
+        return run_cgi(app, **options)
+    import sys
+    sys.stderr.write(
+        "bridge.run(): this script is a CGI/FastCGI program and was started from neither.\n"
+        "  - under a web server: put it in a ScriptAlias directory (CGI), or run it with\n"
+        "    mod_fcgid or spawn-fcgi (FastCGI on fd 0);\n"
+        "  - by hand: 'bridge http module:app' serves the app over HTTP, or set\n"
+        "    GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET to try one CGI request.\n")
+    raise SystemExit(2)
+
+
+def _fd0_is_listening_socket() -> bool:
+    """True when fd 0 is a listening socket (the FastCGI convention, spec §2.2)."""
+    import os
+    import stat
+    try:
+        if not stat.S_ISSOCK(os.fstat(0).st_mode):
+            return False
+    except OSError:
+        return False
+    import socket
+    try:
+        s = socket.socket(fileno=os.dup(0))
+    except OSError:
+        return False
+    try:
+        return bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+    finally:
+        s.close()

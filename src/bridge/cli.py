@@ -1,0 +1,85 @@
+"""The ``bridge`` command line, built from the declared settings.
+
+Sub-commands: ``cgi``, ``fcgi``, ``http`` (serve APP) and ``check`` (try APP
+once under a WSGI checker).  Each runner is imported only when chosen, so
+``bridge cgi`` does not pay for the HTTP server's imports.
+"""
+from __future__ import annotations
+
+import sys
+
+from bridge import __version__
+from bridge.config import COMMANDS, Config, ConfigError, load_declarations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Sequence
+
+RUNNERS = {
+    "cgi": ("bridge.cgi.gateway", "main", "run APP once as a CGI script (RFC 3875): environ from the CGI meta-variables, response on stdout"),
+    "fcgi": ("bridge.fastcgi.server", "main", "serve APP over FastCGI behind nginx or Apache"),
+    "http": ("bridge.http.server", "main", "serve APP over HTTP/1.1"),
+    "check": ("bridge.check", "main", "load APP, run one GET through it under a WSGI checker, report what is wrong"),
+}
+
+
+def build_parser():
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Serve a WSGI application as CGI, FastCGI or HTTP/1.1. "
+                    "Every option can also be set as a BRIDGE_* environment variable.")
+    parser.add_argument("--version", action="version", version=f"wsgi-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    declarations = load_declarations()
+    for command in COMMANDS:
+        module, _, summary = RUNNERS[command]
+        p = sub.add_parser(command, help=summary, description=summary)
+        groups: dict = {}
+        for s in declarations.values():
+            if command not in s.commands:
+                continue
+            group = groups.get(s.section)
+            if group is None:
+                group = groups[s.section] = p.add_argument_group(s.section)
+            help_text = f"{s.help} [env {s.env}"
+            if s.default not in (None, [], "", False):
+                help_text += f", default {s.default}"
+            help_text += "]"
+            if s.positional:
+                group.add_argument(s.name, metavar=s.metavar or s.name.upper(), nargs="?",
+                                   default=None, help=help_text)
+            elif s.is_flag:
+                group.add_argument(*s.flags, dest=s.name, action="store_const", const=True,
+                                   default=None, help=help_text)
+            elif s.multiple:
+                group.add_argument(*s.flags, dest=s.name, action="append", default=None,
+                                   metavar=s.metavar, help=help_text)
+            else:
+                group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
+                                   help=help_text)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        config = Config.build(command, values)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if not getattr(config, "app", None) and not getattr(config, "mount", None):
+        sys.stderr.write(f"bridge {command}: no application given (APP is module:callable, "
+                         f"e.g. bridge.demo:app)\n")
+        return 2
+    module_name, func, _ = RUNNERS[command]
+    import importlib
+    runner = getattr(importlib.import_module(module_name), func)
+    try:
+        return runner(config) or 0
+    except KeyboardInterrupt:
+        return 0
+

@@ -1,0 +1,2 @@
+"""Settings of bridge.fastcgi (declared with bridge.config.setting)."""
+from bridge.config import setting  # noqa: F401

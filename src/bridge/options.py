@@ -1,0 +1,18 @@
+"""Settings every command shares: which app, where to find it, logging."""
+from bridge.config import COMMANDS, setting
+
+ALL = COMMANDS
+
+setting("app", metavar="APP", positional=True, commands=ALL, section="app",
+        help="the WSGI application: module:callable, module:factory() or module (means module:application)")
+setting("pythonpath", "--pythonpath", multiple=True, default=[], metavar="DIR", commands=ALL,
+        section="app", help="add DIR to sys.path before loading the app (repeatable)")
+setting("chdir", "--chdir", metavar="DIR", commands=ALL, section="app",
+        help="change to DIR before loading the app (it is also put on sys.path)")
+setting("script_name", "--script-name", metavar="PREFIX", commands=ALL, section="app",
+        help="mount prefix: moved from PATH_INFO to SCRIPT_NAME when the web server gets it wrong")
+setting("log_level", "--log-level", default="info", metavar="LEVEL", commands=ALL, section="logging",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="error log level")
+setting("error_log", "--error-log", default="-", metavar="FILE", commands=("fcgi", "http"),
+        section="logging", help="where the error log goes: - for stderr, or a file (reopened on SIGUSR1)")

@@ -1,0 +1,583 @@
+"""The one WSGI core every gateway uses (PEP 3333).
+
+CGI, FastCGI and HTTP differ only in how bytes arrive and leave.  Everything
+PEP 3333 says about the environ, ``start_response``, ``write``, iteration,
+``close`` and errors lives here, once, so the three gateways cannot disagree.
+
+A gateway supplies a *transport* (see :class:`Transport`) with four methods
+and calls :func:`call_app`.  That is the whole contract, in the spirit of
+``wsgiref.handlers.BaseHandler`` but without its faults: headers are never
+sent for an empty first chunk, validation raises real exceptions (never
+``assert``), and this module imports nothing beyond ``sys`` and ``io`` at
+start-up, because a CGI request pays for every import.
+"""
+from __future__ import annotations
+
+import io
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:   # typing costs ~7 ms (it imports re): never at run time on the CGI path
+    from typing import Any, Callable, Optional
+
+__all__ = [
+    "Transport", "Response", "call_app", "make_environ", "FileWrapper",
+    "InputStream", "BoundedInput", "encode_headers", "WSGIError",
+    "status_has_body", "decode_path",
+]
+
+WSGI_VERSION = (1, 0)
+
+#: RFC 9110 §7.6.1: connection-specific fields an application must not set;
+#: the gateway owns the connection (PEP 3333 "hop-by-hop" rule).
+HOP_BY_HOP = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+))
+
+# RFC 9110 §5.6.2:  token = 1*tchar
+#   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#           "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+TCHAR = frozenset(
+    "!#$%&'*+-.^_`|~0123456789"
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+ERROR_STATUS = "500 Internal Server Error"
+ERROR_BODY = b"Internal Server Error\n"
+ERROR_HEADERS = [
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(ERROR_BODY))),
+]
+
+_valid_names: set = set()   # header names already checked: they repeat a lot
+
+
+class WSGIError(Exception):
+    """The application broke the WSGI contract (bad status, header, call order)."""
+
+
+class Transport:
+    """What a gateway provides to send one response.
+
+    Methods raise ``OSError`` when the client is gone; :func:`call_app`
+    treats that as a disconnect, closes the app's result and stops.
+    """
+
+    def send_head(self, status: str, headers: list, body: bytes, end: bool) -> None:
+        """Send the status and headers, with the first body bytes.
+
+        ``headers`` is the validated list of ``(name, value)`` str pairs (use
+        :func:`encode_headers`).  ``end`` is true when ``body`` is the whole
+        response body, so a gateway can send everything in one write.
+        """
+
+    def send_body(self, data: bytes) -> None:
+        """Send more body bytes (never empty)."""
+
+    def finish(self) -> None:
+        """The response is complete (chunked terminator, END_REQUEST...)."""
+
+    def abort(self) -> None:
+        """The response cannot be completed: cut it off (close, no terminator)."""
+
+
+def status_has_body(status: str, method: str) -> bool:
+    """RFC 9110 §6.4.1/§15: HEAD, 1xx, 204 and 304 responses have no content."""
+    if method == "HEAD":
+        return False
+    code = status[:3]
+    return not (code[0] == "1" or code == "204" or code == "304")
+
+
+def _check_status(status: Any) -> None:
+    if type(status) is not str:
+        raise WSGIError(f"status must be a str, not {type(status).__name__}: {status!r}")
+    # PEP 3333: "999 Message here": three digits, a space, a reason phrase.
+    if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or not status[:3].isascii():
+        raise WSGIError(f"status must look like '200 OK', got {status!r}")
+    if status[0] == "0":
+        raise WSGIError(f"status code out of range: {status!r}")
+    if "\r" in status or "\n" in status or "\0" in status:
+        raise WSGIError(f"status contains a control character: {status!r}")
+
+
+def _check_headers(headers: Any) -> Optional[int]:
+    """Validate the app's header list; return its Content-Length, if any."""
+    if type(headers) is not list:
+        raise WSGIError(f"headers must be a list, not {type(headers).__name__}")
+    length = None
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise WSGIError(f"each header must be a (name, value) tuple, got {item!r}")
+        name, value = item
+        if name not in _valid_names:
+            if type(name) is not str or not name or not all(c in TCHAR for c in name):
+                raise WSGIError(f"invalid header name {name!r}")
+            if name.lower() in HOP_BY_HOP:
+                raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")
+            if len(_valid_names) < 512:
+                _valid_names.add(name)
+        if type(value) is not str:
+            raise WSGIError(f"header {name!r} value must be a str, got {value!r}")
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise WSGIError(f"header {name!r} value contains CR, LF or NUL: {value!r}")
+        if len(name) == 14 and name.lower() == "content-length":
+            if not value.isdigit() or not value.isascii():
+                raise WSGIError(f"invalid Content-Length {value!r}")
+            length = int(value)
+    return length
+
+
+def encode_headers(headers: list) -> bytes:
+    """``Name: value\\r\\n`` lines as latin-1 bytes (PEP 3333 "bytes as str")."""
+    try:
+        return "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise WSGIError(f"header not encodable as latin-1: {exc}") from None
+
+
+class Response:
+    """State of one response: what ``start_response`` set and what was sent."""
+
+    __slots__ = ("environ", "transport", "status", "headers", "headers_sent",
+                 "content_length", "bytes_sent", "body_allowed", "disconnected",
+                 "failed", "is_head")
+
+    def __init__(self, environ: dict, transport: Transport) -> None:
+        self.environ = environ
+        self.transport = transport
+        self.status: Optional[str] = None
+        self.headers: Optional[list] = None
+        self.headers_sent = False
+        self.content_length: Optional[int] = None
+        self.bytes_sent = 0
+        self.body_allowed = True
+        self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
+        self.disconnected = False   # the client went away
+        self.failed = False         # the app raised or broke the contract
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    # PEP 3333: re-raise the app's own exception, with its traceback.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None   # avoid a reference cycle through the frame
+        elif self.status is not None:
+            raise WSGIError("start_response called a second time without exc_info")
+        _check_status(status)
+        self.content_length = _check_headers(headers)
+        self.status = status
+        self.headers = headers
+        self.body_allowed = status_has_body(status, self.environ.get("REQUEST_METHOD", "GET"))
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write`` callable of PEP 3333 (and the iteration path)."""
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise WSGIError(f"response body must be bytes, got {type(data).__name__}")
+        if self.status is None:
+            raise WSGIError("write() or body before start_response()")
+        if not self.headers_sent:
+            if not data:
+                return   # never send headers for an empty chunk: the app may still fail
+            self._send_head(data, False)
+            return
+        if not data or not self.body_allowed:
+            return
+        self._count(data)
+        self.transport.send_body(data)
+
+    def _count(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        if self.content_length is not None and self.bytes_sent > self.content_length:
+            raise WSGIError(
+                f"application sent more than its Content-Length of {self.content_length} bytes")
+
+    def _send_head(self, body: bytes, end: bool) -> None:
+        if not self.body_allowed:
+            body = b""
+            end = True
+        else:
+            self._count(body)
+        self.headers_sent = True
+        self.transport.send_head(self.status, self.headers, body, end)
+
+    def send_complete(self, body: bytes) -> None:
+        """Send a whole response whose body is known (one-element list, error page)."""
+        if self.content_length is None and (self.body_allowed or self.is_head):
+            # HEAD carries the Content-Length GET would (RFC 9110 §9.3.2).
+            self.headers.append(("Content-Length", str(len(body))))
+            self.content_length = len(body)
+        elif self.content_length is not None and self.body_allowed and len(body) != self.content_length:
+            if len(body) > self.content_length:
+                raise WSGIError(
+                    f"application sent {len(body)} bytes for a Content-Length of {self.content_length}")
+        self._send_head(body, self.content_length == len(body) or not self.body_allowed)
+
+    def finish(self) -> None:
+        if self.status is None:
+            raise WSGIError("the application returned without calling start_response()")
+        if not self.headers_sent:
+            self.send_complete(b"")
+        if (self.body_allowed and self.content_length is not None
+                and self.bytes_sent < self.content_length):
+            raise WSGIError(
+                f"application sent {self.bytes_sent} bytes for a Content-Length of {self.content_length}")
+        self.transport.finish()
+
+
+def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
+    errors = environ.get("wsgi.errors") or sys.stderr
+    try:
+        if with_traceback:
+            import traceback   # only when something went wrong: keep CGI start-up lean
+            message = message + "\n" + "".join(traceback.format_exception(*sys.exc_info()))
+        errors.write(message.rstrip("\n") + "\n")
+        errors.flush()
+    except Exception:
+        pass
+
+
+def _describe(environ: dict) -> str:
+    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+
+
+def call_app(app: Callable, environ: dict, transport: Transport) -> Response:
+    """Run ``app`` for one request and send its response through ``transport``.
+
+    Never raises for the application's faults: an error before any output
+    becomes a 500 with a generic body, an error after it cuts the response
+    off; either way the traceback goes to ``wsgi.errors`` only.  A transport
+    ``OSError`` means the client left.  ``close()`` on the result is always
+    called.  The returned :class:`Response` tells the gateway what happened.
+    """
+    response = Response(environ, transport)
+    result = None
+    try:
+        result = app(environ, response.start_response)
+        rtype = type(result)
+        if (rtype is list or rtype is tuple) and len(result) == 1 and response.status is not None and not response.headers_sent:
+            body = result[0]
+            if type(body) is not bytes:
+                response.write(body)   # raises the type error with a clear message
+            response.send_complete(body)
+            response.finish()
+        elif rtype is FileWrapper and response.status is not None and hasattr(transport, "send_file"):
+            _send_file_wrapper(response, result)
+        else:
+            write = response.write
+            for chunk in result:
+                write(chunk)
+                if response.headers_sent and not response.body_allowed:
+                    break   # HEAD/204/304: the head is out, the body is not wanted
+            response.finish()
+    except OSError as exc:
+        if response.headers_sent or _is_disconnect(exc):
+            response.disconnected = True
+            _log_error(environ, f"client disconnected during {_describe(environ)}: {exc}", False)
+        else:
+            _fail(response, environ)
+    except Exception:
+        _fail(response, environ)
+    finally:
+        if result is not None and hasattr(result, "close"):
+            try:
+                result.close()
+            except Exception:
+                _log_error(environ, f"error in close() of the response to {_describe(environ)}")
+                response.failed = True
+    return response
+
+
+def _is_disconnect(exc: OSError) -> bool:
+    return isinstance(exc, (BrokenPipeError, ConnectionError)) or getattr(exc, "client_gone", False)
+
+
+def _fail(response: Response, environ: dict) -> None:
+    response.failed = True
+    _log_error(environ, f"error while serving {_describe(environ)}")
+    try:
+        if response.headers_sent:
+            response.transport.abort()
+            return
+        response.status = ERROR_STATUS
+        response.headers = list(ERROR_HEADERS)
+        response.content_length = len(ERROR_BODY)
+        response.body_allowed = status_has_body(ERROR_STATUS, environ.get("REQUEST_METHOD", "GET"))
+        response.bytes_sent = 0
+        response._send_head(ERROR_BODY, True)
+        response.transport.finish()
+    except OSError:
+        response.disconnected = True
+    except Exception:
+        _log_error(environ, "error while sending the error response")
+
+
+def _send_file_wrapper(response: Response, wrapper: "FileWrapper") -> None:
+    """Let the gateway use ``os.sendfile`` for a real file (PEP 3333 optional extension)."""
+    import os
+    filelike = wrapper.filelike
+    try:
+        fd = filelike.fileno()
+        st = os.fstat(fd)
+        offset = filelike.tell()
+    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+        fd = None
+    if fd is None or not (st.st_mode & 0o170000 == 0o100000):   # not a regular file
+        for chunk in wrapper:
+            response.write(chunk)
+        response.finish()
+        return
+    count = max(0, st.st_size - offset)
+    if response.content_length is not None:
+        count = min(count, response.content_length)
+    else:
+        response.headers.append(("Content-Length", str(count)))
+        response.content_length = count
+    response._send_head(b"", count == 0 or not response.body_allowed)
+    if count and response.body_allowed:
+        response.transport.send_file(fd, offset, count)
+        response.bytes_sent += count
+    response.transport.finish()
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterates a file in blocks; gateways may sendfile it."""
+
+    __slots__ = ("filelike", "blksize")
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        read = self.filelike.read
+        size = self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+# --------------------------------------------------------------------------
+# wsgi.input
+
+
+class InputStream:
+    """Base of ``wsgi.input`` streams: PEP 3333's read/readline/readlines/iter.
+
+    Subclasses implement :meth:`_fill` (return up to ``n`` bytes, ``b""`` at
+    the end of the body); buffering and line splitting live here once.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._eof = False
+
+    def _fill(self, n: int) -> bytes:   # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _more(self, n: int) -> bytes:
+        if self._eof:
+            return b""
+        data = self._fill(max(n, 1))
+        if not data:
+            self._eof = True
+        return data
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buf]
+            self._buf = b""
+            while True:
+                data = self._more(65536)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+        buf = self._buf
+        while len(buf) < size:
+            data = self._more(size - len(buf))
+            if not data:
+                break
+            buf += data
+        self._buf = buf[size:]
+        return buf[:size]
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        if size is None:
+            size = -1
+        buf = self._buf
+        start = 0
+        while True:
+            i = buf.find(b"\n", start)
+            if i >= 0:
+                end = i + 1
+                break
+            if 0 <= size <= len(buf):
+                end = size
+                break
+            start = len(buf)
+            data = self._more(8192 if size < 0 else size - len(buf))
+            if not data:
+                end = len(buf)
+                break
+            buf += data
+        if 0 <= size < end:
+            end = size
+        self._buf = buf[end:]
+        return buf[:end]
+
+    def readlines(self, hint: int = -1) -> list:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self) -> None:
+        pass
+
+
+class BoundedInput(InputStream):
+    """A body of known length read from a raw binary stream (CGI stdin, a socket file).
+
+    Never reads past ``length``: RFC 3875 §4.2 says the script must not read
+    more than CONTENT_LENGTH, and a keep-alive connection carries the next
+    request right behind it.
+    """
+
+    def __init__(self, raw: Any, length: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = length
+
+    def _fill(self, n: int) -> bytes:
+        if self._left <= 0:
+            return b""
+        data = self._raw.read(min(n, self._left, 1 << 20))
+        if not data:
+            raise EOFError_(f"client closed the connection with {self._left} bytes of the body unsent")
+        self._left -= len(data)
+        return data
+
+
+class EOFError_(OSError):
+    """The body ended before CONTENT_LENGTH: the app sees an error, not a short read."""
+    client_gone = True
+
+
+# --------------------------------------------------------------------------
+# environ
+
+
+def decode_path(raw: bytes) -> str:
+    """Percent-decode a URL path to a latin-1 "bytes as str" (PEP 3333, RFC 3986 §2.1).
+
+    ``%2F`` becomes ``/`` like every CGI server does; undecodable escapes are
+    kept as they are.
+    """
+    if b"%" not in raw:
+        return raw.decode("latin-1")
+    parts = raw.split(b"%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        try:
+            out.append(bytes((int(part[:2], 16),)) + part[2:] if len(part) >= 2 and part[:2].isalnum() else b"%" + part)
+        except ValueError:
+            out.append(b"%" + part)
+    return b"".join(out).decode("latin-1")
+
+
+def make_environ(
+    cgi_vars: dict,
+    *,
+    input: Any,
+    errors: Any,
+    multithread: bool,
+    multiprocess: bool,
+    run_once: bool = False,
+    input_terminated: bool = False,
+    url_scheme: Optional[str] = None,
+) -> dict:
+    """Complete a dict of CGI meta-variables (str → latin-1 str) into a WSGI environ.
+
+    Fills what PEP 3333 requires when a web server left it out, works out
+    ``wsgi.url_scheme`` from ``HTTPS``/``REQUEST_SCHEME`` (RFC 3875 leaves
+    it to the server), and drops ``HTTP_PROXY`` (httpoxy, CVE-2016-5385):
+    a client's ``Proxy:`` header must never look like a proxy setting.
+    """
+    environ = cgi_vars
+    environ.pop("HTTP_PROXY", None)
+    if "REQUEST_METHOD" not in environ:
+        environ["REQUEST_METHOD"] = "GET"
+    if "SCRIPT_NAME" not in environ:
+        environ["SCRIPT_NAME"] = ""
+    if "PATH_INFO" not in environ:
+        environ["PATH_INFO"] = ""
+    if "QUERY_STRING" not in environ:
+        environ["QUERY_STRING"] = ""
+    if "SERVER_NAME" not in environ:
+        environ["SERVER_NAME"] = environ.get("HTTP_HOST", "localhost").rpartition(":")[0] or environ.get("HTTP_HOST", "localhost")
+    if "SERVER_PORT" not in environ:
+        environ["SERVER_PORT"] = "80"
+    if "SERVER_PROTOCOL" not in environ:
+        environ["SERVER_PROTOCOL"] = "HTTP/1.0"
+    if url_scheme is None:
+        url_scheme = environ.get("REQUEST_SCHEME", "").lower()
+        if url_scheme not in ("http", "https"):
+            https = environ.get("HTTPS", "").lower()
+            url_scheme = "https" if https in ("on", "1", "yes") else "http"
+    environ["wsgi.version"] = WSGI_VERSION
+    environ["wsgi.url_scheme"] = url_scheme
+    environ["wsgi.input"] = input
+    environ["wsgi.errors"] = errors
+    environ["wsgi.multithread"] = multithread
+    environ["wsgi.multiprocess"] = multiprocess
+    environ["wsgi.run_once"] = run_once
+    environ["wsgi.file_wrapper"] = FileWrapper
+    if input_terminated:
+        environ["wsgi.input_terminated"] = True
+    return environ
+
+
+def apply_script_name(environ: dict, prefix: str) -> None:
+    """``--script-name PREFIX``: move PREFIX from PATH_INFO to SCRIPT_NAME.
+
+    For a web server that mounts the app at a prefix but sends the whole
+    path as PATH_INFO (or an app at ``/`` that gets the script's name).
+    """
+    prefix = prefix.rstrip("/")
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if path == prefix or path.startswith(prefix + "/"):
+        environ["SCRIPT_NAME"] = prefix
+        environ["PATH_INFO"] = path[len(prefix):]
+
+
+def empty_input() -> io.BytesIO:
+    return io.BytesIO(b"")
