@@ -31,6 +31,12 @@ def run(app, **options):
     raise SystemExit(2)
 
 
+def mount(apps):
+    """One WSGI app routing URL prefixes to apps (see :mod:`bridge.middleware.mount`)."""
+    from bridge.middleware.mount import mount as _mount
+    return _mount(apps)
+
+
 def _fd0_is_listening_socket() -> bool:
     """True when fd 0 is a listening socket (the FastCGI convention, spec §2.2)."""
     import os

@@ -20,6 +20,7 @@ OPTION_MODULES = [
     "bridge.fastcgi.options",
     "bridge.http.options",
     "bridge.server.options",
+    "bridge.composition_options",
     "bridge.middleware.options",
 ]
 
