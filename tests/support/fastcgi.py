@@ -1,0 +1,153 @@
+"""A tiny raw FastCGI client for tests: build request bytes, read a response.
+
+Built on the role-neutral record layer of ``bridge.fastcgi.protocol``;
+everything else (what a web server would send) is spelled out here so the
+tests show the bytes.
+"""
+from __future__ import annotations
+
+import socket
+
+from bridge.fastcgi import protocol as p
+
+
+def request_bytes(params: dict | list, stdin: bytes = b"", *, request_id: int = 1,
+                  role: int = p.RESPONDER, keep_conn: bool = False,
+                  data: bytes | None = None, end_stdin: bool = True) -> bytes:
+    """BEGIN_REQUEST, PARAMS (+ empty), STDIN (+ empty) [, DATA (+ empty)]."""
+    out = [p.encode_record(p.BEGIN_REQUEST, request_id,
+                           p.encode_begin_request(role, p.KEEP_CONN if keep_conn else 0))]
+    pairs = p.encode_pairs(params)
+    if pairs:
+        out.append(p.encode_record(p.PARAMS, request_id, pairs))
+    out.append(p.encode_record(p.PARAMS, request_id, b""))
+    if role != p.AUTHORIZER:
+        if stdin:
+            out.append(p.encode_record(p.STDIN, request_id, stdin))
+        if end_stdin:
+            out.append(p.encode_record(p.STDIN, request_id, b""))
+    if data is not None:
+        if data:
+            out.append(p.encode_record(p.DATA, request_id, data))
+        out.append(p.encode_record(p.DATA, request_id, b""))
+    return b"".join(out)
+
+
+class Reply:
+    """What came back for one request id."""
+
+    def __init__(self) -> None:
+        self.stdout = b""
+        self.stderr = b""
+        self.app_status = None
+        self.protocol_status = None
+        self.stdout_records = 0
+        self.stdout_closed = False
+
+    @property
+    def ended(self) -> bool:
+        return self.protocol_status is not None
+
+    def head_and_body(self) -> tuple:
+        """``(status_line_or_None, {lowercased header: value}, body)`` of the CGI response."""
+        head, _, body = self.stdout.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        return headers.get("status"), headers, body
+
+    def __repr__(self) -> str:
+        return (f"Reply(stdout={self.stdout[:80]!r}..., stderr={self.stderr[:80]!r}, "
+                f"app_status={self.app_status}, protocol_status={self.protocol_status})")
+
+
+def parse_replies(records) -> dict:
+    """Group records (from ``RecordReader.feed``) by request id into :class:`Reply` objects.
+
+    Management records (id 0) are collected under key 0 as a list.
+    """
+    replies: dict = {}
+    for rtype, rid, content in records:
+        if rid == 0:
+            replies.setdefault(0, []).append((rtype, content))
+            continue
+        reply = replies.setdefault(rid, Reply())
+        if rtype == p.STDOUT:
+            if content:
+                reply.stdout += content
+                reply.stdout_records += 1
+            else:
+                reply.stdout_closed = True
+        elif rtype == p.STDERR:
+            reply.stderr += content
+        elif rtype == p.END_REQUEST:
+            reply.app_status, reply.protocol_status = p.decode_end_request(content)
+    return replies
+
+
+class Client:
+    """One FastCGI transport connection to a server (TCP ``(host, port)`` or a unix path)."""
+
+    def __init__(self, address, timeout: float = 10.0) -> None:
+        if isinstance(address, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        else:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        self.reader = p.RecordReader()
+        self.records: list = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_until(self, done) -> list:
+        """Read records until ``done(records)`` is true or the server closes; return them all."""
+        while not done(self.records):
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.records += self.reader.feed(chunk)
+        return self.records
+
+    def request(self, params: dict, stdin: bytes = b"", *, request_id: int = 1, **kw) -> Reply:
+        self.records = []
+        self.send(request_bytes(params, stdin, request_id=request_id, **kw))
+        self.read_until(lambda recs: any(t == p.END_REQUEST and r == request_id for t, r, _ in recs))
+        return parse_replies(self.records).get(request_id, Reply())
+
+    def closed_by_server(self) -> bool:
+        """True when the server has closed the connection (reads EOF)."""
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def get_params(path: str = "/", query: str = "", method: str = "GET", **extra: str) -> dict:
+    """The PARAMS nginx's fastcgi_params would send for a simple request."""
+    params = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "REQUEST_URI": path + ("?" + query if query else ""),
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "GATEWAY_INTERFACE": "CGI/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+    }
+    params.update(extra)
+    return params
