@@ -35,7 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["CGIApp", "cgi_variables", "find_head_end", "parse_head", "BadResponse", "CGIHead"]
+__all__ = ["CGIApp", "cgi_variables", "find_head_end", "parse_head", "BadResponse", "CGIHead",
+           "request_body", "local_redirect", "UpstreamError"]
 
 #: A header block larger than this is garbage, not a CGI response.
 MAX_HEAD = 64 * 1024
@@ -296,6 +297,83 @@ class _Timeout(Exception):
     pass
 
 
+class UpstreamError(Exception):
+    """The script or backend failed after the response head was sent: the response is cut off."""
+
+
+def request_body(environ: dict) -> tuple:
+    """``(stream, length)`` of the request body; ``(None, None)`` when there is none.
+
+    RFC 3875 §4.1.2 wants CONTENT_LENGTH whenever there is a body, so a
+    body of unknown length (HTTP/1.1 chunked, ``wsgi.input_terminated``)
+    is spooled first (to disk past 1 MiB, never whole in memory).
+    """
+    stream = environ.get("wsgi.input")
+    raw = environ.get("CONTENT_LENGTH", "")
+    if raw:
+        try:
+            length = int(raw)
+        except ValueError:
+            length = 0
+        return (stream, length) if length > 0 else (None, None)
+    if stream is not None and environ.get("wsgi.input_terminated"):
+        import tempfile
+        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+        length = 0
+        while True:
+            chunk = stream.read(65536)
+            if not chunk:
+                break
+            spool.write(chunk)
+            length += len(chunk)
+        spool.seek(0)
+        return (spool, length) if length else (None, None)
+    return None, None
+
+
+def local_redirect(app: Callable, environ: dict, location: str, start_response: Callable,
+                   max_redirects: int = 10) -> Iterable[bytes]:
+    """§6.2.2: serve ``location`` as if the client had asked for it, with GET and no body.
+
+    From the top of the outermost :func:`bridge.mount` if there is one (the
+    new path may belong to another app), else through ``app`` itself when
+    the path is under its SCRIPT_NAME, else as a 302 the client follows.
+    """
+    depth = environ.get("bridge.cgi.redirects", 0) + 1
+    if depth > max_redirects:
+        _log(environ, f"bridge: more than {max_redirects} CGI local redirects "
+                      f"(last to {location}); giving up (500)")
+        return _plain(start_response, "500 Internal Server Error")
+    from bridge.middleware.mount import ROOT_KEY
+    from bridge.wsgi import decode_path
+    import io
+    uri = location.partition("#")[0]
+    raw_path, _, query = uri.partition("?")
+    path = decode_path(raw_path.encode("latin-1"))
+    root = environ.get(ROOT_KEY)
+    if root is not None:
+        app, base = root
+    else:
+        base = environ.get("SCRIPT_NAME", "")
+    if base and not (path == base or path.startswith(base + "/")):
+        # Outside anything this process serves: let the client follow it.
+        _log(environ, f"bridge: CGI local redirect to {location} is outside {base or '/'}; "
+                      f"sent as a 302 instead")
+        start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+        return [b""]
+    new = dict(environ)
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated"):
+        new.pop(key, None)
+    new["REQUEST_METHOD"] = "GET"
+    new["wsgi.input"] = io.BytesIO(b"")
+    new["SCRIPT_NAME"] = base
+    new["PATH_INFO"] = path[len(base):]
+    new["QUERY_STRING"] = query
+    new["REQUEST_URI"] = uri
+    new["bridge.cgi.redirects"] = depth
+    return app(new, start_response)
+
+
 class CGIApp:
     """Run a CGI script (or any script of a cgi-bin directory) per request.
 
@@ -373,7 +451,7 @@ class CGIApp:
             if script is not None:
                 _log(environ, f"bridge: CGI script {script} is not executable")
             return _plain(start_response, status)
-        body, length = self._body(environ)
+        body, length = request_body(environ)
         variables = cgi_variables(environ, script_name=script_name, path_info=path_info,
                                   script_filename=script, document_root=self.document_root,
                                   content_length=length)
@@ -403,74 +481,9 @@ class CGIApp:
             raise
         if head.is_local_redirect:
             run.shutdown(1.0)
-            return self._local_redirect(environ, head.location, start_response)
+            return local_redirect(self, environ, head.location, start_response, self.max_redirects)
         start_response(head.final_status(), head.headers)
         return run
-
-    def _body(self, environ: dict) -> tuple:
-        """``(stream, length)`` of the request body; ``(None, None)`` when there is none.
-
-        RFC 3875 §4.1.2 wants CONTENT_LENGTH whenever there is a body, so a
-        body of unknown length (HTTP/1.1 chunked, ``wsgi.input_terminated``)
-        is spooled first (to disk past 1 MiB, never whole in memory).
-        """
-        stream = environ.get("wsgi.input")
-        raw = environ.get("CONTENT_LENGTH", "")
-        if raw:
-            try:
-                length = int(raw)
-            except ValueError:
-                length = 0
-            return (stream, length) if length > 0 else (None, None)
-        if stream is not None and environ.get("wsgi.input_terminated"):
-            import tempfile
-            spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
-            length = 0
-            while True:
-                chunk = stream.read(65536)
-                if not chunk:
-                    break
-                spool.write(chunk)
-                length += len(chunk)
-            spool.seek(0)
-            return (spool, length) if length else (None, None)
-        return None, None
-
-    def _local_redirect(self, environ: dict, location: str, start_response: Callable) -> Iterable[bytes]:
-        """§6.2.2: serve ``location`` as if the client had asked for it, with GET and no body."""
-        depth = environ.get("bridge.cgi.redirects", 0) + 1
-        if depth > self.max_redirects:
-            _log(environ, f"bridge: more than {self.max_redirects} CGI local redirects "
-                          f"(last to {location}); giving up (500)")
-            return _plain(start_response, "500 Internal Server Error")
-        from bridge.middleware.mount import ROOT_KEY
-        from bridge.wsgi import decode_path
-        import io
-        uri = location.partition("#")[0]
-        raw_path, _, query = uri.partition("?")
-        path = decode_path(raw_path.encode("latin-1"))
-        root = environ.get(ROOT_KEY)
-        if root is not None:
-            app, base = root
-        else:
-            app, base = self, environ.get("SCRIPT_NAME", "")
-        if base and not (path == base or path.startswith(base + "/")):
-            # Outside anything this process serves: let the client follow it.
-            _log(environ, f"bridge: CGI local redirect to {location} is outside {base or '/'}; "
-                          f"sent as a 302 instead")
-            start_response("302 Found", [("Location", location), ("Content-Length", "0")])
-            return [b""]
-        new = dict(environ)
-        for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated"):
-            new.pop(key, None)
-        new["REQUEST_METHOD"] = "GET"
-        new["wsgi.input"] = io.BytesIO(b"")
-        new["SCRIPT_NAME"] = base
-        new["PATH_INFO"] = path[len(base):]
-        new["QUERY_STRING"] = query
-        new["REQUEST_URI"] = uri
-        new["bridge.cgi.redirects"] = depth
-        return app(new, start_response)
 
 
 class _Run:
@@ -683,7 +696,7 @@ class _Run:
                 _log(self.environ, f"bridge: CGI script {self.script} silent for {self.timeout:g}s "
                                    f"in the middle of its body; killed it")
                 self.shutdown(0)
-                raise OSError(f"CGI script {self.script} timed out") from None
+                raise UpstreamError(f"CGI script {self.script} timed out") from None
             if data:
                 yield data
 
