@@ -1,1 +1,138 @@
-"""server"""
+"""The server machinery ``bridge fcgi`` and ``bridge http`` share.
+
+``serve(config, factory_builder)`` is all a protocol's ``main()`` calls: it
+sets up logging, opens the listening sockets (``--bind`` or inherited ones),
+loads the app, builds the protocol's connection factory and runs one
+:class:`~bridge.server.worker.Worker` -- or, with several worker processes,
+the pre-fork master (:mod:`bridge.server.master`).
+
+Signals (single process): TERM and INT stop gracefully (a second INT stops
+at once), QUIT stops at once, USR1 reopens the log files.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+from bridge.server.listeners import BindError, Listener, listeners_for  # noqa: F401
+from bridge.server.logs import on_reopen, reopen_logs, setup_logging  # noqa: F401
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+__all__ = ["serve", "setup_logging", "reopen_logs", "on_reopen", "BindError", "Listener",
+           "open_config_listeners", "describe_listeners"]
+
+log = logging.getLogger("bridge.server")
+
+
+def open_config_listeners(config) -> list:
+    """The listeners ``config`` asks for (``--bind``) or was started with; raises BindError."""
+    return listeners_for(getattr(config, "bind", None) or [],
+                         socket_mode=getattr(config, "socket_mode", None),
+                         backlog=getattr(config, "backlog", 2048) or 2048)
+
+
+def describe_listeners(listeners: list, scheme: str) -> str:
+    return ", ".join(listener.url(scheme) for listener in listeners)
+
+
+def default_scheme(config) -> str:
+    if getattr(config, "command", "") == "fcgi":
+        return "fcgi"
+    return "https" if getattr(config, "certfile", None) else "http"
+
+
+def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
+          scheme: Optional[str] = None, listeners: Optional[list] = None) -> int:
+    """Serve the app of ``config`` until a signal stops it; returns the exit status.
+
+    ``factory_builder(app, config) -> factory`` (see :class:`Worker`).  ``app``
+    skips loading (already loaded); ``listeners`` skips opening sockets.
+    """
+    setup_logging(config)
+    command = getattr(config, "command", "serve")
+    scheme = scheme or default_scheme(config)
+    if getattr(config, "workers", 1) > 1 or _needs_master(config):
+        from bridge.server.master import Master
+        return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
+    if app is None:
+        from bridge.loader import load_from_config
+        app = load_from_config(config)       # exits 2 with one line when it cannot
+    if listeners is None:
+        try:
+            listeners = open_config_listeners(config)
+        except BindError as exc:
+            sys.stderr.write(f"bridge {command}: {exc}\n")
+            return 2
+    try:
+        factory = factory_builder(app, config)
+        threads = getattr(config, "threads", 4)
+        log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
+                 threads, "" if threads == 1 else "s", os.getpid())
+        worker = make_worker(listeners, factory, config)
+        with handle_signals(worker):
+            worker.run()
+        log.info("Stopped (%d requests served)", worker.state.requests)
+        return 0
+    finally:
+        for listener in listeners:
+            listener.close()
+
+
+def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
+                on_tick=None):
+    from bridge.server.worker import Worker
+    return Worker(listeners, factory,
+                  threads=getattr(config, "threads", 4),
+                  graceful_timeout=getattr(config, "graceful_timeout", 30.0),
+                  max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
+                  idle_timeout=getattr(config, "idle_timeout", 60.0),
+                  io_timeout=getattr(config, "io_timeout", 30.0),
+                  state=state, on_tick=on_tick)
+
+
+def _needs_master(config) -> bool:
+    """Features only the master provides, even with one worker."""
+    return any(getattr(config, name, None) for name in
+               ("workers_max", "timeout", "pid", "user", "group"))
+
+
+class handle_signals:
+    """TERM/INT: graceful stop (second INT: at once); QUIT: at once; USR1: reopen logs.
+
+    The handlers only ask the worker's loop to act (gunicorn's rule: nothing
+    that can take a lock -- logging included -- runs inside a handler).
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1")
+
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.saved: dict = {}
+        self.interrupted = False
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return self          # tests run a Worker in a thread: no signals there
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            self.saved[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGUSR1:
+            self.worker.call_soon(reopen_logs)
+        elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.interrupted):
+            self.worker.stop(graceful=False)
+        else:
+            self.interrupted = True
+            self.worker.stop(graceful=True)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,290 @@
+"""The worker's epoll loop and thread pool, with a line-echo handler over real loopback sockets."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from bridge.server.listeners import open_listeners
+from bridge.server.worker import Worker, WorkerState, recv_available
+from support.echo_server import EchoHandler
+
+
+@pytest.fixture(autouse=True)
+def _reset_echo_events():
+    EchoHandler.release.clear()
+    EchoHandler.started.clear()
+    yield
+    EchoHandler.release.set()
+
+
+class Running:
+    """A Worker serving in a background thread."""
+
+    def __init__(self, binds=("127.0.0.1:0",), factory=EchoHandler, **options) -> None:
+        self.listeners = open_listeners(list(binds), socket_mode=0o600)
+        self.address = self.listeners[0].sock.getsockname()
+        self.worker = Worker(self.listeners, factory, **options)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def connect(self, index: int = 0) -> socket.socket:
+        listener = self.listeners[index]
+        family = listener.sock.family
+        c = socket.socket(family, socket.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect(listener.sock.getsockname())
+        return c
+
+    def stop(self, graceful: bool = True) -> None:
+        self.worker.stop(graceful)
+        self.thread.join(15)
+        for listener in self.listeners:
+            listener.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        EchoHandler.release.set()
+        self.stop(graceful=False)
+
+
+def ask(conn: socket.socket, line: bytes) -> bytes:
+    conn.sendall(line + b"\n")
+    return read_line(conn)
+
+
+def read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    return data[:-1]
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+def test_accepted_tcp_connection_is_answered():
+    with Running() as r:
+        with r.connect() as c:
+            assert ask(c, b"hello") == b"hello"
+
+
+def test_accepted_unix_connection_is_answered(tmp_path):
+    with Running(binds=[f"unix:{tmp_path}/s.sock"]) as r:
+        with r.connect() as c:
+            assert ask(c, b"over unix") == b"over unix"
+
+
+def test_every_listener_of_a_worker_is_served(tmp_path):
+    with Running(binds=["127.0.0.1:0", f"unix:{tmp_path}/s.sock"]) as r:
+        for i in range(2):
+            with r.connect(i) as c:
+                assert ask(c, b"on %d" % i) == b"on %d" % i
+
+
+def test_keep_alive_connection_is_rearmed_for_each_request():
+    with Running(threads=2) as r:
+        with r.connect() as c:
+            for i in range(200):
+                assert ask(c, b"request %d" % i) == b"request %d" % i
+        wait_until(lambda: r.worker.state.requests == 200)
+        assert r.worker.state.accepted == 1
+
+
+def test_many_connections_share_few_threads():
+    with Running(threads=2) as r:
+        conns = [r.connect() for _ in range(50)]
+        try:
+            for round_ in range(3):
+                for i, c in enumerate(conns):
+                    assert ask(c, b"%d-%d" % (round_, i)) == b"%d-%d" % (round_, i)
+        finally:
+            for c in conns:
+                c.close()
+        wait_until(lambda: r.worker.state.requests == 150)
+
+
+def test_pipelined_requests_are_answered_in_order():
+    with Running() as r:
+        with r.connect() as c:
+            c.sendall(b"".join(b"line %d\n" % i for i in range(100)))
+            reader = c.makefile("rb")
+            for i in range(100):
+                assert reader.readline() == b"line %d\n" % i
+
+
+def test_idle_connection_is_closed_after_idle_timeout():
+    with Running(idle_timeout=0.2) as r:
+        with r.connect() as c:
+            assert ask(c, b"once") == b"once"
+            assert c.recv(10) == b""          # closed by the server, not by us
+
+
+def test_idle_deadline_set_by_handler_cuts_off_a_slow_client():
+    class HeaderTimeout(EchoHandler):
+        def on_readable(self):
+            keep = super().on_readable()
+            # an incomplete request: give the rest of it 0.2 s (slow-loris cut-off)
+            self.idle_deadline = time.monotonic() + 0.2 if self.buf else None
+            return keep
+
+    with Running(factory=HeaderTimeout, idle_timeout=None) as r:
+        with r.connect() as idle, r.connect() as slow:
+            slow.sendall(b"never finis")
+            assert slow.recv(10) == b""
+            assert ask(idle, b"still served") == b"still served"
+
+
+def test_client_closing_the_connection_closes_the_handler():
+    handlers = []
+
+    def factory(*args):
+        h = EchoHandler(*args)
+        handlers.append(h)
+        return h
+
+    with Running(factory=factory) as r:
+        c = r.connect()
+        assert ask(c, b"x") == b"x"
+        c.close()
+        wait_until(lambda: handlers[0].closed)
+
+
+def test_busy_pool_stops_accepting_until_a_thread_is_free():
+    with Running(threads=1) as r:
+        first = r.connect()
+        first.sendall(b"block\n")
+        assert EchoHandler.started.wait(10)
+        second = r.connect()                   # completes in the kernel's queue
+        second.sendall(b"waiting\n")
+        wait_until(lambda: r.worker._paused)
+        assert r.worker.state.accepted == 1    # left for another worker process
+        EchoHandler.release.set()
+        assert read_line(first) == b"block"
+        assert read_line(second) == b"waiting"
+        assert r.worker.state.accepted == 2
+        first.close()
+        second.close()
+
+
+def test_graceful_stop_finishes_the_request_in_flight():
+    r = Running(threads=2, graceful_timeout=30)
+    try:
+        busy = r.connect()
+        idle = r.connect()
+        assert ask(idle, b"before") == b"before"
+        busy.sendall(b"block\n")
+        assert EchoHandler.started.wait(10)
+        stopper = threading.Thread(target=r.worker.stop, args=(True,))
+        stopper.start()
+        wait_until(lambda: not r.worker.state.accepting)
+        assert idle.recv(10) == b""            # idle keep-alive connection closed at once
+        with pytest.raises(ConnectionRefusedError):   # no longer accepting
+            socket.create_connection(r.address, timeout=2)
+        EchoHandler.release.set()
+        assert read_line(busy) == b"block"     # the in-flight request completed
+        assert busy.recv(10) == b""            # then the connection is closed
+        r.thread.join(10)
+        assert not r.thread.is_alive()
+    finally:
+        EchoHandler.release.set()
+        r.stop(graceful=False)
+
+
+def test_immediate_stop_does_not_wait_for_requests_in_flight():
+    r = Running(threads=1, graceful_timeout=30)
+    c = r.connect()
+    c.sendall(b"block\n")
+    assert EchoHandler.started.wait(10)
+    r.worker.stop(graceful=False)
+    r.thread.join(10)
+    assert not r.thread.is_alive()
+    EchoHandler.release.set()
+    r.stop()
+    c.close()
+
+
+def test_graceful_timeout_abandons_a_request_that_does_not_finish():
+    r = Running(threads=1, graceful_timeout=0.2)
+    c = r.connect()
+    c.sendall(b"block\n")
+    assert EchoHandler.started.wait(10)
+    r.worker.stop(graceful=True)
+    r.thread.join(10)
+    assert not r.thread.is_alive()
+    EchoHandler.release.set()
+    r.stop()
+    c.close()
+
+
+def test_max_requests_stops_the_worker_after_that_many_requests():
+    with Running(max_requests=5) as r:
+        with r.connect() as c:
+            for i in range(5):
+                assert ask(c, b"%d" % i) == b"%d" % i
+        r.thread.join(10)
+        assert not r.thread.is_alive()
+        assert r.worker.state.requests == 5
+
+
+def test_failing_handler_closes_only_its_connection():
+    with Running(threads=2) as r:
+        with r.connect() as good, r.connect() as bad:
+            assert ask(good, b"ok") == b"ok"
+            bad.sendall(b"raise\n")
+            assert bad.recv(10) == b""
+            assert ask(good, b"still ok") == b"still ok"
+
+
+def test_state_shows_the_request_in_flight():
+    with Running(threads=2) as r:
+        with r.connect() as c:
+            c.sendall(b"block\n")
+            assert EchoHandler.started.wait(10)
+            wait_until(lambda: r.worker.state.busy_threads == 1)
+            [(seconds, environ)] = r.worker.state.in_flight()
+            assert environ["REQUEST_URI"] == "block" and seconds >= 0
+            EchoHandler.release.set()
+            assert read_line(c) == b"block"
+        wait_until(lambda: r.worker.state.busy_threads == 0)
+
+
+def test_call_soon_runs_in_the_loop_thread():
+    ran = []
+    with Running() as r:
+        r.worker.call_soon(lambda: ran.append(threading.current_thread()))
+        wait_until(lambda: ran)
+        assert ran[0] is r.thread
+
+
+def test_recv_available_does_not_wait_on_a_socket_with_a_timeout():
+    a, b = socket.socketpair()
+    a.settimeout(30)
+    try:
+        assert recv_available(a) is None
+        b.sendall(b"data")
+        assert recv_available(a) == b"data"
+        b.close()
+        assert recv_available(a) == b""
+    finally:
+        a.close()
+
+
+def test_worker_state_counts_requests_from_any_thread():
+    state = WorkerState(2)
+    for _ in range(3):
+        state.request_started({})
+        state.request_finished()
+    assert state.requests == 3
