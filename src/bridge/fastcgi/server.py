@@ -1,0 +1,581 @@
+"""``bridge fcgi``: the FastCGI connection handler for the shared Worker.
+
+The protocol itself lives in :mod:`bridge.fastcgi.protocol` (no I/O); the
+accept loop and threads in :mod:`bridge.server`.  This module is the glue:
+read what the web server sent, feed it to a :class:`ServerConnection`, turn
+each ready request into a WSGI environ, run the app through
+:func:`bridge.wsgi.call_app`, and write the framed response.
+
+Per request, the common case costs one read and one write: a request's
+records usually arrive in one segment, and a small response goes out as
+one STDOUT record, the end of STDOUT and END_REQUEST in a single write.
+
+The request body is complete before the app runs (nginx and Apache buffer
+it by default; an unbuffered chunked body is collected here, spooled to a
+temporary file past ``--fcgi-spool-threshold``).  So an app never blocks
+on ``wsgi.input``, and an ABORT_REQUEST during the upload simply drops the
+request.  While a response streams, incoming records are checked between
+chunks: an ABORT_REQUEST, or the web server closing the connection, stops
+the app's iteration (its ``close()`` is called) instead of streaming on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from bridge.fastcgi import protocol as fcgi
+from bridge.wsgi import apply_script_name, call_app, decode_path, encode_headers, make_environ
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+__all__ = ["main", "serve_inherited", "factory_builder", "FastCGIServer", "Handler"]
+
+log = logging.getLogger("bridge.fastcgi")
+app_log = logging.getLogger("bridge.app")
+
+#: Bytes read per recv: large enough for a whole request head plus a good
+#: part of a body, so big uploads take few round trips through the loop.
+RECV_SIZE = 256 << 10
+
+_local = threading.local()
+_readv = os.readv
+_write = os.write
+
+
+def _buffer() -> tuple:
+    """The calling pool thread's receive buffer (reused for every read it makes)."""
+    try:
+        return _local.buf
+    except AttributeError:
+        buf = bytearray(RECV_SIZE)
+        _local.buf = (buf, memoryview(buf))
+        return _local.buf
+
+
+class ClientGone(OSError):
+    """The web server aborted the request (ABORT_REQUEST) or closed the connection.
+
+    ``call_app`` treats it as a disconnect: it stops iterating and calls the
+    result's ``close()``.
+    """
+    client_gone = True
+
+
+# --------------------------------------------------------------------------
+# environ
+
+
+def _path_from_uri(uri: str) -> str:
+    """The percent-decoded path of REQUEST_URI (origin-form or absolute-form), no query."""
+    path = uri.partition("?")[0].partition("#")[0]
+    if not path.startswith("/"):
+        scheme, sep, rest = path.partition("://")
+        if sep and scheme.isalpha():
+            path = "/" + rest.partition("/")[2]   # absolute-form: drop scheme://authority
+    return decode_path(path.encode("latin-1"))
+
+
+def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> None:
+    """SCRIPT_NAME / PATH_INFO as PEP 3333 wants them.
+
+    * PATH_INFO sent by the web server (nginx ``fastcgi_split_path_info``,
+      Apache with a real path): both are taken as they are.
+    * No PATH_INFO (nginx's stock ``fastcgi_params``, Apache ``ProxyPass``):
+      the path is decoded from REQUEST_URI.  A SCRIPT_NAME that is a proper
+      prefix of it (at a ``/``) stays the mount point; one that is the whole
+      path only repeats it, so the app is taken to be mounted at the root.
+    * ``--script-name PREFIX`` then moves PREFIX from PATH_INFO to
+      SCRIPT_NAME, for mounts the web server cannot describe.
+    """
+    if "PATH_INFO" not in environ:
+        uri = environ.get("REQUEST_URI")
+        if uri:
+            path = _path_from_uri(uri)
+            script = environ.get("SCRIPT_NAME", "").rstrip("/")
+            if script and path.startswith(script + "/"):
+                environ["SCRIPT_NAME"] = script
+                environ["PATH_INFO"] = path[len(script):]
+            else:
+                environ["SCRIPT_NAME"] = ""
+                environ["PATH_INFO"] = path
+    if script_name:
+        apply_script_name(environ, script_name)
+
+
+# --------------------------------------------------------------------------
+# the server: what every connection shares
+
+
+class FastCGIServer:
+    """The app and the settings, prepared once; ``handler`` is the Worker's factory."""
+
+    def __init__(self, app: Callable, *, threads: int = 4, workers: int = 1,
+                 max_params: int = 128 << 10, spool_threshold: int = 1 << 20,
+                 max_body: int = 0, errors_to_log: bool = False,
+                 max_conn_requests: int = 0, web_server_addrs: Any = (),
+                 script_name: Optional[str] = None) -> None:
+        self.app = app
+        self.multithread = threads > 1
+        self.multiprocess = workers > 1
+        self.errors_to_log = errors_to_log
+        self.max_conn_requests = max_conn_requests
+        self.script_name = (script_name or "").rstrip("/") or None
+        concurrency = threads * workers
+        # §4.1: FCGI_MAX_CONNS / FCGI_MAX_REQS are what this process group
+        # can serve at once: one request per pool thread.  Requests
+        # multiplexed on one connection are served in turn (MPXS_CONNS=1).
+        self.conn_options = dict(max_conns=concurrency, max_reqs=concurrency, multiplex=True,
+                                 max_params=max_params, max_body=max_body,
+                                 spool_threshold=spool_threshold)
+        self.allowed = _AddressList(web_server_addrs)
+
+    @classmethod
+    def from_config(cls, app: Callable, config: Any) -> "FastCGIServer":
+        addrs = list(getattr(config, "fcgi_web_server_addrs", None) or [])
+        # FastCGI 1.0 §2.3: the web server may pass FCGI_WEB_SERVER_ADDRS.
+        env_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS", "")
+        addrs += [a for a in env_addrs.replace(" ", ",").split(",") if a.strip()]
+        return cls(app,
+                   threads=getattr(config, "threads", 4),
+                   workers=getattr(config, "workers", 1),
+                   max_params=getattr(config, "fcgi_max_params", 128 << 10),
+                   spool_threshold=getattr(config, "fcgi_spool_threshold", 1 << 20),
+                   max_body=getattr(config, "fcgi_max_body", 0),
+                   errors_to_log=getattr(config, "fcgi_errors_to_log", False),
+                   max_conn_requests=getattr(config, "fcgi_max_conn_requests", 0),
+                   web_server_addrs=addrs,
+                   script_name=getattr(config, "script_name", None))
+
+    def handler(self, sock: socket.socket, addr: Any, listener: Any, state: Any):
+        """The Worker's connection factory."""
+        if self.allowed and getattr(listener, "kind", "tcp") == "tcp" and addr:
+            if not self.allowed.allows(addr[0]):
+                log.warning("refused a FastCGI connection from %s: not in FCGI_WEB_SERVER_ADDRS", addr[0])
+                return _Refused()
+        return Handler(self, sock, addr, state)
+
+
+class _AddressList:
+    """FCGI_WEB_SERVER_ADDRS: exact IPv4/IPv6 addresses, or networks."""
+
+    def __init__(self, entries: Any) -> None:
+        self.exact: set = set()
+        self.networks: list = []
+        if not entries:
+            return
+        import ipaddress
+        for entry in entries:
+            entry = entry.strip()
+            if not entry:
+                continue
+            try:
+                if "/" in entry:
+                    self.networks.append(ipaddress.ip_network(entry, strict=False))
+                else:
+                    self.exact.add(ipaddress.ip_address(entry.strip("[]")))
+            except ValueError:
+                raise ValueError(f"FCGI_WEB_SERVER_ADDRS: {entry!r} is not an IP address or network") from None
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.networks)
+
+    def allows(self, host: str) -> bool:
+        import ipaddress
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(ip, "ipv4_mapped", None)
+        candidates = (ip, mapped) if mapped else (ip,)
+        return any(c in self.exact or any(c in net for net in self.networks) for c in candidates)
+
+
+class _Refused:
+    """A connection from an address FCGI_WEB_SERVER_ADDRS does not list: closed at once."""
+    idle_deadline = None
+
+    def on_readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------
+# one connection
+
+
+class Handler:
+    """One FastCGI transport connection.
+
+    It is also the WSGI transport and the ``wsgi.errors`` stream of the
+    request it is running: requests on one connection run one after the
+    other in the pool thread that read them, so one object per connection
+    does, and nothing is allocated for that per request.
+    """
+
+    idle_deadline = None   # the Worker's --keepalive applies between requests
+
+    def __init__(self, server: FastCGIServer, sock: socket.socket, addr: Any, state: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = state
+        self.peer = _peer_name(addr)
+        self.conn = fcgi.ServerConnection(**server.conn_options)
+        self.pending: list = []     # ready requests waiting for their turn
+        self.dead = False           # the socket broke or the protocol failed: close
+        self.served = 0
+        # the request being run (transport / wsgi.errors state)
+        self.rid = 0
+        self.request: Optional[fcgi.Request] = None
+        self.ended = True
+        self.err: list = []
+        self.err_lines = ""
+
+    # ---- the Worker's interface ----------------------------------------
+
+    def on_readable(self) -> bool:
+        buf, view = _buffer()
+        events = None
+        while True:
+            try:
+                n = _readv(self.fd, (buf,))
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.info("FastCGI connection from %s broke: %s", self.peer, exc)
+                return False
+            if n == 0:
+                if events is not None:
+                    break       # serve what arrived; EOF shows on the next read
+                try:
+                    self.conn.receive_eof()
+                except fcgi.ProtocolError as exc:
+                    log.warning("FastCGI connection from %s: %s", self.peer, exc)
+                else:
+                    if self.conn.requests:
+                        log.info("FastCGI connection from %s closed with %d request(s) unanswered",
+                                 self.peer, len(self.conn.requests))
+                return False
+            try:
+                new = self.conn.receive_data(bytes(view[:n]))
+            except fcgi.ProtocolError as exc:
+                log.warning("closing the FastCGI connection from %s: %s", self.peer, exc)
+                return False
+            events = new if events is None else events + new
+            if n < RECV_SIZE:
+                break   # most likely all there is: save the read that would say EAGAIN
+        if events:
+            self._events(events)
+        else:
+            out = self.conn.data_to_send()   # management replies make no event
+            if out:
+                self._send(out)
+        return self._serve()
+
+    def close(self) -> None:
+        for request in self.pending:
+            fcgi.ServerConnection._close_input(request)
+        self.pending = []
+
+    # ---- requests --------------------------------------------------------
+
+    def _events(self, events: list) -> None:
+        """Queue ready requests, log the rest (the protocol already answered them)."""
+        for event in events:
+            kind = type(event)
+            if kind is fcgi.RequestReady:
+                self.pending.append(event.request)
+            elif kind is fcgi.RequestAborted:
+                if event.running and event.request_id == self.rid and not self.ended:
+                    pass   # seen by _check_incoming through request.aborted
+                elif not event.running:
+                    log.info("FastCGI request %d from %s aborted by the web server before it "
+                             "was complete", event.request_id, self.peer)
+            elif kind is fcgi.RequestRejected:
+                log.warning("FastCGI request %d from %s refused with %d: %s",
+                            event.request_id, self.peer, event.status, event.reason)
+            else:
+                log.info("FastCGI connection from %s: %s record for request %d: %s",
+                         self.peer, fcgi.record_name(event.rtype), event.request_id, event.reason)
+        out = self.conn.data_to_send()
+        if out:
+            self._send(out)
+
+    def _serve(self) -> bool:
+        """Run the ready requests; True to keep the connection."""
+        while self.pending and not self.dead:
+            request = self.pending.pop(0)
+            if request.aborted:
+                self._send(self.conn.end_request(request.id, 1))
+                log.info("FastCGI request %d from %s aborted before it ran", request.id, self.peer)
+            else:
+                self._run(request)
+            self.served += 1
+        if self.dead or self.conn.must_close:
+            return False
+        limit = self.server.max_conn_requests
+        if limit and self.served >= limit and not self.conn.requests:
+            return False
+        return True
+
+    def _run(self, request: fcgi.Request) -> None:
+        server = self.server
+        self.rid = request.id
+        self.request = request
+        self.ended = False
+        params = request.params
+        fix_script_name_and_path_info(params, server.script_name)
+        environ = make_environ(
+            params,
+            input=request.stdin,
+            errors=_LogErrors() if server.errors_to_log else self,
+            multithread=server.multithread,
+            multiprocess=server.multiprocess,
+            input_terminated=request.input_terminated,
+        )
+        environ["fastcgi.role"] = request.role_name
+        if request.data is not None:
+            environ["fastcgi.data"] = request.data
+        state = self.state
+        state.request_started(environ)
+        try:
+            call_app(server.app, environ, self)
+        finally:
+            state.request_finished()
+            self.request = None
+        if not self.ended and not self.dead:
+            # The app was stopped by ABORT_REQUEST: the request still gets
+            # its END_REQUEST (§5.4), and the connection lives on.
+            err = self._flush_err()
+            self.ended = True
+            self._send(err + self.conn.end_request(request.id, 1))
+        self.err = []
+
+    # ---- transport (bridge.wsgi.Transport) -------------------------------
+
+    def send_head(self, status: str, headers: list, body: bytes, end: bool) -> None:
+        head = b"Status: " + status.encode("latin-1") + b"\r\n" + encode_headers(headers) + b"\r\n"
+        err = self._flush_err() if self.err else b""
+        if end:
+            self.ended = True
+            out = self.conn.respond(self.rid, head + body if body else head)
+        else:
+            self._check_incoming()
+            out = self.conn.stdout(self.rid, head + body if body else head)
+        self._send(err + out if err else out)
+
+    def send_body(self, data: bytes) -> None:
+        self._check_incoming()
+        out = self.conn.stdout(self.rid, data)
+        if self.err:
+            out = self._flush_err() + out
+        self._send(out)
+
+    def finish(self) -> None:
+        if not self.ended:
+            err = self._flush_err()
+            self.ended = True
+            self._send(err + self.conn.end_request(self.rid))
+
+    def abort(self) -> None:
+        """The app failed after its head went out: there is no way to say so in
+        FastCGI but to close the connection without END_REQUEST, so that the web
+        server reports an upstream error instead of passing on a truncated body
+        as if it were complete."""
+        self.ended = True
+        self.dead = True
+        try:
+            self._send(self._flush_err())
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """``wsgi.file_wrapper`` on a regular file: os.sendfile between record headers."""
+        self._check_incoming()
+        if self.err:
+            self._send(self._flush_err())
+        rid = self.rid
+        chunk = 65528   # a multiple of 8: no padding between header and data
+        while count > 0:
+            n = min(chunk, count)
+            header = fcgi._pack_header(fcgi.VERSION_1, fcgi.STDOUT, rid, n, -n & 7)
+            self._send(header)
+            sent = 0
+            while sent < n:
+                try:
+                    k = os.sendfile(self.fd, fd, offset + sent, n - sent)
+                except BlockingIOError:
+                    self._wait_writable()
+                    continue
+                if k == 0:
+                    raise ClientGone("file shrank while being sent")
+                sent += k
+            if -n & 7:
+                self._send(bytes(-n & 7))
+            offset += n
+            count -= n
+
+    # ---- wsgi.errors ----------------------------------------------------------
+
+    def write(self, text: str) -> int:
+        if isinstance(text, (bytes, bytearray)):
+            data = bytes(text)
+        else:
+            data = str(text).encode("utf-8", "backslashreplace")
+        if self.request is None or self.ended or self.dead:
+            # written after the response ended (a kept reference), or with
+            # the web server gone: bridge's own log, so it is not lost
+            app_log.error("%s", data.decode("utf-8", "replace").rstrip("\n"))
+        else:
+            self.err.append(data)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self.err and not self.ended and not self.dead:
+            try:
+                self._send(self._flush_err())
+            except OSError:
+                pass
+
+    def _flush_err(self) -> bytes:
+        if not self.err:
+            return b""
+        data = b"".join(self.err)
+        self.err = []
+        if self.rid not in self.conn.requests:
+            return b""
+        return self.conn.stderr(self.rid, data)
+
+    # ---- socket -----------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        """Write all of ``data``: os.write on the (O_NONBLOCK) descriptor first,
+        which is one syscall when the socket buffer has room -- ``sock.sendall``
+        on a socket with a timeout always polls before it writes."""
+        if not data:
+            return
+        try:
+            n = _write(self.fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.dead = True
+            raise
+        if n < len(data):
+            try:
+                self.sock.sendall(memoryview(data)[n:])
+            except OSError:
+                self.dead = True
+                raise
+
+    def _wait_writable(self) -> None:
+        import select
+        timeout = self.sock.gettimeout()
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        if not poller.poll(None if timeout is None else timeout * 1000):
+            self.dead = True
+            raise TimeoutError("timed out writing to the web server")
+
+    def _check_incoming(self) -> None:
+        """Between chunks of a streaming response: did the web server abort or leave?"""
+        buf, view = _buffer()
+        try:
+            n = _readv(self.fd, (buf,))
+        except BlockingIOError:
+            n = None
+        except OSError as exc:
+            self.dead = True
+            raise ClientGone(f"connection broke: {exc}") from None
+        if n == 0:
+            self.dead = True
+            raise ClientGone("the web server closed the connection")
+        if n:
+            try:
+                events = self.conn.receive_data(bytes(view[:n]))
+            except fcgi.ProtocolError as exc:
+                self.dead = True
+                raise ClientGone(f"protocol error: {exc}") from None
+            self._events(events)
+        request = self.request
+        if request is not None and request.aborted:
+            raise ClientGone(f"request {request.id} aborted by the web server (ABORT_REQUEST)")
+
+
+class _LogErrors:
+    """``wsgi.errors`` with --fcgi-errors-to-log: whole lines to bridge's error log."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        if isinstance(text, (bytes, bytearray)):
+            text = bytes(text).decode("utf-8", "replace")
+        data = self.partial + text
+        lines = data.split("\n")
+        self.partial = lines.pop()
+        if lines:
+            app_log.error("%s", "\n".join(lines))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self.partial:
+            app_log.error("%s", self.partial)
+            self.partial = ""
+
+
+def _peer_name(addr: Any) -> str:
+    if isinstance(addr, tuple) and addr:
+        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+    return "unix socket"
+
+
+# --------------------------------------------------------------------------
+# entry points
+
+
+def factory_builder(app: Callable, config: Any) -> Callable:
+    """``bridge.server.serve``'s hook: the connection factory for ``app``."""
+    return FastCGIServer.from_config(app, config).handler
+
+
+def main(config: Any) -> int:
+    """``bridge fcgi APP``."""
+    from bridge.server import serve
+    return serve(config, factory_builder)
+
+
+def serve_inherited(app: Callable, **options: Any) -> int:
+    """``bridge.run(app)`` when fd 0 is a listening socket (mod_fcgid, spawn-fcgi).
+
+    ``options`` are settings by name (``threads=1``, ``fcgi_max_params=...``);
+    ``BRIDGE_*`` environment variables apply too.
+    """
+    from bridge.config import Config, ConfigError
+    from bridge.server import serve
+    from bridge.server.listeners import BindError, inherited_listeners
+    try:
+        config = Config.build("fcgi", options)
+        listeners = inherited_listeners()
+    except (ConfigError, BindError) as exc:
+        import sys
+        sys.stderr.write(f"bridge: {exc}\n")
+        return 2
+    return serve(config, factory_builder, app=app, listeners=listeners)
