@@ -492,7 +492,7 @@ class _Exchange:
             while not self.head_done:
                 if self.ended:
                     raise BadResponse("END_REQUEST before the end of the header block"
-                                      if self.received else "no output")
+                                      if self.head_buf else "no output on STDOUT")
                 self._step()
         except ConnectionError as exc:
             raise BadResponse(f"connection lost: {exc}") from None
