@@ -1,2 +1,52 @@
-"""Settings of bridge.http (declared with bridge.config.setting)."""
-from bridge.config import setting  # noqa: F401
+"""Settings of ``bridge http`` (declared once; the CLI and docs are generated)."""
+from bridge.config import non_negative, positive_int, setting, size
+
+HTTP = ("http",)
+
+# Timeouts: a slow client must never hold a worker thread for long.
+setting("header_timeout", "--header-timeout", default=10.0, type=float, validate=non_negative, commands=HTTP,
+        section="http", metavar="SECONDS",
+        help="close a connection whose request head (or TLS handshake) is not complete this long after it "
+             "began: a slow-loris client cannot hold the server (the keep-alive and body timeouts are "
+             "--keepalive and --io-timeout)")
+
+# Limits (RFC 9110 §15.5.14/.15, RFC 6585 §5).
+setting("limit_request_line", "--limit-request-line", default=8190, type=int, validate=positive_int,
+        commands=HTTP, section="http", metavar="BYTES",
+        help="longest request line; longer gets 414 URI Too Long")
+setting("limit_request_fields", "--limit-request-fields", default=100, type=int, validate=positive_int,
+        commands=HTTP, section="http", metavar="N",
+        help="most header fields in a request; more gets 431")
+setting("limit_request_field_size", "--limit-request-field-size", default=8190, type=int,
+        validate=positive_int, commands=HTTP, section="http", metavar="BYTES",
+        help="longest header field line; longer gets 431")
+setting("limit_request_body", "--limit-request-body", default=1 << 30, type=size, validate=non_negative,
+        commands=HTTP, section="http", metavar="BYTES",
+        help="largest request body (k/M/G suffixes; 0 = no limit); larger gets 413")
+
+# TLS with the standard library's ssl.
+setting("certfile", "--certfile", metavar="FILE", commands=HTTP, section="tls",
+        help="serve HTTPS with this certificate (PEM, may hold the key and the chain)")
+setting("keyfile", "--keyfile", metavar="FILE", commands=HTTP, section="tls",
+        help="private key of --certfile, when it is not in the same file")
+setting("ca_certs", "--ca-certs", metavar="FILE", commands=HTTP, section="tls",
+        help="require client certificates signed by these CAs (mutual TLS)")
+
+# Behind a proxy.
+setting("forwarded_allow_ips", "--forwarded-allow-ips", default="127.0.0.1,::1", metavar="IPS",
+        commands=HTTP, section="proxy",
+        help="peers (comma separated addresses or networks, * for all) whose X-Forwarded-For/-Proto/-Host "
+             "or Forwarded headers are applied; unix socket peers are always trusted")
+
+# Logs.
+setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",
+        help="access log: - for stdout, or a file (reopened on SIGUSR1); off when not given")
+setting("access_log_format", "--access-log-format", metavar="FORMAT", commands=HTTP, section="logging",
+        default='%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
+        help="Apache LogFormat directives: %h %l %u %t %r %m %U %q %H %s %>s %b %B %D %T %{Header}i %{Header}o")
+
+# Development.
+setting("reload", "--reload", default=False, type=bool, commands=HTTP, section="development",
+        help="restart the app when one of its Python files (or a --reload-extra-file) changes")
+setting("reload_extra_files", "--reload-extra-file", multiple=True, default=[], metavar="PATH",
+        commands=HTTP, section="development", help="another file to watch with --reload (repeatable)")

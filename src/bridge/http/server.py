@@ -1,0 +1,780 @@
+"""``bridge http``: the HTTP/1.1 connection handler the shared Worker runs, and ``main()``.
+
+One :class:`HTTPConnection` per accepted socket.  The worker's loop hands it
+to a pool thread when bytes arrive; :meth:`HTTPConnection.on_readable` reads
+what is there (one ``readv`` into the thread's reused buffer), feeds the
+sans-I/O :class:`~bridge.http.protocol.Connection`, runs every complete
+request through :func:`bridge.wsgi.call_app` (the connection is the
+transport), and returns True to be woken for the next bytes.  A small
+response leaves in one ``writev`` (head and body together); a file from
+``wsgi.file_wrapper`` with ``os.sendfile``.
+
+Sends and blocking body reads go straight to the descriptor first (it is
+O_NONBLOCK, see bridge.server.worker) and only fall back to the socket's
+timed methods when the kernel buffer is full or empty: CPython polls before
+every call on a socket with a timeout, which would double the system calls
+of every request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from bridge.http.protocol import (
+    DONE, ERROR, IDLE, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
+    Limits, REASONS, RemoteProtocolError, Request,
+)
+from bridge.wsgi import InputStream, apply_script_name, call_app, decode_path, make_environ, status_has_body
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+log = logging.getLogger("bridge.http")
+
+_readv = os.readv
+_writev = os.writev
+_monotonic = time.monotonic
+_time = time.time
+
+#: Bytes a response may total and still be joined into one buffer (TLS only;
+#: plain sockets use writev for any size).
+_JOIN_LIMIT = 65536
+
+
+# --------------------------------------------------------------------------
+# Date and Server headers: formatted once a second, not once a request.
+
+_date_cache: list = [0, b"", b""]   # second, "Date: ...\r\n", "Date: ...\r\nServer: ...\r\n"
+SERVER_LINE = b"Server: wsgi-bridge\r\n"
+
+
+def date_lines(with_server: bool) -> bytes:
+    now = int(_time())
+    cache = _date_cache
+    if cache[0] != now:
+        from email.utils import formatdate
+        date = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        cache[1], cache[2], cache[0] = date, date + SERVER_LINE, now
+    return cache[2] if with_server else cache[1]
+
+
+# --------------------------------------------------------------------------
+# Environ pieces
+
+
+def _env_key(name: str) -> str:
+    """Lower-case field name → environ key ("" = not passed to the app)."""
+    if "_" in name:
+        # "X_Forwarded_For" must not pass for "X-Forwarded-For" (they map to
+        # the same key): drop names with underscores, as nginx does by default.
+        return ""
+    if name == "content-type":
+        return "CONTENT_TYPE"
+    if name == "content-length":
+        return "CONTENT_LENGTH"
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+_ENV_KEYS: dict = {}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+class ErrorStream:
+    """``wsgi.errors``: what the app writes goes to the error log (``bridge.http``)."""
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        if text.strip():
+            log.error("%s", text.rstrip("\n"))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body (stateless, shared)."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_INPUT = _EmptyInput()
+
+
+class ClientGone(OSError):
+    """The client cannot be written to any more (reset, timeout)."""
+    client_gone = True
+
+
+class BodyError(OSError):
+    """The request body is bad or did not arrive: the gateway answers ``status`` and closes."""
+    client_gone = True
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HTTPInput(InputStream):
+    """``wsgi.input``: the request body, read from the connection as the app asks for it."""
+
+    def __init__(self, connection: HTTPConnection) -> None:
+        super().__init__()
+        self._connection = connection
+
+    def _fill(self, n: int) -> bytes:
+        return self._connection.read_body()
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        # One join instead of growing a bytes object chunk by chunk.
+        if size is None or size < 0 or len(self._buf) >= size:
+            return super().read(size)
+        parts = [self._buf]
+        have = len(self._buf)
+        while have < size:
+            data = self._more(size - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        buf = b"".join(parts)
+        self._buf = buf[size:]
+        return buf[:size]
+
+
+# --------------------------------------------------------------------------
+# Per worker: what every connection shares
+
+
+class ServerContext:
+    """Settings turned into ready objects once per worker process."""
+
+    def __init__(self, app: Callable, config) -> None:
+        from bridge.http.forwarded import TrustedProxies
+        self.app = app
+        self.limits = Limits(
+            request_line=getattr(config, "limit_request_line", 8190),
+            fields=getattr(config, "limit_request_fields", 100),
+            field_size=getattr(config, "limit_request_field_size", 8190),
+            body=getattr(config, "limit_request_body", 1 << 30),
+        )
+        self.header_timeout = getattr(config, "header_timeout", 10.0) or None
+        self.io_timeout = getattr(config, "io_timeout", 30.0) or None
+        self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
+        self.script_name = getattr(config, "script_name", None)
+        self.tls_context = None
+        certfile = getattr(config, "certfile", None)
+        if certfile:
+            from bridge.http.tls import make_context
+            self.tls_context = make_context(certfile, getattr(config, "keyfile", None),
+                                            getattr(config, "ca_certs", None))
+        self.access_log = None
+        if getattr(config, "access_log", None):
+            from bridge.http.accesslog import AccessLog
+            self.access_log = AccessLog(config.access_log, getattr(config, "access_log_format", None))
+            try:
+                from bridge.server.logs import on_reopen
+                on_reopen(self.access_log.reopen)
+            except ImportError:   # pragma: no cover - the server package is always there
+                pass
+        from bridge import __version__
+        self.base = make_environ(
+            {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},
+            input=EMPTY_INPUT, errors=ErrorStream(),
+            multithread=getattr(config, "threads", 4) > 1,
+            multiprocess=getattr(config, "workers", 1) > 1,
+            url_scheme="https" if self.tls_context else "http")
+
+    def connection_environ(self, sock: socket.socket, addr, listener) -> tuple:
+        """The per-connection environ template and whether the peer is a trusted proxy."""
+        env = dict(self.base)
+        if listener is not None and getattr(listener, "kind", "tcp") == "unix" or not addr \
+                or not isinstance(addr, tuple):
+            env["REMOTE_ADDR"] = "127.0.0.1"
+            env["SERVER_NAME"] = "localhost"
+            env["SERVER_PORT"] = "443" if self.tls_context else "80"
+            return env, True, True   # a local process (nginx): trusted
+        host = addr[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        env["REMOTE_ADDR"] = host
+        env["REMOTE_PORT"] = str(addr[1])
+        try:
+            local = sock.getsockname()
+            env["SERVER_NAME"] = local[0][7:] if local[0].startswith("::ffff:") else local[0]
+            env["SERVER_PORT"] = str(local[1])
+        except OSError:
+            env["SERVER_NAME"] = "localhost"
+            env["SERVER_PORT"] = "80"
+        return env, self.trusted.trusts(host), False
+
+
+_local = threading.local()
+
+
+def _thread_buffer() -> bytearray:
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray(65536)
+    return buf
+
+
+# --------------------------------------------------------------------------
+# The connection handler (and the WSGI transport of its requests)
+
+
+class HTTPConnection:
+    """Handler of one connection for :class:`bridge.server.worker.Worker`."""
+
+    __slots__ = ("ctx", "sock", "fd", "state", "conn", "base", "trusted", "unix", "tls",
+                 "idle_deadline", "head_started", "body_error", "aborted", "closed", "__weakref__")
+
+    def __init__(self, ctx: ServerContext, sock: socket.socket, addr, listener, state) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.state = state
+        self.conn = Connection(ctx.limits)
+        self.base, self.trusted, self.unix = ctx.connection_environ(sock, addr, listener)
+        self.tls = None
+        self.idle_deadline: Optional[float] = None
+        self.head_started: Optional[float] = None
+        self.body_error: Optional[BodyError] = None
+        self.aborted = False
+        self.closed = False
+        if ctx.tls_context is not None:
+            from bridge.http.tls import TLSSession
+            self.tls = TLSSession(ctx.tls_context)
+            if ctx.header_timeout:
+                self.idle_deadline = _monotonic() + ctx.header_timeout
+
+    # ---- raw I/O
+
+    def _read_now(self):
+        """Plaintext available now: bytes-like, b"" at EOF, None if nothing yet."""
+        buf = _thread_buffer()
+        try:
+            n = _readv(self.fd, (buf,))
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+        if self.tls is None:
+            return memoryview(buf)[:n] if n else b""
+        return self._tls_feed(bytes(buf[:n]) if n else b"")
+
+    def _tls_feed(self, raw: bytes):
+        import ssl
+        tls = self.tls
+        try:
+            data = tls.feed(raw)
+        except ssl.SSLError as exc:
+            log.debug("TLS error from %s: %s", self.base.get("REMOTE_ADDR"), exc)
+            try:
+                self._send_raw(tls.pending_output())   # the alert, if any
+            except OSError:
+                pass
+            return b""
+        out = tls.pending_output()
+        if out:
+            self._send_raw(out)
+        if data:
+            return data
+        if not raw or tls.closed:
+            return b""
+        return None
+
+    def _read_wait(self) -> bytes:
+        """Block (up to --io-timeout) until body bytes arrive; b"" at EOF."""
+        while True:
+            data = self._read_now()
+            if data is not None:
+                return data
+            try:
+                ready = _wait(self.fd, False, self.ctx.io_timeout)
+            except OSError:
+                return b""
+            if not ready:
+                raise socket.timeout("timed out waiting for the request body")
+
+    def _send_raw(self, data) -> None:
+        """Write all of ``data`` to the socket (waits up to --io-timeout when the buffer is full)."""
+        if not data:
+            return
+        try:
+            n = os.write(self.fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+        if n < len(data):
+            self._send_rest(memoryview(data)[n:])
+
+    def _send_rest(self, view: memoryview) -> None:
+        timeout = self.ctx.io_timeout
+        while view:
+            if not _wait(self.fd, True, timeout):
+                raise ClientGone("timed out sending the response (--io-timeout)")
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+            view = view[n:]
+
+    def _send(self, parts: list) -> None:
+        """Send buffers in order: one writev on a plain socket."""
+        if self.tls is not None:
+            data = b"".join(parts)
+            for i in range(0, len(data), 1 << 20):
+                self._send_raw(self.tls.encrypt(data[i:i + (1 << 20)]))
+            return
+        try:
+            n = _writev(self.fd, parts)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+        total = 0
+        for p in parts:
+            total += len(p)
+        if n < total:
+            self._send_rest(memoryview(b"".join(parts))[n:])
+
+    # ---- the Worker's interface
+
+    def on_readable(self) -> bool:
+        if self.closed:
+            return False
+        try:
+            data = self._read_now()
+        except OSError:
+            return False
+        if data is None:
+            return True
+        self.conn.receive_data(data)    # b"": the client closed its side
+        return self._serve()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.tls is not None and self.tls.handshaken:
+            try:
+                os.write(self.fd, self.tls.close_notify())
+            except (OSError, ValueError):
+                pass
+
+    # ---- requests
+
+    def _serve(self) -> bool:
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._reject(exc)
+                return False
+            if type(event) is Request:
+                self.head_started = None
+                if not self._respond(event):
+                    return False
+                continue
+            if event is NEED_DATA:
+                if conn.head_in_progress and self.ctx.header_timeout:
+                    if self.head_started is None:
+                        self.head_started = _monotonic()
+                    self.idle_deadline = self.head_started + self.ctx.header_timeout
+                elif self.tls is not None and not self.tls.handshaken:
+                    pass    # keep the handshake deadline
+                else:
+                    self.idle_deadline = None
+                return True
+            return False    # ConnectionClosed (or PAUSED, which cannot happen here)
+
+    def _environ(self, request: Request) -> dict:
+        env = self.base.copy()
+        env["REQUEST_METHOD"] = request.method
+        path = request.path
+        env["PATH_INFO"] = decode_path(path.encode("latin-1")) if "%" in path else path
+        env["QUERY_STRING"] = request.query
+        env["REQUEST_URI"] = env["RAW_URI"] = request.target
+        env["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version
+        keys = _ENV_KEYS
+        for name, value in request.headers:
+            key = keys.get(name)
+            if key is None:
+                key = _env_key(name)
+                if len(keys) < 1024:
+                    keys[name] = key
+            if not key:
+                continue
+            old = env.get(key)
+            if old is None:
+                env[key] = value
+            else:
+                # RFC 9110 §5.3: repeated fields combine with commas; a
+                # Cookie list is the exception (RFC 6265 §5.4 uses "; ").
+                env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        if request.host is not None:
+            env["HTTP_HOST"] = request.host
+        if request.content_length is not None:
+            env["CONTENT_LENGTH"] = str(request.content_length)
+        if "HTTP_PROXY" in env:
+            del env["HTTP_PROXY"]   # httpoxy (CVE-2016-5385)
+        if self.trusted and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env
+                             or "HTTP_X_FORWARDED_HOST" in env or "HTTP_FORWARDED" in env):
+            from bridge.http.forwarded import apply_forwarded
+            apply_forwarded(env, self.ctx.trusted)
+        if self.unix:
+            host = env.get("HTTP_HOST")
+            if host:
+                name, colon, port = host.rpartition(":")
+                if colon and port.isdigit() and not name.endswith(":"):
+                    env["SERVER_NAME"], env["SERVER_PORT"] = name, port
+                else:
+                    env["SERVER_NAME"] = host
+                    env["SERVER_PORT"] = "443" if env["wsgi.url_scheme"] == "https" else "80"
+        if self.ctx.script_name:
+            apply_script_name(env, self.ctx.script_name)
+        return env
+
+    def _respond(self, request: Request) -> bool:
+        """Run the app for one request; True to keep the connection."""
+        conn = self.conn
+        ctx = self.ctx
+        state = self.state
+        if state is not None and not state.accepting:
+            conn.close_after_response()     # the worker is stopping
+        env = self._environ(request)
+        if self.tls is not None:
+            env.update(self.tls.environ())
+        if request.chunked or request.content_length:
+            env["wsgi.input"] = HTTPInput(self)
+            env["wsgi.input_terminated"] = True
+        else:
+            conn.next_event()               # the EndOfMessage of a request without a body
+            env["wsgi.input_terminated"] = True
+        self.body_error = None
+        self.aborted = False
+        if ctx.access_log is not None:
+            started, t0 = _time(), _monotonic()
+        if state is not None:
+            state.request_started(env)
+        try:
+            response = call_app(ctx.app, env, self)
+        finally:
+            if state is not None:
+                state.request_finished()
+        error = self.body_error
+        if error is not None:
+            log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), error)
+            if conn.response_status is None:
+                page = conn.error_response(error.status, date_lines(True))
+                if page:
+                    try:
+                        self._send([page])
+                    except OSError:
+                        pass
+                    response.status = f"{error.status} {REASONS.get(error.status, 'Error')}"
+                    response.bytes_sent = 0
+            if ctx.access_log is not None:
+                self._log_access(env, request, response, started, t0)
+            self._linger()
+            return False
+        if ctx.access_log is not None:
+            self._log_access(env, request, response, started, t0)
+        if response.disconnected or self.aborted:
+            return False
+        if conn.our_state is not DONE:
+            if conn.their_state is SEND_BODY or conn.their_state is ERROR:
+                self._linger()
+            return False
+        if conn.their_state is SEND_BODY and not self._drain():
+            return False
+        if conn.their_state is not DONE:
+            return False
+        conn.start_next_cycle()
+        return True
+
+    def _log_access(self, env: dict, request: Request, response, started: float, t0: float) -> None:
+        from bridge.http.accesslog import Record
+        line = f"{request.method} {request.target} HTTP/{request.http_version}"
+        try:
+            self.ctx.access_log.log(Record(env, response.status, response.headers, response.bytes_sent,
+                                           started, _monotonic() - t0, line))
+        except Exception:
+            log.exception("writing the access log failed")
+
+    def read_body(self) -> bytes:
+        """The next piece of the request body for ``wsgi.input`` (b"" at its end)."""
+        conn = self.conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.body_error = BodyError(str(exc), exc.status)
+                raise self.body_error from None
+            kind = type(event)
+            if kind is Data:
+                return event.data
+            if kind is EndOfMessage:
+                return b""
+            if event is not NEED_DATA:
+                return b""
+            if conn.client_waiting_for_100 and conn.our_state is SEND_RESPONSE:
+                # RFC 9110 §10.1.1: the app wants the body, so say so now.
+                self._send([conn.send_continue()])
+            try:
+                data = self._read_wait()
+            except socket.timeout:
+                self.body_error = BodyError("timed out reading the request body (--io-timeout)", 408)
+                conn.state.error()
+                raise self.body_error from None
+            conn.receive_data(data)
+
+    def _drain(self) -> bool:
+        """Read and drop the body the app left unread, so the next request can follow."""
+        from bridge.http.protocol import DRAIN_LIMIT
+        conn = self.conn
+        total = 0
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError:
+                return False
+            kind = type(event)
+            if kind is EndOfMessage:
+                return True
+            if kind is Data:
+                total += len(event.data)
+                if total > DRAIN_LIMIT:
+                    return False
+                continue
+            if event is not NEED_DATA:
+                return False
+            try:
+                data = self._read_wait()
+            except OSError:
+                return False
+            if not data:
+                return False
+            conn.receive_data(data)
+
+    def _reject(self, exc: RemoteProtocolError) -> None:
+        """A request the parser refused: answer its status (if possible), then close."""
+        status = exc.status
+        peer = self.base.get("REMOTE_ADDR")
+        log.info("%d from %s: %s", status, peer, exc)
+        page = self.conn.error_response(status, date_lines(True))
+        if page is None:
+            return
+        try:
+            self._send([page])
+        except OSError:
+            return
+        if self.ctx.access_log is not None:
+            from bridge.http.accesslog import Record
+            now = _time()
+            self.ctx.access_log.log(Record(self.base, f"{status} x", [], 0, now, 0.0, "-"))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close gently: stop sending, read what the client still sends for a moment.
+
+        Closing a socket with unread input makes the kernel send RST, and the
+        client may lose the error response it has not read yet.
+        """
+        try:
+            if self.tls is not None and self.tls.handshaken:
+                os.write(self.fd, self.tls.close_notify())
+                self.closed = True
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = _monotonic() + min(2.0, self.ctx.io_timeout or 2.0)
+        buf = _thread_buffer()
+        while True:
+            left = deadline - _monotonic()
+            if left <= 0:
+                return
+            try:
+                if not _wait(self.fd, False, left):
+                    return
+                if not _readv(self.fd, (buf,)):
+                    return
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+
+    # ---- bridge.wsgi transport
+
+    def send_head(self, status: str, headers: list, body: bytes, end: bool) -> None:
+        conn = self.conn
+        if conn.their_state is ERROR:
+            # The body was refused while the app ran: our 4xx replaces its answer.
+            raise ClientGone("the request failed while the application ran")
+        parts = []
+        append = parts.append
+        length = None
+        has_date = has_server = False
+        for name, value in headers:
+            append(f"{name}: {value}\r\n")
+            n = len(name)
+            if n == 14 or n == 4 or n == 6:
+                low = name.lower()
+                if low == "content-length":
+                    length = int(value)
+                elif low == "date":
+                    has_date = True
+                elif low == "server":
+                    has_server = True
+        try:
+            block = "".join(parts).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            from bridge.wsgi import WSGIError
+            raise WSGIError(f"response header not encodable as latin-1: {exc}") from None
+        request = conn.request
+        body_allowed = status_has_body(status, request.method if request is not None else "GET")
+        if end and length is None and body_allowed:
+            length = len(body)
+            block += b"Content-Length: %d\r\n" % length
+        if not has_date:
+            block += date_lines(not has_server)
+        elif not has_server:
+            block += SERVER_LINE
+        head = conn.response_head(status, block, length, body_allowed)
+        if body and body_allowed:
+            out = [head, *conn.chunk_parts(body)]
+        else:
+            out = [head]
+        if end:
+            tail = conn.end_response()
+            if tail:
+                out.append(tail)
+        self._send(out)
+
+    def send_body(self, data: bytes) -> None:
+        self._send(list(self.conn.chunk_parts(data)))
+
+    def finish(self) -> None:
+        conn = self.conn
+        if conn.our_state is SEND_BODY:
+            tail = conn.end_response()
+            if tail:
+                self._send([tail])
+
+    def abort(self) -> None:
+        self.aborted = True
+        conn = self.conn
+        if conn.response_status is None and conn.our_state in (IDLE, SEND_RESPONSE):
+            page = conn.error_response(500, date_lines(True))
+            if page:
+                try:
+                    self._send([page])
+                except OSError:
+                    pass
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """``wsgi.file_wrapper`` over a real file: ``os.sendfile``, no copy through Python."""
+        conn = self.conn
+        if self.tls is not None or not conn.raw_body(count):
+            while count > 0:
+                data = os.pread(fd, min(count, 1 << 20), offset)
+                if not data:
+                    break
+                self.send_body(data)
+                offset += len(data)
+                count -= len(data)
+            return
+        timeout = self.ctx.io_timeout
+        while count > 0:
+            try:
+                sent = os.sendfile(self.fd, fd, offset, count)
+            except BlockingIOError:
+                if not _wait(self.fd, True, timeout):
+                    raise ClientGone("timed out sending a file (--io-timeout)")
+                continue
+            except OSError as exc:
+                raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+            if sent == 0:
+                break
+            offset += sent
+            count -= sent
+
+
+def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
+    """Wait until ``fd`` is writable/readable; False on timeout."""
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, timeout) * 1000))
+
+
+# --------------------------------------------------------------------------
+# Entry points
+
+
+def factory_builder(app: Callable, config) -> Callable:
+    """``bridge.server.serve``'s hook: one ServerContext per worker, one handler per connection."""
+    ctx = ServerContext(app, config)
+
+    def factory(sock: socket.socket, addr, listener, state) -> HTTPConnection:
+        return HTTPConnection(ctx, sock, addr, listener, state)
+    factory.context = ctx
+    return factory
+
+
+def check_config(config) -> Optional[str]:
+    """One line saying what is wrong with the HTTP settings, or None."""
+    from bridge.http.forwarded import TrustedProxies
+    try:
+        TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
+        if getattr(config, "access_log_format", None):
+            from bridge.http.accesslog import compile_format
+            compile_format(config.access_log_format)
+        if getattr(config, "certfile", None):
+            from bridge.http.tls import make_context
+            make_context(config.certfile, getattr(config, "keyfile", None), getattr(config, "ca_certs", None))
+        elif getattr(config, "keyfile", None) or getattr(config, "ca_certs", None):
+            return "--keyfile and --ca-certs need --certfile"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def main(config) -> int:
+    """``bridge http APP``."""
+    import sys
+    problem = check_config(config)
+    if problem:
+        sys.stderr.write(f"bridge http: {problem}\n")
+        return 2
+    if getattr(config, "reload", False):
+        from bridge.http.reload import run_with_reloader
+        return run_with_reloader(config, factory_builder)
+    from bridge.server import serve
+    return serve(config, factory_builder)
