@@ -6,6 +6,7 @@ tests show the bytes.
 """
 from __future__ import annotations
 
+import os
 import socket
 
 from bridge.fastcgi import protocol as p
@@ -151,3 +152,87 @@ def get_params(path: str = "/", query: str = "", method: str = "GET", **extra: s
     }
     params.update(extra)
     return params
+
+
+# --------------------------------------------------------------------------
+# The app the FastCGI integration tests serve (``support.fastcgi:inspect_app``)
+
+
+def inspect_app(environ, start_response):
+    """``/echo``: the body back, byte-exact; ``/stream``: chunks, each sent
+    only after the test created a file named by ``?token=`` (proves streaming
+    without timing); anything else: the str environ as JSON, plus the body's
+    length and sha256."""
+    import hashlib
+    import json
+    import time
+    path = environ.get("PATH_INFO", "")
+    if path.endswith("/echo"):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body))),
+                                  ("X-Input-Terminated", str(bool(environ.get("wsgi.input_terminated"))))])
+        return [body]
+    if path.endswith("/stream"):
+        query = dict(part.partition("=")[::2] for part in environ.get("QUERY_STRING", "").split("&") if part)
+        token = query.get("token", "")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def chunks():
+            yield b"first\n"
+            deadline = time.monotonic() + 20
+            while token and not os.path.exists(token) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            yield b"second\n" if not token or os.path.exists(token) else b"gave up waiting\n"
+        return chunks()
+    if path.endswith("/error"):
+        raise RuntimeError("inspect_app error (expected by the test)")
+    body = environ["wsgi.input"].read()
+    info = {k: v for k, v in environ.items() if isinstance(v, str)}
+    info["wsgi.input_terminated"] = bool(environ.get("wsgi.input_terminated"))
+    # bridge's wsgi.errors is one object per FastCGI connection: its id tells
+    # the test whether two requests came over the same connection.
+    info["connection"] = id(environ["wsgi.errors"])
+    info["body_length"] = len(body)
+    info["body_sha256"] = hashlib.sha256(body).hexdigest()
+    out = json.dumps(info, sort_keys=True).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
+
+
+
+
+def start_bridge_fcgi(bind: str, *args: str, app: str = "support.fastcgi:inspect_app", **env: str):
+    """``bridge fcgi APP --bind BIND`` as a Process, waited for; unix sockets made 0666."""
+    from support import Process, bridge_command, bridge_env, wait_for_path, wait_for_port
+    extra = ["--socket-mode", "666"] if bind.startswith("unix:") else []
+    proc = Process(bridge_command("fcgi", app, "--bind", bind, *extra, *args), env=bridge_env(**env))
+    try:
+        if bind.startswith("unix:"):
+            wait_for_path(bind[5:], proc=proc.proc)
+            wait_for_unix_socket(bind[5:])
+        else:
+            host, _, port = bind.rpartition(":")
+            wait_for_port(int(port), host.strip("[]"), proc=proc.proc)
+    except Exception:
+        out = proc.output()
+        proc.stop()
+        raise RuntimeError(f"bridge fcgi did not start:\n{out}")
+    return proc
+
+
+def wait_for_unix_socket(path: str, timeout: float = 10.0) -> None:
+    """Until a connect succeeds (the file appears at bind(), before listen())."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        finally:
+            s.close()
