@@ -1,0 +1,87 @@
+"""``bridge.middleware.Lint``: the WSGI contract checker of ``bridge check``, per request.
+
+Like ``wsgiref.validate``, but a violation never becomes an
+``AssertionError`` in the app and never cuts the response: each one is one
+line in the error log (``wsgi.errors``, the server's error log) naming the
+request that caused it::
+
+    bridge lint: GET /broken?x=1: status must be a str like '200 OK', got 200 (int)
+
+The checking itself is not done here: it is :mod:`bridge.lint`, the same
+checker ``bridge check APP`` runs, so the two cannot disagree.  This module
+only turns its reports into log lines.  The interface it relies on is one
+function::
+
+    bridge.lint.wrap(app, report) -> app
+        ``report(environ, message: str)`` is called once per violation; the
+        returned app passes the request, the response and the app's own
+        exceptions through unchanged.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Optional
+
+__all__ = ["Lint", "describe_request"]
+
+PREFIX = "bridge lint: "
+
+
+def describe_request(environ: dict) -> str:
+    """``GET /script/path?query`` as the app saw it (latin-1 "bytes as str" kept printable)."""
+    method = environ.get("REQUEST_METHOD", "?")
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    target = path + ("?" + query if query else "")
+    # A request line may hold anything: keep the log line one printable line.
+    target = "".join(c if " " < c < "\x7f" else f"\\x{ord(c):02x}" for c in target)
+    return f"{method} {target or '/'}"
+
+
+def _checker_wrap() -> Callable:
+    try:
+        from bridge.lint import wrap
+    except ImportError as exc:
+        raise RuntimeError(
+            "--lint needs bridge.lint.wrap(app, report), the checker of 'bridge check', "
+            f"which this installation does not provide ({exc})") from None
+    return wrap
+
+
+class Lint:
+    """Check ``app`` against PEP 3333 on every request; log each violation, change nothing.
+
+    ``log``: where lines go, ``log(environ, line)``; default: the request's
+    ``wsgi.errors`` (sys.stderr when missing).  ``checker``: the
+    ``wrap(app, report)`` function; default :func:`bridge.lint.wrap`.
+    """
+
+    def __init__(self, app: Callable, *, log: Optional[Callable] = None,
+                 checker: Optional[Callable] = None) -> None:
+        self.app = app
+        self.log = log or _write_error
+        wrap = checker or _checker_wrap()
+        self.checked = wrap(app, self.report)
+
+    def report(self, environ: dict, message: str) -> None:
+        """One violation → one log line.  Never raises: logging must not break a response."""
+        try:
+            text = " ".join(str(message).split())   # one line, whatever the checker wrote
+            self.log(environ, f"{PREFIX}{describe_request(environ)}: {text}")
+        except Exception:
+            pass
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable:
+        return self.checked(environ, start_response)
+
+
+def _write_error(environ: dict, line: str) -> None:
+    errors = environ.get("wsgi.errors")
+    if errors is None:
+        import sys
+        errors = sys.stderr
+    errors.write(line + "\n")
+    flush = getattr(errors, "flush", None)
+    if flush is not None:
+        flush()
