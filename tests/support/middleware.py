@@ -49,8 +49,9 @@ def front_door(kind: str, *bridge_args: str, nginx_conf: str = "docs/middleware-
         try:
             wait_for_port(port, proc=bridge.proc)
         except Exception:
+            output = bridge.output()
             bridge.stop()
-            raise RuntimeError(f"bridge http did not start:\n{bridge.output()}")
+            raise RuntimeError(f"bridge http did not start:\n{output}") from None
         return FrontDoor(kind, bridge, f"http://127.0.0.1:{port}")
     if kind == "nginx-fcgi":
         directory = public_tmpdir("bridge-mw-")
@@ -60,8 +61,9 @@ def front_door(kind: str, *bridge_args: str, nginx_conf: str = "docs/middleware-
         try:
             wait_for_path(str(sock), proc=bridge.proc)
         except Exception:
+            output = bridge.output()
             bridge.stop()
-            raise RuntimeError(f"bridge fcgi did not start:\n{bridge.output()}")
+            raise RuntimeError(f"bridge fcgi did not start:\n{output}") from None
         port = free_port()
         try:
             nginx = start_nginx(include_file(ROOT / nginx_conf, port=port, socket=sock,

@@ -72,7 +72,11 @@ def wrap_app(app, config):
     """APP_WRAPPERS hook: ``Static(Gzip(Lint(app)))`` as far as the flags ask."""
     if app is not None and getattr(config, "lint", False):
         from bridge.middleware.lint import Lint
-        app = Lint(app)
+        try:
+            app = Lint(app)
+        except RuntimeError as exc:
+            from bridge.loader import AppLoadError
+            raise AppLoadError(str(exc)) from None
     if app is not None and getattr(config, "gzip", False):
         from bridge.middleware.gzip import DEFAULT_TYPES, Gzip
         types = [t for t in (getattr(config, "gzip_types", "") or "").split(",") if t.strip()]
