@@ -393,6 +393,8 @@ def test_file_wrapper_is_sent_with_sendfile_in_records(pair_factory):
     ({"SCRIPT_NAME": "/app", "REQUEST_URI": "/app/caf%C3%A9?q"}, None, ("/app", "/caf\xc3\xa9")),
     ({"SCRIPT_NAME": "/app/x", "REQUEST_URI": "/app/x"}, "/app", ("/app", "/x")),
     ({"REQUEST_URI": "http://example.com/abs/path?x"}, None, ("", "/abs/path")),
+    ({"SCRIPT_NAME": "/tcp/", "REQUEST_URI": "/tcp/"}, None, ("", "/tcp/")),      # Apache ProxyPass
+    ({"SCRIPT_NAME": "/tcp/", "REQUEST_URI": "/tcp/"}, "/tcp", ("/tcp", "/")),
     ({"SCRIPT_NAME": "", "PATH_INFO": "/mnt/p"}, "/mnt", ("/mnt", "/p")),
 ])
 def test_script_name_and_path_info_rules(params, script_name, expected):

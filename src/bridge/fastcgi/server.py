@@ -87,7 +87,8 @@ def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> 
     * No PATH_INFO (nginx's stock ``fastcgi_params``, Apache ``ProxyPass``):
       the path is decoded from REQUEST_URI.  A SCRIPT_NAME that is a proper
       prefix of it (at a ``/``) stays the mount point; one that is the whole
-      path only repeats it, so the app is taken to be mounted at the root.
+      path (what both servers send) only repeats it, so the app is taken to
+      be mounted at the root.
     * ``--script-name PREFIX`` then moves PREFIX from PATH_INFO to
       SCRIPT_NAME, for mounts the web server cannot describe.
     """
@@ -95,10 +96,11 @@ def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> 
         uri = environ.get("REQUEST_URI")
         if uri:
             path = _path_from_uri(uri)
-            script = environ.get("SCRIPT_NAME", "").rstrip("/")
-            if script and path.startswith(script + "/"):
-                environ["SCRIPT_NAME"] = script
-                environ["PATH_INFO"] = path[len(script):]
+            script = environ.get("SCRIPT_NAME", "")
+            mount = script.rstrip("/")
+            if mount and script != path and path.startswith(mount + "/"):
+                environ["SCRIPT_NAME"] = mount
+                environ["PATH_INFO"] = path[len(mount):]
             else:
                 environ["SCRIPT_NAME"] = ""
                 environ["PATH_INFO"] = path

@@ -1,0 +1,85 @@
+"""Apache -> bridge fcgi: mod_proxy_fcgi over TCP and a unix socket, with apache/fastcgi-proxy.conf."""
+import hashlib
+import http.client
+import json
+import os
+import shutil
+
+import pytest
+
+from support import free_port, public_tmpdir
+from support.apache_fcgi import start_apache
+from support.fastcgi import start_bridge_fcgi
+from support.nginx import include_file
+from support import ROOT
+
+
+@pytest.fixture(scope="module")
+def apache():
+    tmp = public_tmpdir("bridge-fcgi-")
+    sock = tmp / "app.sock"
+    backend_port = free_port()
+    # mod_proxy_fcgi sends the whole path as SCRIPT_NAME and no PATH_INFO:
+    # --script-name says where the app is mounted.
+    tcp = start_bridge_fcgi(f"127.0.0.1:{backend_port}", "--script-name", "/tcp")
+    unix = start_bridge_fcgi(f"unix:{sock}", "--script-name", "/unix")
+    port = free_port()
+    body = include_file(ROOT / "apache" / "fastcgi-proxy.conf", backend_port=backend_port, socket=sock)
+    server = start_apache(body, port, ["proxy", "proxy_fcgi"])
+    server.port = port
+    yield server
+    server.stop()
+    tcp.stop()
+    unix.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def request(apache, method, target, body=None, headers=None, chunked=False):
+    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=60)
+    try:
+        conn.request(method, target, body=body, headers=headers or {}, encode_chunked=chunked)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("mount", ["/tcp", "/unix"])
+def test_get_reaches_the_app_mounted_at_its_prefix(apache, mount):
+    status, _, data = request(apache, "GET", f"{mount}/x/caf%C3%A9?q=%C3%A9&r=2")
+    assert status == 200
+    env = json.loads(data)
+    assert env["SCRIPT_NAME"] == mount
+    assert env["PATH_INFO"] == "/x/café".encode().decode("latin-1")
+    assert env["QUERY_STRING"] == "q=%C3%A9&r=2"
+    assert env["REQUEST_METHOD"] == "GET"
+
+
+@pytest.mark.parametrize("mount", ["/tcp", "/unix"])
+def test_authorization_header_reaches_the_app(apache, mount):
+    status, _, data = request(apache, "GET", f"{mount}/private",
+                              headers={"Authorization": "Basic dXNlcjpzZWNyZXQ="})
+    assert status == 200
+    assert json.loads(data)["HTTP_AUTHORIZATION"] == "Basic dXNlcjpzZWNyZXQ="
+
+
+@pytest.mark.parametrize("mount", ["/tcp", "/unix"])
+def test_one_mib_post_comes_back_byte_exact(apache, mount):
+    body = os.urandom(1 << 20)
+    status, _, data = request(apache, "POST", f"{mount}/echo", body,
+                              {"Content-Type": "application/octet-stream"})
+    assert status == 200
+    assert hashlib.sha256(data).digest() == hashlib.sha256(body).digest()
+
+
+def test_chunked_post_through_apache_arrives_complete(apache):
+    parts = [os.urandom(5000 + i) for i in range(10)]
+    status, _, data = request(apache, "POST", "/unix/echo", iter(parts), chunked=True)
+    assert status == 200
+    assert data == b"".join(parts)
+
+
+def test_app_error_through_apache_is_a_bare_500(apache):
+    status, _, data = request(apache, "GET", "/tcp/error")
+    assert status == 500
+    assert b"Traceback" not in data and b"RuntimeError" not in data
