@@ -1,41 +1,21 @@
 """A private php-fpm for tests: own config, unix socket in a public temp dir, stopped by PID.
 
-``start_php_fpm(docroot)`` returns a :class:`PhpFpm` with ``.socket`` (a
+``start_php_fpm()`` returns a :class:`PhpFpm` with ``.socket`` (a
 unix socket path, mode 0666), ``.log()`` and ``.stop()``.  The master runs
-in the foreground (``-F``) as root with its pool workers as www-data (or as
-the current user when not root), so the document root must be readable by
+in the foreground (``-F``) with the pool config of docs/composition-php-fpm.conf
+(workers as www-data when started as root), so the document root must be readable by
 them: use ``support.public_tmpdir()``.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from support import Process, public_tmpdir, require_binary, wait_for_path
+from support import ROOT, Process, public_tmpdir, require_binary, wait_for_path
+from support.nginx import include_file
 
-CONFIG = """\
-[global]
-pid = {dir}/php-fpm.pid
-error_log = {dir}/php-fpm.log
-log_level = notice
-daemonize = no
-
-[test]
-{user}
-listen = {socket}
-listen.mode = 0666
-pm = static
-pm.max_children = {children}
-; keep the test's environment out of the scripts, like a real pool
-clear_env = yes
-catch_workers_output = yes
-security.limit_extensions = .php
-php_admin_value[display_errors] = stderr
-php_admin_value[log_errors] = on
-php_admin_value[output_buffering] = 0
-"""
+CONFIG = ROOT / "docs" / "composition-php-fpm.conf"
 
 
 class PhpFpm:
@@ -58,9 +38,8 @@ def start_php_fpm(children: int = 2) -> PhpFpm:
     binary = require_binary("php-fpm8.2", "php-fpm")
     directory = public_tmpdir("bridge-php-fpm-")
     socket = str(directory / "php-fpm.sock")
-    user = "user = www-data\ngroup = www-data" if os.geteuid() == 0 else ""
     (directory / "php-fpm.conf").write_text(
-        CONFIG.format(dir=directory, socket=socket, user=user, children=children))
+        include_file(CONFIG, dir=directory, socket=socket, children=children))
     process = Process([binary, "-F", "-n", "-y", str(directory / "php-fpm.conf")],
                       log=directory / "stdout.log")
     try:
