@@ -475,3 +475,73 @@ def test_file_slice_stops_at_its_length(tmp_path):
     assert b"".join(FileWrapper(s, 2)) == b"23456"
     assert s.read() == b""
     s.close()
+
+
+# -- the flags, the hook and the docs (all three middlewares) ----------------------
+
+from pathlib import Path  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+MIDDLEWARE_SETTINGS = ("static", "static_max_age", "static_index", "static_hidden", "gzip",
+                       "gzip_min_size", "gzip_types", "gzip_level", "lint")
+
+
+def test_flags_build_static_around_gzip(site):
+    from bridge.config import Config
+    from bridge.middleware.gzip import Gzip
+    from bridge.middleware.options import wrap_app
+    config = Config.build("http", {"static": [f"/s={site}"], "gzip": True, "gzip_types": "text/*, application/x-mine",
+                                   "static_max_age": "60", "static_index": True}, environ={})
+    app = wrap_app(fallback_app, config)
+    assert isinstance(app, Static) and isinstance(app.app, Gzip) and app.app.app is fallback_app
+    assert [t.strip() for t in app.app.types] == ["text/*", "application/x-mine"]
+    assert app.cache_control == "public, max-age=60" and app.index
+    assert run(app, "/s/app.css")[2] == CSS
+
+
+def test_no_flags_leave_the_app_alone():
+    from bridge.config import Config
+    from bridge.middleware.options import wrap_app
+    assert wrap_app(fallback_app, Config.build("cgi", {}, environ={})) is fallback_app
+
+
+def test_static_without_an_app_serves_files_and_404s_the_rest(site):
+    from bridge.config import Config
+    from bridge.middleware.options import wrap_app
+    app = wrap_app(None, Config.build("http", {"static": [f"/={site}"]}, environ={}))
+    assert run(app, "/app.css")[2] == CSS
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("/s", "PREFIX=DIR"), ("s=/tmp", "must start with '/'"), ("/s=/no/such/dir", "not a directory"),
+])
+def test_bad_static_flag_is_one_clear_error(raw, message):
+    from bridge.config import Config, ConfigError
+    with pytest.raises(ConfigError, match=message):
+        Config.build("http", {"static": [raw]}, environ={})
+
+
+def test_static_mounts_from_the_environment(site, tmp_path):
+    from bridge.config import Config
+    config = Config.build("fcgi", {}, environ={"BRIDGE_STATIC": f"/a={site},/b={tmp_path}"})
+    assert config.static == [("/a", str(site)), ("/b", str(tmp_path))]
+
+
+def test_docs_flag_table_is_the_declared_settings():
+    from bridge.config import load_declarations
+    declared = load_declarations()
+    text = (DOCS / "middleware.md").read_text()
+    table = text.split("<!-- generated", 1)[1].split("<!-- end generated -->", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    expected = []
+    for name in MIDDLEWARE_SETTINGS:
+        s = declared[name]
+        default = "" if s.default in (None, [], "", False) else f"`{s.default}`"
+        expected.append(f"| {', '.join(f'`{f}`' for f in s.flags)} | `{s.env}` | {default} | {s.help} |")
+    assert rows == expected
+
+
+@pytest.mark.parametrize("conf", ["middleware-nginx.conf", "middleware-nginx-fcgi.conf"])
+def test_docs_show_the_nginx_configs_the_tests_load(conf):
+    text = (DOCS / "middleware.md").read_text()
+    assert "```nginx\n" + (DOCS / conf).read_text() + "```" in text

@@ -79,7 +79,7 @@ def wrap_app(app, config):
             raise AppLoadError(str(exc)) from None
     if app is not None and getattr(config, "gzip", False):
         from bridge.middleware.gzip import DEFAULT_TYPES, Gzip
-        types = [t for t in (getattr(config, "gzip_types", "") or "").split(",") if t.strip()]
+        types = [t.strip() for t in (getattr(config, "gzip_types", "") or "").split(",") if t.strip()]
         app = Gzip(app, min_size=getattr(config, "gzip_min_size", 256), types=types or DEFAULT_TYPES,
                    level=getattr(config, "gzip_level", 6))
     mounts = getattr(config, "static", None)
