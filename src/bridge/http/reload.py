@@ -1,0 +1,308 @@
+"""``--reload``: serve the new code as soon as a file changes, standard library only.
+
+For local development.  A small supervisor process opens the listening
+sockets once and forks a child that loads the app and serves; the child
+tells the supervisor which files it imported.  The supervisor polls their
+modification times (``os.stat``, twice a second: no inotify, no
+dependency).  When one changes it forks a *new* child; only once that child
+has loaded the app does the old one get SIGTERM (it finishes its requests).
+A syntax error or any import failure in the new code is printed, the new
+child exits, and the old app keeps serving until the next change.
+
+The sockets stay open in the supervisor the whole time, so a browser never
+sees "connection refused" during a reload.
+
+Signals to the supervisor: INT/TERM stop everything, HUP reloads now, USR1
+is passed on (reopen logs).  Handlers only set flags; the loop acts.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import sysconfig
+import threading
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+log = logging.getLogger("bridge.http.reload")
+
+POLL_INTERVAL = 0.5
+#: How long a new child may take to import the app before it counts as failed.
+LOAD_TIMEOUT = 60.0
+
+
+def _stdlib_dirs() -> tuple:
+    paths = {sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib")}
+    return tuple(os.path.join(p, "") for p in paths if p)
+
+
+def module_files() -> set:
+    """Source files of the imported modules, without the standard library's."""
+    skip = _stdlib_dirs()
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or path.startswith(skip):
+            continue
+        if path.endswith((".pyc", ".pyo")):
+            path = path[:-1]
+        files.add(os.path.abspath(path))
+    return files
+
+
+def _mtime(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+class Child:
+    """One forked server process and the pipe it reports on."""
+
+    def __init__(self, pid: int, rfd: int) -> None:
+        self.pid = pid
+        self.rfd = rfd
+        self.buffer = b""
+        self.ready = False
+        self.exited: Optional[int] = None
+        self.files: set = set()
+        self.started = time.monotonic()
+
+    def poll(self) -> None:
+        """Read what the child reported: ``F path`` lines, then ``READY``."""
+        while True:
+            try:
+                data = os.read(self.rfd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line == b"READY":
+                self.ready = True
+            elif line.startswith(b"F "):
+                self.files.add(os.fsdecode(line[2:]))
+
+    def reap(self) -> bool:
+        if self.exited is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.exited = os.waitstatus_to_exitcode(status)
+                self.poll()
+                os.close(self.rfd)
+        return self.exited is not None
+
+    def signal(self, signum: int) -> None:
+        if self.exited is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def _child_main(config, factory_builder: Callable, listeners: list, wfd: int) -> int:
+    """In the forked child: load the app, report files and readiness, serve."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
+    for listener in listeners:
+        listener.owned = False        # the supervisor removes a unix socket file, not us
+    from bridge.loader import load_from_config
+    from bridge.server import serve
+    app = load_from_config(config)   # prints the error and exits 2 when the new code is broken
+    report = _Reporter(wfd)
+    report.send_files()
+    os.write(wfd, b"READY\n")
+    report.start()
+    return serve(config, factory_builder, app=app, listeners=listeners)
+
+
+class _Reporter(threading.Thread):
+    """Tells the supervisor about modules the app imports later (lazily)."""
+
+    def __init__(self, wfd: int) -> None:
+        super().__init__(daemon=True, name="bridge-reload-report")
+        self.wfd = wfd
+        self.sent: set = set()
+        self.modules = 0
+
+    def send_files(self) -> None:
+        self.modules = len(sys.modules)
+        files = module_files() - self.sent
+        if files:
+            self.sent |= files
+            data = b"".join(b"F " + os.fsencode(f) + b"\n" for f in sorted(files))
+            try:
+                os.write(self.wfd, data)
+            except OSError:
+                pass
+
+    def run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            if len(sys.modules) != self.modules:
+                self.send_files()
+
+
+class Supervisor:
+    def __init__(self, config, factory_builder: Callable, listeners: list) -> None:
+        self.config = config
+        self.factory_builder = factory_builder
+        self.listeners = listeners
+        self.extra = [os.path.abspath(p) for p in (getattr(config, "reload_extra_files", None) or [])]
+        self.current: Optional[Child] = None
+        self.pending: Optional[Child] = None
+        self.old: list = []
+        self.mtimes: dict = {}
+        self.stop_requested = False
+        self.reload_requested = False
+        self.usr1 = False
+
+    def spawn(self) -> Child:
+        rfd, wfd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            code = 1
+            try:
+                code = _child_main(self.config, self.factory_builder, self.listeners, wfd)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                import traceback
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code or 0)
+        os.close(wfd)
+        os.set_blocking(rfd, False)
+        return Child(pid, rfd)
+
+    def watch(self, files: set) -> None:
+        for path in files | set(self.extra):
+            if path not in self.mtimes:
+                self.mtimes[path] = _mtime(path)
+
+    def changed(self) -> Optional[str]:
+        found = None
+        for path, old in self.mtimes.items():
+            new = _mtime(path)
+            if new != old:
+                self.mtimes[path] = new
+                found = found or path
+        return found
+
+    def _on_signal(self, signum, frame) -> None:
+        if signum in (signal.SIGINT, signal.SIGTERM):
+            self.stop_requested = True
+        elif signum == signal.SIGHUP:
+            self.reload_requested = True
+        elif signum == signal.SIGUSR1:
+            self.usr1 = True
+
+    def run(self) -> int:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        first = self.spawn()
+        # The first load: a broken app stops here with status 2, as without --reload.
+        while not first.ready:
+            first.poll()
+            if first.reap() and not first.ready:
+                return first.exited or 2
+            if self.stop_requested:
+                first.signal(signal.SIGTERM)
+                self._wait_all([first])
+                return 0
+            time.sleep(0.05)
+        self.current = first
+        self.watch(first.files)
+        log.info("Reloading on change: watching %d files", len(self.mtimes))
+        while not self.stop_requested:
+            time.sleep(POLL_INTERVAL)
+            self.step()
+        children = [c for c in (self.current, self.pending, *self.old) if c is not None]
+        for child in children:
+            child.signal(signal.SIGTERM)
+        self._wait_all(children)
+        return 0
+
+    def step(self) -> None:
+        if self.usr1:
+            self.usr1 = False
+            if self.current is not None:
+                self.current.signal(signal.SIGUSR1)
+        self.old = [c for c in self.old if not c.reap()]
+        current = self.current
+        if current is not None:
+            current.poll()
+            self.watch(current.files)
+            if current.reap():
+                log.warning("the server process exited (status %s); waiting for a change to restart",
+                            current.exited)
+                self.current = None
+        pending = self.pending
+        if pending is not None:
+            pending.poll()
+            if pending.ready:
+                log.info("reloaded: serving the new code (pid %d)", pending.pid)
+                if self.current is not None:
+                    self.current.signal(signal.SIGTERM)
+                    self.old.append(self.current)
+                self.current, self.pending = pending, None
+                self.watch(pending.files)
+            elif pending.reap():
+                log.error("reload failed (the error is above); still serving the previous code")
+                self.pending = None
+            elif time.monotonic() - pending.started > LOAD_TIMEOUT:
+                log.error("reload: the new code took over %ds to load; still serving the previous code",
+                          LOAD_TIMEOUT)
+                pending.signal(signal.SIGKILL)
+                self.old.append(pending)
+                self.pending = None
+            return
+        path = self.changed()
+        if path is not None or self.reload_requested:
+            self.reload_requested = False
+            log.info("%s changed: reloading", path or "SIGHUP")
+            self.pending = self.spawn()
+
+    def _wait_all(self, children: list, timeout: float = 35.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.reap() for c in children):
+                return
+            time.sleep(0.05)
+        for child in children:
+            child.signal(signal.SIGKILL)
+            child.reap()
+
+
+def run_with_reloader(config, factory_builder: Callable) -> int:
+    """``bridge http --reload``: the supervisor around :func:`bridge.server.serve`."""
+    from bridge.server import BindError, open_config_listeners, setup_logging
+    setup_logging(config)
+    try:
+        listeners = open_config_listeners(config)
+    except BindError as exc:
+        sys.stderr.write(f"bridge http: {exc}\n")
+        return 2
+    try:
+        return Supervisor(config, factory_builder, listeners).run()
+    finally:
+        for listener in listeners:
+            listener.close()
