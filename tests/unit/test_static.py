@@ -467,6 +467,17 @@ def test_range_without_sendfile_iterates_exactly_the_slice(site):
     assert not response.failed
 
 
+def test_under_cgi_a_range_is_read_from_the_file_not_sent_whole(site):
+    from bridge.cgi.gateway import run_cgi
+    out = io.BytesIO()
+    run_cgi(static(site), stdin=io.BytesIO(), stdout=out, stderr=io.StringIO(),
+            environ={"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/s/data.bin",
+                     "HTTP_RANGE": "bytes=100-199"})
+    head, _, body = out.getvalue().partition(b"\r\n\r\n")
+    assert head.startswith(b"Status: 206 Partial Content\r\n")
+    assert b"Content-Range: bytes 100-199/10240" in head and body == DATA[100:200]
+
+
 def test_file_slice_stops_at_its_length(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"0123456789")
