@@ -7,13 +7,13 @@ loads the app, builds the protocol's connection factory and runs one
 the pre-fork master (:mod:`bridge.server.master`).
 
 Signals (single process): TERM and INT stop gracefully (a second INT stops
-at once), QUIT stops at once, USR1 reopens the log files.
+at once), QUIT stops at once, USR1 reopens the log files.  The master's
+signals are described in :mod:`bridge.server.master`.
 """
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 from bridge.server.listeners import BindError, Listener, listeners_for  # noqa: F401
@@ -69,13 +69,16 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
             sys.stderr.write(f"bridge {command}: {exc}\n")
             return 2
     try:
-        factory = factory_builder(app, config)
+        from bridge.server.process import run_worker
+        from bridge.server.scoreboard import Scoreboard
         threads = getattr(config, "threads", 4)
+        board = Scoreboard(1, threads)
+        board.write_header(master_pid=0, target=1, generation=1)
+        slot_index = board.claim(os.getpid(), 1)
         log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
                  threads, "" if threads == 1 else "s", os.getpid())
-        worker = make_worker(listeners, factory, config)
-        with handle_signals(worker):
-            worker.run()
+        worker = run_worker(listeners, app, factory_builder, config, board=board,
+                            slot_index=slot_index, max_requests=0)
         log.info("Stopped (%d requests served)", worker.state.requests)
         return 0
     finally:
@@ -96,43 +99,9 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
 
 
 def _needs_master(config) -> bool:
-    """Features only the master provides, even with one worker."""
-    return any(getattr(config, name, None) for name in
-               ("workers_max", "timeout", "pid", "user", "group"))
+    """Features only the master provides, even with one worker.
 
-
-class handle_signals:
-    """TERM/INT: graceful stop (second INT: at once); QUIT: at once; USR1: reopen logs.
-
-    The handlers only ask the worker's loop to act (gunicorn's rule: nothing
-    that can take a lock -- logging included -- runs inside a handler).
+    ``--max-requests`` ends a worker, so someone must start the next one.
     """
-
-    SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1")
-
-    def __init__(self, worker) -> None:
-        self.worker = worker
-        self.saved: dict = {}
-        self.interrupted = False
-
-    def __enter__(self):
-        import threading
-        if threading.current_thread() is not threading.main_thread():
-            return self          # tests run a Worker in a thread: no signals there
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            self.saved[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGUSR1:
-            self.worker.call_soon(reopen_logs)
-        elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.interrupted):
-            self.worker.stop(graceful=False)
-        else:
-            self.interrupted = True
-            self.worker.stop(graceful=True)
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.saved.items():
-            signal.signal(signum, handler)
+    return any(getattr(config, name, None) for name in
+               ("workers_max", "timeout", "pid", "user", "group", "max_requests", "preload"))

@@ -4,7 +4,7 @@ Protocol-specific settings live in ``bridge.fastcgi.options`` and
 ``bridge.http.options``; these are the ones both servers read through
 :func:`bridge.server.serve`.
 """
-from bridge.config import SERVERS, non_negative, octal, positive_int, setting
+from bridge.config import APP_WRAPPERS, SERVERS, non_negative, octal, positive_int, setting
 
 S = SERVERS
 
@@ -34,3 +34,56 @@ setting("io_timeout", "--io-timeout", type=float, default=30.0, metavar="SECONDS
 setting("max_requests", "--max-requests", type=int, default=0, metavar="N", commands=S,
         section="server", validate=non_negative,
         help="restart a worker after it has served N requests (0: never); limits slow leaks")
+
+# -- the process manager (bridge.server.master) ---------------------------------
+
+setting("preload", "--preload", type=bool, default=False, commands=S, section="processes",
+        help="import the app once in the master before forking the workers (copy-on-write memory; "
+             "SIGHUP then restarts workers on the code loaded at start)")
+setting("workers_min", "--workers-min", type=int, metavar="N", commands=S, section="processes",
+        validate=positive_int, help="dynamic pool: never fewer worker processes than this (default: --workers)")
+setting("workers_max", "--workers-max", type=int, metavar="N", commands=S, section="processes",
+        validate=positive_int,
+        help="dynamic pool: start workers up to N while every thread is busy, retire idle ones "
+             "(default: --workers, a fixed pool)")
+setting("workers_idle_timeout", "--workers-idle-timeout", type=float, default=10.0, metavar="SECONDS",
+        commands=S, section="processes", validate=non_negative,
+        help="dynamic pool: retire a worker once a whole worker's worth of threads has been idle this long")
+setting("max_requests_jitter", "--max-requests-jitter", type=int, default=0, metavar="N", commands=S,
+        section="processes", validate=non_negative,
+        help="add a random 0..N to --max-requests per worker, so workers do not all restart at once")
+setting("timeout", "--timeout", type=float, default=0.0, metavar="SECONDS", commands=S,
+        section="processes", validate=non_negative,
+        help="kill and replace a worker whose request has run longer than this, or whose loop stopped "
+             "answering (0: never); the log names the request")
+setting("slowlog", "--slowlog", type=float, default=0.0, metavar="SECONDS", commands=S,
+        section="processes", validate=non_negative,
+        help="log the Python stack of a request running longer than this, without stopping it (0: off)")
+setting("pid", "--pid", metavar="FILE", commands=S, section="processes",
+        help="write the master's process id to FILE (removed on exit)")
+setting("user", "--user", metavar="USER", commands=S, section="processes",
+        help="after binding the sockets, switch to this user (name or uid; needs root)")
+setting("group", "--group", metavar="GROUP", commands=S, section="processes",
+        help="after binding the sockets, switch to this group (default: the user's group); "
+             "a unix socket made by --bind is given to it")
+
+# -- status page (bridge.server.status) -------------------------------------------
+
+setting("status_path", "--status-path", metavar="PATH", commands=S, section="status",
+        help="answer the pool's status at this path (e.g. /bridge-status), as JSON or HTML; off by default")
+setting("status_allow", "--status-allow", multiple=True, default=["127.0.0.1", "::1"], metavar="ADDRESS",
+        commands=S, section="status",
+        help="addresses or networks (CIDR) allowed to read --status-path (repeatable; REMOTE_ADDR is checked)")
+setting("ping_path", "--ping-path", metavar="PATH", commands=S, section="status",
+        help="answer 'pong' at this path, from any address, for load balancer health checks")
+
+
+def _status_hook(app, config):
+    """APP_WRAPPERS hook: the status and ping paths answered before the app (lazy import)."""
+    if app is None or not (getattr(config, "status_path", None) or getattr(config, "ping_path", None)):
+        return app
+    from bridge.server.status import wrap
+    return wrap(app, config)
+
+
+APP_WRAPPERS.append(_status_hook)

@@ -133,6 +133,7 @@ class WorkerState:
         self.max_requests = max_requests
         self.slot = slot
         self.accepted = 0              # written by the loop thread only
+        self.slow = 0                  # requests reported by --slowlog
         self.current: list = [None] * threads   # (start, environ) per pool thread
         self.counts = [0] * (threads + 1)        # last entry: non-pool threads
         self._index: dict = {}

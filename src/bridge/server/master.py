@@ -1,0 +1,635 @@
+"""The pre-fork master: binds once, forks workers, supervises them (gunicorn's arbiter shape).
+
+Signal handlers only put the signal on a queue and wake the loop; the loop
+takes them off in order and acts, then reaps dead workers, enforces
+``--timeout``, finishes reloads and sizes the pool.  Everything runs in
+plain code in one thread, never inside a handler.
+
+Signals to the master:
+
+* TERM, INT -- graceful: workers stop accepting, finish what is in flight
+  within ``--graceful-timeout``, the master exits 0.  A second INT (two
+  Ctrl-C) or a QUIT: stop at once.
+* HUP -- zero-downtime reload: a new generation of workers is started
+  (without ``--preload`` each imports the app afresh, so new code is
+  loaded); once all of them are serving, the old generation is stopped
+  gracefully.  If the new code cannot be imported, the old workers keep
+  serving and the log says why.
+* USR1 -- reopen the log files, in the master and every worker.
+* TTIN / TTOU -- one worker more / less.
+* CHLD -- a worker died: it is replaced.  A worker that dies within
+  seconds of starting, again and again, is replaced after a growing pause
+  (a crash loop does not fork hundreds of processes a second); an app that
+  no worker could ever import stops the master with status 2.
+
+Workers share a :class:`~bridge.server.scoreboard.Scoreboard` with the master:
+their state (booting, ready, stopping), heartbeat and requests in flight.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+
+from bridge.server.scoreboard import BOOTING, READY, STOPPING, Scoreboard
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+__all__ = ["Master", "APP_LOAD_FAILED", "sd_notify"]
+
+log = logging.getLogger("bridge.server")
+
+#: A worker's exit status when the app could not be imported.
+APP_LOAD_FAILED = 3
+#: A worker dying sooner than this after its start counts towards a crash loop.
+QUICK_DEATH = 5.0
+MAX_BACKOFF = 10.0
+
+SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+
+
+class WorkerProc:
+    __slots__ = ("pid", "slot", "generation", "started", "booted", "retiring", "kill_at",
+                 "stopping", "killed")
+
+    def __init__(self, pid: int, slot: int, generation: int) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.generation = generation
+        self.started = time.monotonic()
+        self.booted = False
+        self.retiring = False       # the master asked it to stop
+        self.stopping = False       # it is draining on its own (--max-requests, master gone)
+        self.kill_at: Optional[float] = None
+        self.killed = False
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (``Type=notify``) about READY/RELOADING/STOPPING, if it listens."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    import socket
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify to %s failed: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+
+
+def set_proc_title(title: str) -> None:
+    """``bridge master: ...`` / ``bridge worker: ...`` in ps, if setproctitle is installed."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
+
+
+class Master:
+    def __init__(self, config, factory_builder: Callable, *, app: Optional[Callable] = None,
+                 scheme: str = "http", listeners: Optional[list] = None) -> None:
+        self.config = config
+        self.factory_builder = factory_builder
+        self.app = app
+        self.scheme = scheme
+        self.listeners = listeners
+        self.threads = getattr(config, "threads", 4)
+        workers = getattr(config, "workers", 1)
+        self.workers_min = getattr(config, "workers_min", None) or min(workers, getattr(config, "workers_max", None) or workers)
+        self.workers_max = max(getattr(config, "workers_max", None) or workers, self.workers_min)
+        self.target = min(max(workers, self.workers_min), self.workers_max)
+        self.dynamic = self.workers_max > self.workers_min
+        self.graceful_timeout = getattr(config, "graceful_timeout", 30.0)
+        self.timeout = getattr(config, "timeout", 0.0) or 0.0
+        self.max_requests = getattr(config, "max_requests", 0) or 0
+        self.jitter = getattr(config, "max_requests_jitter", 0) or 0
+        self.idle_period = getattr(config, "workers_idle_timeout", 10.0) or 10.0
+        self.workers: dict = {}
+        self.generation = 1
+        self.booted_generations: set = set()
+        self.sig_queue: list = []
+        self.wake_r = self.wake_w = -1
+        self.stopping: Optional[str] = None
+        self.stop_deadline = 0.0
+        self.exit_code = 0
+        self.quick_deaths = 0
+        self.spawn_after = 0.0
+        self.reloading_from: Optional[int] = None    # the generation being replaced
+        self.ready_notified = False
+        self.idle_since: Optional[float] = None
+        self.grow_after = 0.0
+        self.pidfile: Optional[str] = None
+        self.pid = os.getpid()
+        self.board: Optional[Scoreboard] = None
+        self.app_name = getattr(config, "app", None) or "app"
+
+    # -- start and stop ------------------------------------------------------
+
+    def run(self) -> int:
+        from bridge.server import BindError, describe_listeners, open_config_listeners
+        command = getattr(self.config, "command", "serve")
+        if getattr(self.config, "preload", False) and self.app is None:
+            from bridge.loader import load_from_config
+            self.app = load_from_config(self.config)   # exits 2 with one line
+        if self.listeners is None:
+            try:
+                self.listeners = open_config_listeners(self.config)
+            except BindError as exc:
+                sys.stderr.write(f"bridge {command}: {exc}\n")
+                return 2
+        try:
+            try:
+                self._write_pidfile()
+                self._drop_privileges()
+            except (OSError, LookupError, ValueError) as exc:
+                sys.stderr.write(f"bridge {command}: {exc}\n")
+                return 2
+            slots = max(2 * self.workers_max + 8, 16)
+            self.board = Scoreboard(slots, self.threads)
+            self.board.write_header(master_pid=self.pid, generation=self.generation,
+                                    target=self.target, started=time.time())
+            self._install_signals()
+            set_proc_title(f"bridge master: {self.app_name} [{command}] "
+                           f"{describe_listeners(self.listeners, self.scheme)}")
+            pool = (f"{self.workers_min}-{self.workers_max} workers" if self.dynamic
+                    else f"{self.target} worker{'s' if self.target != 1 else ''}")
+            log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
+                     describe_listeners(self.listeners, self.scheme), self.pid, pool, self.threads,
+                     "" if self.threads == 1 else "s", ", preloaded" if self.app else "")
+            self._loop()
+            return self.exit_code
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for listener in self.listeners or ():
+            listener.close()
+        if self.pidfile:
+            try:
+                with open(self.pidfile) as f:
+                    if f.read().strip() == str(self.pid):
+                        os.unlink(self.pidfile)
+            except OSError:
+                pass
+        for fd in (self.wake_r, self.wake_w):
+            if fd >= 0:
+                os.close(fd)
+
+    def _write_pidfile(self) -> None:
+        path = getattr(self.config, "pid", None)
+        if not path:
+            return
+        path = os.path.abspath(path)
+        try:
+            with open(path) as f:
+                other = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            other = 0
+        if other and other != self.pid:
+            try:
+                os.kill(other, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise OSError(f"--pid {path}: process {other} is still running") from None
+            else:
+                raise OSError(f"--pid {path}: process {other} is still running "
+                              f"(another bridge master?)")
+        tmp = f"{path}.{self.pid}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{self.pid}\n")
+        os.replace(tmp, path)
+        self.pidfile = path
+
+    def _drop_privileges(self) -> None:
+        user = getattr(self.config, "user", None)
+        group = getattr(self.config, "group", None)
+        if not user and not group:
+            return
+        import grp
+        import pwd
+        uid = gid = None
+        name = None
+        if user:
+            pw = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(user)
+            uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
+        if group:
+            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+        if os.geteuid() != 0:
+            if (uid is None or uid == os.geteuid()) and (gid is None or gid == os.getegid()):
+                return
+            raise OSError("--user/--group: switching users needs root")
+        for listener in self.listeners:
+            if listener.kind == "unix" and listener.owned and listener.path:
+                os.chown(listener.path, -1 if uid is None else uid, -1 if gid is None else gid)
+        if gid is not None:
+            if name:
+                os.initgroups(name, gid)
+            else:
+                os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+        log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
+
+    def _install_signals(self) -> None:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, name), self._on_signal)
+        # A signal must not interrupt a system call with EINTR in odd places.
+        for name in SIGNALS:
+            signal.siginterrupt(getattr(signal, name), False)
+
+    def _on_signal(self, signum, frame) -> None:
+        """Only record and wake the loop: no logging, no locks (gunicorn's rule)."""
+        self.sig_queue.append(signum)
+        try:
+            os.write(self.wake_w, b".")
+        except OSError:
+            pass
+
+    # -- the loop --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._manage(time.monotonic())
+        while True:
+            self._sleep(0.25)
+            while self.sig_queue:
+                signum = self.sig_queue.pop(0)
+                handler = getattr(self, "handle_" + signal.Signals(signum).name[3:].lower(), None)
+                if handler is not None:
+                    handler()
+            self._reap()
+            now = time.monotonic()
+            if self.stopping:
+                self._enforce_kill_deadlines(now)
+                if not self.workers:
+                    log.info("master %d stopped", self.pid)
+                    return
+                if now > self.stop_deadline:
+                    for w in self.workers.values():
+                        self._kill(w, signal.SIGKILL)
+                continue
+            self._watch(now)
+            self._manage(now)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.sig_queue:
+            return
+        try:
+            ready, _, _ = select.select([self.wake_r], [], [], seconds)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(self.wake_r, 256):
+                    pass
+            except BlockingIOError:
+                pass
+
+    # -- signals ---------------------------------------------------------------
+
+    def handle_term(self) -> None:
+        self._stop(graceful=True, reason="SIGTERM")
+
+    def handle_int(self) -> None:
+        if self.stopping:
+            self._stop(graceful=False, reason="second SIGINT")
+        else:
+            self._stop(graceful=True, reason="SIGINT")
+
+    def handle_quit(self) -> None:
+        self._stop(graceful=False, reason="SIGQUIT")
+
+    def handle_chld(self) -> None:
+        pass        # reaped right after the signals
+
+    def handle_usr1(self) -> None:
+        from bridge.server.logs import reopen_logs
+        reopen_logs()
+        log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        for w in self.workers.values():
+            self._kill(w, signal.SIGUSR1)
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        if self.target > self.workers_max:
+            self.workers_max = self.target
+        if self.board.slots < 2 * self.workers_max:
+            self.target -= 1
+            self.workers_max = max(self.target, self.workers_min)
+            log.warning("SIGTTIN: the scoreboard has no room for more workers (%d)", self.target)
+            return
+        log.info("SIGTTIN: %d worker%s", self.target, "s" if self.target != 1 else "")
+        self.board.write_header(target=self.target)
+
+    def handle_ttou(self) -> None:
+        if self.target <= 1:
+            log.info("SIGTTOU: already down to one worker")
+            return
+        self.target -= 1
+        self.workers_min = min(self.workers_min, self.target)
+        log.info("SIGTTOU: %d worker%s", self.target, "s" if self.target != 1 else "")
+        self.board.write_header(target=self.target)
+
+    def handle_hup(self) -> None:
+        if self.reloading_from is not None:
+            log.info("SIGHUP: a reload is already in progress; starting over with newer workers")
+            self._retire_generation(self.generation, reason="superseded reload")
+        else:
+            self.reloading_from = self.generation
+        self.generation += 1
+        header = self.board.header()
+        self.board.write_header(generation=self.generation, reloads=header["reloads"] + 1)
+        note = " (with --preload they run the code loaded at start)" if self.app else ""
+        log.info("SIGHUP: reloading: starting %d new worker%s%s, then stopping the old ones",
+                 self.target, "s" if self.target != 1 else "", note)
+        sd_notify("RELOADING=1")
+        self.ready_notified = False
+        self.spawn_after = 0.0
+        self.quick_deaths = 0
+
+    def _stop(self, *, graceful: bool, reason: str) -> None:
+        if self.stopping == "now" or (self.stopping and graceful):
+            return
+        sd_notify("STOPPING=1")
+        now = time.monotonic()
+        if graceful:
+            log.info("%s: stopping gracefully (up to %gs for requests in flight)", reason,
+                     self.graceful_timeout)
+            self.stopping = "graceful"
+            self.stop_deadline = now + self.graceful_timeout + 5.0
+            for w in self.workers.values():
+                self._kill(w, signal.SIGTERM)
+        else:
+            log.info("%s: stopping now", reason)
+            self.stopping = "now"
+            self.stop_deadline = now + 2.0
+            for w in self.workers.values():
+                self._kill(w, signal.SIGQUIT)
+
+    # -- workers -----------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        slot = self.board.claim(0, self.generation)
+        if slot is None:
+            log.error("no free scoreboard slot for a new worker")
+            self.spawn_after = time.monotonic() + 1.0
+            return
+        max_requests = self.max_requests
+        if max_requests and self.jitter:
+            max_requests += random.randint(0, self.jitter)
+        for handler in logging.getLogger("bridge").handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Signals stay blocked across fork so that the child never runs the
+        # master's handlers; it installs its own, then unblocks.
+        blocked = {getattr(signal, name) for name in SIGNALS}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            self.board.release(slot)
+            log.error("cannot fork a worker: %s", exc)
+            self.spawn_after = time.monotonic() + 1.0
+            return
+        if pid == 0:
+            self._child(slot, self.generation, max_requests, old_mask)     # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        self.board.set_pid(slot, pid)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation)
+        log.debug("started worker %d (generation %d)", pid, self.generation)
+
+    def _child(self, slot: int, generation: int, max_requests: int, old_mask) -> None:
+        code = 1
+        try:
+            for name in SIGNALS:
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
+            signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.board.set_pid(slot, os.getpid())
+            set_proc_title(f"bridge worker: {self.app_name} [{getattr(self.config, 'command', '')}]")
+            app = self.app
+            if app is None:
+                from bridge.loader import load_from_config
+                try:
+                    app = load_from_config(self.config)
+                except SystemExit:
+                    code = APP_LOAD_FAILED      # load_from_config said why on stderr
+                    return
+            from bridge.server.process import run_worker
+            worker = run_worker(self.listeners, app, self.factory_builder, self.config,
+                                board=self.board, slot_index=slot, max_requests=max_requests,
+                                master_pid=self.pid)
+            log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+            code = 1
+        finally:
+            try:
+                for handler in logging.getLogger("bridge").handlers:
+                    handler.flush()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _kill(self, w: WorkerProc, signum: int) -> None:
+        try:
+            os.kill(w.pid, signum)
+        except ProcessLookupError:
+            pass
+        if signum in (signal.SIGTERM, signal.SIGQUIT) and w.kill_at is None:
+            grace = self.graceful_timeout + 5.0 if signum == signal.SIGTERM else 2.0
+            w.kill_at = time.monotonic() + grace
+
+    def _retire(self, w: WorkerProc, reason: str) -> None:
+        if w.retiring:
+            return
+        w.retiring = True
+        log.info("stopping worker %d gracefully (%s)", w.pid, reason)
+        self._kill(w, signal.SIGTERM)
+
+    def _retire_generation(self, generation: int, reason: str) -> None:
+        for w in list(self.workers.values()):
+            if w.generation == generation:
+                self._retire(w, reason)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            self.board.release(w.slot)
+            self._worker_exited(w, os.waitstatus_to_exitcode(status))
+
+    def _worker_exited(self, w: WorkerProc, code: int) -> None:
+        now = time.monotonic()
+        lived = now - w.started
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        if code == APP_LOAD_FAILED and not w.booted:
+            if w.generation not in self.booted_generations:
+                self._app_load_failed(w)
+                return
+            log.error("worker %d could not load the app (see above)", w.pid)
+        elif w.retiring or self.stopping or w.killed:
+            log.info("worker %d stopped (%s)", w.pid, how if code else "exit 0")
+            return
+        elif code == 0:
+            log.info("worker %d exited (restarting it: --max-requests reached or its master "
+                     "changed)", w.pid)
+            return
+        else:
+            log.warning("worker %d %s after %.1fs; starting another", w.pid, how, lived)
+        if lived < QUICK_DEATH and w.generation == self.generation:
+            self.quick_deaths += 1
+            if self.quick_deaths >= 2:
+                delay = min(MAX_BACKOFF, 0.25 * 2 ** (self.quick_deaths - 2))
+                self.spawn_after = now + delay
+                log.warning("crash loop: %d workers died within %gs of starting; waiting %.1fs "
+                            "before starting the next one", self.quick_deaths, QUICK_DEATH, delay)
+
+    def _app_load_failed(self, w: WorkerProc) -> None:
+        if self.reloading_from is not None and w.generation == self.generation:
+            log.error("reload failed: the new workers cannot load the app (see the error above); "
+                      "the old workers keep serving")
+            self._retire_generation(self.generation, reason="failed reload")
+            self.generation = self.reloading_from
+            self.reloading_from = None
+            self.board.write_header(generation=self.generation)
+            sd_notify("READY=1")
+            self.ready_notified = True
+            return
+        if w.generation != self.generation:
+            return
+        log.error("the application cannot be loaded (see the error above): stopping")
+        self.exit_code = 2
+        self._stop(graceful=False, reason="app load failure")
+
+    def _enforce_kill_deadlines(self, now: float) -> None:
+        for w in self.workers.values():
+            if w.kill_at is not None and now > w.kill_at and not w.killed:
+                log.warning("worker %d did not stop in time: killing it", w.pid)
+                w.killed = True
+                self._kill(w, signal.SIGKILL)
+
+    def _watch(self, now: float) -> None:
+        """Boot detection, --timeout, reload completion, pool statistics."""
+        board = self.board
+        busy_total = 0
+        threads_total = 0
+        for w in list(self.workers.values()):
+            info = board.read_slot(w.slot, now)
+            state = info["state"]
+            if state == READY and not w.booted:
+                w.booted = True
+                self.booted_generations.add(w.generation)
+            elif state == STOPPING and not w.stopping and not w.retiring:
+                w.stopping = True          # draining on its own (--max-requests)
+            if w.booted and w.generation == self.generation and now - w.started > QUICK_DEATH:
+                self.quick_deaths = 0
+            if state == READY:
+                busy_total += len(info["running"])
+                threads_total += self.threads
+            if self.timeout and not w.killed and w.booted:
+                for r in info["running"]:
+                    if r["duration"] > self.timeout:
+                        log.error("worker %d killed: request %r has run %.1fs (--timeout %g); "
+                                  "its other requests in flight are lost too",
+                                  w.pid, r["request"], r["duration"], self.timeout)
+                        w.killed = True
+                        self._kill(w, signal.SIGKILL)
+                        break
+                else:
+                    silent = now - info["heartbeat"]
+                    if state == READY and silent > max(self.timeout, 2.0):
+                        log.error("worker %d killed: no heartbeat for %.1fs (--timeout %g)",
+                                  w.pid, silent, self.timeout)
+                        w.killed = True
+                        self._kill(w, signal.SIGKILL)
+        self._enforce_kill_deadlines(now)
+        header = board.header()
+        if busy_total > header["max_active"]:
+            board.write_header(max_active=busy_total)
+        current = [w for w in self.workers.values()
+                   if w.generation == self.generation and not w.retiring and not w.stopping]
+        booted = sum(1 for w in current if w.booted)
+        if booted >= self.target or (booted and booted == len(current) and len(current) >= self.target):
+            if self.reloading_from is not None:
+                log.info("reload complete: %d new worker%s serving; stopping the old ones",
+                         booted, "s" if booted != 1 else "")
+                for w in list(self.workers.values()):
+                    if w.generation != self.generation:
+                        self._retire(w, "reloaded")
+                self.reloading_from = None
+            if not self.ready_notified:
+                sd_notify(f"READY=1\nMAINPID={self.pid}\nSTATUS=serving with {booted} workers")
+                self.ready_notified = True
+        if self.dynamic:
+            self._size_pool(now, current, busy_total, threads_total)
+
+    def _size_pool(self, now: float, current: list, busy: int, capacity: int) -> None:
+        """PHP-FPM's dynamic pool: grow while every thread is busy, shrink when idle."""
+        if capacity and busy >= capacity and self.target < self.workers_max and now >= self.grow_after:
+            self.target += 1
+            self.grow_after = now + 1.0
+            self.idle_since = None
+            log.info("every thread busy (%d): growing the pool to %d workers", busy, self.target)
+            self.board.write_header(target=self.target)
+            return
+        if capacity - busy >= self.threads and self.target > self.workers_min:
+            if self.idle_since is None:
+                self.idle_since = now
+            elif now - self.idle_since >= self.idle_period:
+                self.target -= 1
+                self.idle_since = now
+                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %d workers",
+                         self.idle_period, self.target)
+                self.board.write_header(target=self.target)
+        else:
+            self.idle_since = None
+
+    def _manage(self, now: float) -> None:
+        current = [w for w in self.workers.values()
+                   if w.generation == self.generation and not w.retiring and not w.stopping]
+        missing = self.target - len(current)
+        if missing > 0:
+            if now < self.spawn_after:
+                return
+            # A crash loop: one at a time, after the pause; otherwise all at once.
+            for _ in range(1 if self.quick_deaths >= 2 else missing):
+                self._spawn()
+        elif missing < 0:
+            # Retire the idlest (fewest requests in flight), newest first.
+            def busy(w):
+                return len(self.board.read_slot(w.slot, now)["running"])
+            for w in sorted(current, key=lambda w: (busy(w), -w.started))[:-missing]:
+                self._retire(w, "pool shrinking")

@@ -1,0 +1,155 @@
+"""One worker process's life: boot, signals, heartbeat, slow-request log.
+
+Used the same way whether the worker is the whole server (one process) or
+one of the pre-fork master's children, so both behave alike: the status
+page, ``--slowlog`` and the heartbeat work in either.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+log = logging.getLogger("bridge.server")
+
+
+class WorkerSignals:
+    """TERM/INT: graceful stop (a second INT: at once); QUIT: at once; USR1: reopen logs.
+
+    The handlers only ask the worker's loop to act: nothing that can take a
+    lock -- logging included -- runs inside a handler (gunicorn's rule).
+    ``prefork``: HUP, TTIN and TTOU are the master's business (and TTIN's
+    default action would stop the process), so a worker ignores them.
+    """
+
+    def __init__(self, worker, *, prefork: bool) -> None:
+        self.worker = worker
+        self.prefork = prefork
+        self.saved: dict = {}
+        self.interrupted = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self          # tests run a Worker in a thread: no signals there
+        handled = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGHUP", "SIGTTIN", "SIGTTOU"]
+        for name in handled:
+            signum = getattr(signal, name)
+            self.saved[signum] = signal.signal(signum, self._handle)
+        if self.prefork:
+            self.saved.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        worker = self.worker
+        if signum == signal.SIGUSR1:
+            from bridge.server.logs import reopen_logs
+            worker.call_soon(reopen_logs)
+        elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            if not self.prefork:
+                name = signal.Signals(signum).name
+                worker.call_soon(lambda: log.warning(
+                    "%s ignored: reloading and resizing need the process manager "
+                    "(run with --workers N, --pid or --timeout)", name))
+        elif signum == signal.SIGQUIT or (signum == signal.SIGINT and self.interrupted):
+            worker.stop(graceful=False)
+        else:
+            self.interrupted = True
+            worker.stop(graceful=True)
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+
+
+class Watchdog:
+    """The worker loop's tick (about once a second): heartbeat, slow requests, orphan check."""
+
+    def __init__(self, worker, state, slot, *, slowlog: float = 0.0,
+                 master_pid: Optional[int] = None) -> None:
+        self.worker = worker
+        self.state = state
+        self.slot = slot
+        self.slowlog = slowlog
+        self.master_pid = master_pid
+        self.logged: dict = {}      # pool thread index -> start time already reported
+
+    def __call__(self) -> None:
+        state = self.state
+        if self.slot is not None:
+            self.slot.beat(state.accepted, state.busy_threads)
+        if self.master_pid is not None and os.getppid() != self.master_pid:
+            log.warning("worker %d: the master (pid %d) is gone; stopping", os.getpid(), self.master_pid)
+            self.master_pid = None
+            self.worker.stop(graceful=True)
+        if self.slowlog:
+            self.check_slow()
+
+    def check_slow(self) -> None:
+        now = time.monotonic()
+        threads = None
+        for index, current in enumerate(list(self.state.current)):
+            if current is None:
+                continue
+            started, environ = current
+            if now - started < self.slowlog or self.logged.get(index) == started:
+                continue
+            self.logged[index] = started
+            if threads is None:
+                threads = {i: ident for ident, i in self.state._index.items()}
+            frame = sys._current_frames().get(threads.get(index))
+            import traceback
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
+            log.warning("slow request (%.1f s > --slowlog %g s) in worker %d thread %d: %s\n%s",
+                        now - started, self.slowlog, os.getpid(), index,
+                        describe_request(environ), stack.rstrip())
+            state_slow = getattr(self.state, "slow", 0)
+            self.state.slow = state_slow + 1
+            if self.slot is not None:
+                self.slot.add_slow()
+
+
+def describe_request(environ: dict) -> str:
+    uri = environ.get("REQUEST_URI")
+    if uri is None:
+        uri = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        if environ.get("QUERY_STRING"):
+            uri += "?" + environ["QUERY_STRING"]
+    return f"{environ.get('REQUEST_METHOD', '?')} {uri} from {environ.get('REMOTE_ADDR', '?')}"
+
+
+def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
+               board, slot_index: int, max_requests: int = 0, master_pid: Optional[int] = None,
+               on_ready: Optional[Callable[[], None]] = None) -> "object":
+    """Build the factory and serve until stopped; returns the Worker (for its counts)."""
+    from bridge.server import make_worker, status
+    from bridge.server.scoreboard import READY, STOPPING
+    from bridge.server.worker import WorkerState
+    slot = board.slot(slot_index)
+    factory = factory_builder(app, config)
+    threads = getattr(config, "threads", 4)
+    state = WorkerState(threads, max_requests=max_requests, slot=slot)
+    state.slow = 0
+    worker = make_worker(listeners, factory, config, state=state, max_requests=max_requests)
+    worker.on_tick = Watchdog(worker, state, slot, slowlog=getattr(config, "slowlog", 0.0) or 0.0,
+                              master_pid=master_pid)
+    status.set_context(board, listeners, config, "prefork" if master_pid else "single")
+    stop = worker.stop
+
+    def stop_and_say(graceful: bool = True) -> None:
+        slot.set_state(STOPPING)
+        stop(graceful)
+    worker.stop = stop_and_say
+    slot.set_state(READY)
+    if on_ready is not None:
+        on_ready()
+    with WorkerSignals(worker, prefork=master_pid is not None):
+        worker.run()
+    slot.set_state(STOPPING)
+    return worker

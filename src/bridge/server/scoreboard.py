@@ -1,0 +1,186 @@
+"""The scoreboard: what every worker is doing, in shared memory the master reads.
+
+One anonymous ``MAP_SHARED`` mmap made by the master before it forks, so
+every worker inherits it (PHP-FPM's scoreboard, gunicorn's heartbeat file
+without the file).  A header for the pool, one slot per worker process, and
+in each slot one record per pool thread: when its current request started
+and what it is (``GET /path``).  Each field has a single writer -- the
+master for the header and a slot's identity, a worker's loop thread for its
+heartbeat, each pool thread for its own record -- so no lock is needed; a
+reader may see a record mid-update, which a status page can live with.
+
+The master uses it to kill a worker stuck past ``--timeout`` (and name the
+request), to size a dynamic pool, and to know a new worker has booted; any
+worker reads it to answer the status page for the whole pool.
+"""
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
+
+__all__ = ["Scoreboard", "Slot", "FREE", "BOOTING", "READY", "STOPPING", "STATE_NAMES"]
+
+FREE, BOOTING, READY, STOPPING = 0, 1, 2, 3
+STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", STOPPING: "stopping"}
+
+#: master pid, started (wall), generation, target workers, reloads, max active threads,
+#: requests / accepted / slow requests of workers already gone, slot count, threads per slot
+_HEADER = struct.Struct("<qdIIIIQQQII")
+_HEADER_SIZE = 128
+#: pid, generation, state, started (wall), heartbeat (monotonic), accepted, slow requests,
+#: max busy threads
+_SLOT = struct.Struct("<qIIddQQI")
+_SLOT_HEAD_SIZE = 64
+#: started (monotonic, 0 = idle), started (wall), requests served by this thread, text length
+_THREAD = struct.Struct("<ddQH")
+_THREAD_SIZE = 256
+_TEXT_MAX = _THREAD_SIZE - _THREAD.size
+_START = struct.Struct("<dd")
+_LEN = struct.Struct("<H")
+_COUNT = struct.Struct("<Q")
+
+
+class Scoreboard:
+    def __init__(self, slots: int, threads: int) -> None:
+        self.slots = slots
+        self.threads = threads
+        self.slot_size = _SLOT_HEAD_SIZE + threads * _THREAD_SIZE
+        self.mem = mmap.mmap(-1, _HEADER_SIZE + slots * self.slot_size)   # MAP_SHARED|ANON
+        self.view = memoryview(self.mem)
+        self.write_header(master_pid=0, started=time.time(), generation=0, target=0, reloads=0,
+                          max_active=0, gone_requests=0, gone_accepted=0, gone_slow=0)
+
+    # -- header (master) -------------------------------------------------
+
+    def header(self) -> dict:
+        (pid, started, gen, target, reloads, max_active, req, acc, slow, slots, threads
+         ) = _HEADER.unpack_from(self.mem, 0)
+        return {"master_pid": pid, "started": started, "generation": gen, "target": target,
+                "reloads": reloads, "max_active": max_active, "gone_requests": req,
+                "gone_accepted": acc, "gone_slow": slow}
+
+    def write_header(self, **values) -> None:
+        h = self.header()
+        h.update(values)
+        _HEADER.pack_into(self.mem, 0, h["master_pid"], h["started"], h["generation"], h["target"],
+                          h["reloads"], h["max_active"], h["gone_requests"], h["gone_accepted"],
+                          h["gone_slow"], self.slots, self.threads)
+
+    # -- slots ------------------------------------------------------------
+
+    def offset(self, index: int) -> int:
+        return _HEADER_SIZE + index * self.slot_size
+
+    def slot(self, index: int) -> "Slot":
+        return Slot(self, index)
+
+    def claim(self, pid: int, generation: int) -> Optional[int]:
+        """A free slot for a new worker (master, before fork); None when full."""
+        for i in range(self.slots):
+            if _SLOT.unpack_from(self.mem, self.offset(i))[2] == FREE:
+                self.reset(i, pid, generation)
+                return i
+        return None
+
+    def reset(self, index: int, pid: int, generation: int, state: int = BOOTING) -> None:
+        off = self.offset(index)
+        self.mem[off:off + self.slot_size] = bytes(self.slot_size)
+        _SLOT.pack_into(self.mem, off, pid, generation, state, time.time(), time.monotonic(), 0, 0, 0)
+
+    def release(self, index: int) -> dict:
+        """Free a dead worker's slot; its totals move to the header."""
+        info = self.read_slot(index)
+        h = self.header()
+        self.write_header(gone_requests=h["gone_requests"] + info["requests"],
+                          gone_accepted=h["gone_accepted"] + info["accepted"],
+                          gone_slow=h["gone_slow"] + info["slow"])
+        off = self.offset(index)
+        self.mem[off:off + self.slot_size] = bytes(self.slot_size)
+        return info
+
+    def set_pid(self, index: int, pid: int) -> None:
+        struct.pack_into("<q", self.mem, self.offset(index), pid)
+
+    def read_slot(self, index: int, now: Optional[float] = None) -> dict:
+        off = self.offset(index)
+        pid, gen, state, started, heartbeat, accepted, slow, max_busy = _SLOT.unpack_from(self.mem, off)
+        now = time.monotonic() if now is None else now
+        requests = 0
+        running = []
+        base = off + _SLOT_HEAD_SIZE
+        for t in range(self.threads):
+            toff = base + t * _THREAD_SIZE
+            start, start_wall, count, length = _THREAD.unpack_from(self.mem, toff)
+            requests += count
+            if start:
+                text_off = toff + _THREAD.size
+                text = bytes(self.mem[text_off:text_off + min(length, _TEXT_MAX)])
+                running.append({"thread": t, "request": text.decode("latin-1"),
+                                "started": start_wall, "duration": max(0.0, now - start)})
+        return {"index": index, "pid": pid, "generation": gen, "state": state,
+                "started": started, "heartbeat": heartbeat, "accepted": accepted,
+                "requests": requests, "slow": slow, "max_busy": max_busy, "running": running}
+
+    def workers(self) -> list:
+        now = time.monotonic()
+        return [self.read_slot(i, now) for i in range(self.slots)
+                if _SLOT.unpack_from(self.mem, self.offset(i))[2] != FREE]
+
+
+class Slot:
+    """A worker's view of its own slot (the writer side, on the request path)."""
+
+    __slots__ = ("board", "index", "off", "mem", "_thread_off")
+
+    def __init__(self, board: Scoreboard, index: int) -> None:
+        self.board = board
+        self.index = index
+        self.off = board.offset(index)
+        self.mem = board.mem
+        base = self.off + _SLOT_HEAD_SIZE
+        self._thread_off = [base + t * _THREAD_SIZE for t in range(board.threads)]
+
+    def set_state(self, state: int) -> None:
+        struct.pack_into("<I", self.mem, self.off + 12, state)
+
+    def beat(self, accepted: int, busy: int) -> None:
+        """Heartbeat from the worker's loop thread (about once a second)."""
+        off = self.off
+        struct.pack_into("<dQ", self.mem, off + 24, time.monotonic(), accepted)
+        if busy > struct.unpack_from("<I", self.mem, off + 48)[0]:
+            struct.pack_into("<I", self.mem, off + 48, busy)
+
+    def add_slow(self) -> None:
+        off = self.off + 40
+        struct.pack_into("<Q", self.mem, off, struct.unpack_from("<Q", self.mem, off)[0] + 1)
+
+    def request_started(self, thread: int, now: float, environ: dict) -> None:
+        if thread >= len(self._thread_off):
+            return
+        toff = self._thread_off[thread]
+        method = environ.get("REQUEST_METHOD", "")
+        uri = environ.get("REQUEST_URI")
+        if uri is None:
+            uri = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            qs = environ.get("QUERY_STRING")
+            if qs:
+                uri += "?" + qs
+        text = f"{method} {uri}".encode("latin-1", "replace")[:_TEXT_MAX]
+        mem = self.mem
+        text_off = toff + _THREAD.size
+        mem[text_off:text_off + len(text)] = text
+        _LEN.pack_into(mem, toff + 24, len(text))
+        _START.pack_into(mem, toff, now, time.time())
+
+    def request_finished(self, thread: int) -> None:
+        if thread >= len(self._thread_off):
+            return
+        toff = self._thread_off[thread]
+        mem = self.mem
+        _START.pack_into(mem, toff, 0.0, 0.0)
+        _COUNT.pack_into(mem, toff + 16, _COUNT.unpack_from(mem, toff + 16)[0] + 1)
