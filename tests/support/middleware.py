@@ -8,7 +8,6 @@ its log and its memory).
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 from support import (ROOT, Process, bridge_command, bridge_env, free_port, public_tmpdir,
@@ -135,7 +134,3 @@ class Gate:
     def open_all(self, count: int) -> None:
         for i in range(count):
             self.open(i)
-
-
-def now() -> float:
-    return time.monotonic()

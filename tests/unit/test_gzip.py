@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from bridge.middleware.gzip import Gzip
-from bridge.wsgi import FileWrapper, call_app, make_environ
+from bridge.wsgi import call_app, make_environ
 
 TEXT = b"The quick brown fox jumps over the lazy dog. " * 40
 
