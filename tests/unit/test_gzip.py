@@ -365,3 +365,25 @@ def through_core(app, transport, method="GET", **headers):
                             **{"HTTP_" + k.upper(): v for k, v in headers.items()}},
                            input=io.BytesIO(), errors=io.StringIO(), multithread=False, multiprocess=False)
     return call_app(app, environ, transport)
+
+
+def test_gzip_around_static_compresses_files_but_not_ranges(tmp_path):
+    from bridge.middleware.static import Static
+    (tmp_path / "page.html").write_bytes(TEXT)
+    app = Gzip(Static(None, {"/s": str(tmp_path)}))
+    transport = Recorder()
+    through_core(app, transport, accept_encoding="gzip")   # PATH_INFO "/" is not under /s
+    assert transport.head[0] == "404 Not Found"
+    environ = make_environ({"REQUEST_METHOD": "GET", "PATH_INFO": "/s/page.html", "HTTP_ACCEPT_ENCODING": "gzip"},
+                           input=io.BytesIO(), errors=io.StringIO(), multithread=False, multiprocess=False)
+    transport = Recorder()
+    call_app(app, environ, transport)
+    assert dict(transport.head[1])["Content-Encoding"] == "gzip" and gzip.decompress(transport.body) == TEXT
+    assert dict(transport.head[1])["ETag"].startswith('W/"')
+    environ = make_environ({"REQUEST_METHOD": "GET", "PATH_INFO": "/s/page.html", "HTTP_ACCEPT_ENCODING": "gzip",
+                            "HTTP_RANGE": "bytes=0-9"},
+                           input=io.BytesIO(), errors=io.StringIO(), multithread=False, multiprocess=False)
+    transport = Recorder()
+    call_app(app, environ, transport)
+    assert transport.head[0] == "206 Partial Content" and transport.body == TEXT[:10]
+    assert transport.sendfile_used
