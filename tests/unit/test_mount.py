@@ -175,3 +175,13 @@ def test_mount_option_only_lets_fastcgi_backends_share_a_prefix(capsys):
     with pytest.raises(SystemExit):
         load_from_config(config)
     assert "load balanced" in capsys.readouterr().err
+
+
+def test_the_docs_option_table_is_the_generated_one():
+    from pathlib import Path
+    from bridge.config import option_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "composition.md").read_text()
+    start = doc.index("<!-- generated from src/bridge/composition_options.py")
+    table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->")]
+    generated = option_table().splitlines()
+    assert table.splitlines() == generated[:2] + [row for row in generated if row.startswith("| `--mount`")]
