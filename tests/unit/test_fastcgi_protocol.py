@@ -224,6 +224,12 @@ def test_body_shorter_than_content_length_is_rejected_with_400():
     assert [e.status for e in events if isinstance(e, p.RequestRejected)] == [400]
 
 
+def test_body_longer_than_content_length_is_rejected_with_400():
+    c = conn()
+    events = c.receive_data(request_bytes(get_params(CONTENT_LENGTH="2"), b"abc"))
+    assert [e.status for e in events if isinstance(e, p.RequestRejected)] == [400]
+
+
 def test_body_over_max_body_is_rejected_with_413():
     c = conn(max_body=5)
     events = c.receive_data(request_bytes(get_params(CONTENT_LENGTH="10"), b"0123456789"))

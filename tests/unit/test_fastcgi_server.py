@@ -191,7 +191,7 @@ def test_post_body_reaches_the_app_byte_exact_even_when_spooled(pair_factory):
     server.join()
     reply = parse_replies(recs)[1]
     assert reply.head_and_body()[2] == body
-    assert reply.head_and_body()[1]["x-terminated"] == "False"
+    assert reply.head_and_body()[1]["x-terminated"] == "True"   # the whole body is in hand: always terminated
 
 
 def test_body_without_content_length_is_read_to_the_end_and_marked_terminated(pair_factory):

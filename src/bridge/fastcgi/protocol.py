@@ -670,9 +670,9 @@ class ServerConnection:
             if not length.isdigit():
                 self._reject(request, 400, f"invalid CONTENT_LENGTH {length!r}", events)
                 return
-            if int(length) > request.stdin_length:
-                self._reject(request, 400, f"request body ended after {request.stdin_length} of "
-                                           f"CONTENT_LENGTH {length} bytes", events)
+            if int(length) != request.stdin_length:
+                self._reject(request, 400, f"request body of {request.stdin_length} bytes for a "
+                                           f"CONTENT_LENGTH of {length}", events)
                 return
         else:
             # No length (a chunked body forwarded unbuffered): the empty STDIN

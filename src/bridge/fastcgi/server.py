@@ -339,7 +339,9 @@ class Handler:
             errors=_LogErrors() if server.errors_to_log else self,
             multithread=server.multithread,
             multiprocess=server.multiprocess,
-            input_terminated=request.input_terminated,
+            # The whole body is in hand (memory or spool file): reading to
+            # its end is always safe, with or without CONTENT_LENGTH.
+            input_terminated=True,
         )
         environ["fastcgi.role"] = request.role_name
         if request.data is not None:
