@@ -595,7 +595,7 @@ class Connection:
     """One server-side HTTP/1.1 connection (sans-I/O)."""
 
     __slots__ = ("limits", "state", "_buf", "_scan", "_eof", "_reader", "request",
-                 "client_waiting_for_100", "_writer", "_left", "response_status")
+                 "client_waiting_for_100", "_writer", "_left", "response_status", "_head_sent")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
@@ -609,6 +609,7 @@ class Connection:
         self._writer = _NO_BODY
         self._left = 0
         self.response_status: Optional[int] = None
+        self._head_sent = False
 
     # ---- states, for the caller
 
@@ -628,6 +629,11 @@ class Connection:
     def head_in_progress(self) -> bool:
         """Part of a request head has arrived (the header timeout applies)."""
         return self.state.client is IDLE and bool(self._buf)
+
+    @property
+    def response_started(self) -> bool:
+        """A response head (or error response) went out for the current request."""
+        return self._head_sent
 
     @property
     def trailing_data(self) -> tuple:
@@ -770,6 +776,7 @@ class Connection:
                     type(reader) is ContentLengthReader and reader.remaining - len(self._buf) > DRAIN_LIMIT):
                 state.no_keep_alive()
         state.server_event(RESPONSE)
+        self._head_sent = True
         self.response_status = int(status[:3])
         if not state.keep_alive:
             framing += _CLOSE
@@ -822,6 +829,8 @@ class Connection:
     def start_next_cycle(self) -> None:
         """Both sides are DONE on a kept-alive connection: read the next request."""
         self.state.start_next_cycle()
+        self._head_sent = False
+        self.response_status = None
         self.request = None
         self._reader = None
         self.client_waiting_for_100 = False
@@ -832,10 +841,10 @@ class Connection:
         None when a response head was already sent (the connection can only be
         cut off).  The connection goes to ERROR: close it after sending.
         """
-        server = self.state.server
         self.state.error()
-        if server is not IDLE and server is not SEND_RESPONSE:
+        if self._head_sent:
             return None
+        self._head_sent = True
         reason = REASONS.get(status, "Error")
         body = f"{reason}\n".encode("ascii")
         self.response_status = status

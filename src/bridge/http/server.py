@@ -491,7 +491,7 @@ class HTTPConnection:
         error = self.body_error
         if error is not None:
             log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), error)
-            if conn.response_status is None:
+            if not conn.response_started:
                 page = conn.error_response(error.status, date_lines(True))
                 if page:
                     try:
@@ -690,7 +690,7 @@ class HTTPConnection:
     def abort(self) -> None:
         self.aborted = True
         conn = self.conn
-        if conn.response_status is None and conn.our_state in (IDLE, SEND_RESPONSE):
+        if not conn.response_started:
             page = conn.error_response(500, date_lines(True))
             if page:
                 try:
