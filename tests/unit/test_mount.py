@@ -185,3 +185,29 @@ def test_the_docs_option_table_is_the_generated_one():
     table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->")]
     generated = option_table().splitlines()
     assert table.splitlines() == generated[:2] + [row for row in generated if row.startswith("| `--mount`")]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fcgi://unix:/run/x.sock?bogus=1", "unknown FastCGI mount option 'bogus'"),
+    ("fcgi://nohost", "not HOST:PORT or unix:/PATH"),
+    ("fcgi://unix:/x.sock?timeout=soon", "could not convert"),
+    ("cgi:/no/such/cgi-bin", "does not exist"),
+    ("cgi:{tmp}/plain.txt", "not executable"),
+])
+def test_a_bad_fastcgi_or_cgi_mount_is_a_one_line_error(spec, message, tmp_path):
+    from bridge.middleware.mount import resolve
+    (tmp_path / "plain.txt").write_text("#!/bin/sh\n")
+    (tmp_path / "plain.txt").chmod(0o644)
+    spec = spec.replace("{tmp}", str(tmp_path))
+    with pytest.raises(AppLoadError, match="cannot mount") as info:
+        resolve(spec)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_fastcgi_mount_options_and_extra_backends_reach_the_app():
+    from bridge.middleware.mount import resolve
+    app = resolve("fcgi://unix:/a.sock?document_root=/srv/www&timeout=5&balance=least_busy",
+                  extra=["fcgi://127.0.0.1:9000"])
+    assert [b.name for b in app.backends] == ["unix:/a.sock", "127.0.0.1:9000"]
+    assert (app.document_root, app.timeout, app.balance) == ("/srv/www", 5.0, "least_busy")

@@ -123,6 +123,10 @@ class _Timeout(Exception):
     pass
 
 
+class _BackendLost(Exception):
+    """The backend connection broke after something that cannot be resent went out."""
+
+
 class FastCGIApp:
     """Forward WSGI requests to FastCGI responders.
 
@@ -454,7 +458,7 @@ class _Exchange:
         self.eof = True
         if self.received == 0 and self.consumed == 0:
             raise _Retry(reason)
-        raise ConnectionError(reason)
+        raise _BackendLost(reason)
 
     def _stdout(self, data: bytes) -> None:
         if self.head_done:
@@ -494,7 +498,7 @@ class _Exchange:
                     raise BadResponse("END_REQUEST before the end of the header block"
                                       if self.head_buf else "no output on STDOUT")
                 self._step()
-        except ConnectionError as exc:
+        except _BackendLost as exc:
             raise BadResponse(f"connection lost: {exc}") from None
         return self.head
 
@@ -519,7 +523,7 @@ class _Exchange:
                 _log(self.environ, f"bridge: FastCGI backend {self.backend.name} silent for "
                                    f"{self.timeout:g}s in the middle of a response; cut it off")
                 raise UpstreamError("FastCGI backend timed out") from None
-            except (ConnectionError, ProtocolError, _Retry) as exc:
+            except (_BackendLost, ProtocolError, _Retry) as exc:
                 _log(self.environ, f"bridge: FastCGI backend {self.backend.name} broke off a "
                                    f"response: {exc}")
                 raise UpstreamError(str(exc)) from None
