@@ -6,8 +6,14 @@ latin-1 so every byte the server sent reaches the app), the body from stdin
 response (§6: ``Status:`` line, header fields, blank line, body), flushed
 per chunk so a streaming app streams.
 
+Whatever goes wrong (the app cannot be imported, it raises, it breaks the
+WSGI contract) the web server still gets a valid ``500`` response, and the
+traceback goes to stderr, which Apache writes to its error log.  The client
+never sees a traceback.
+
 Start-up is every request's cost, so this module imports only ``os`` and
-``sys`` (already loaded by the interpreter) and ``bridge.wsgi``.
+``sys`` (already loaded by the interpreter) and ``bridge.wsgi``; the loader
+only when the app is given by name, ``traceback`` only on failure.
 """
 from __future__ import annotations
 
@@ -18,19 +24,27 @@ from bridge.wsgi import BoundedInput, call_app, encode_headers, make_environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import BinaryIO, Callable, Iterable, Optional, TextIO, Union
+
+ERROR_RESPONSE = (b"Status: 500 Internal Server Error\r\n"
+                  b"Content-Type: text/plain; charset=utf-8\r\n"
+                  b"Content-Length: 22\r\n\r\n"
+                  b"Internal Server Error\n")
 
 
 class CGITransport:
-    """Writes the CGI response to stdout (binary, unbuffered beyond one write per chunk)."""
+    """Writes the CGI response to stdout: one write and one flush per chunk."""
 
-    __slots__ = ("out",)
+    __slots__ = ("out", "started")
 
-    def __init__(self, out) -> None:
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
+        self.started = False
 
     def send_head(self, status: str, headers: list, body: bytes, end: bool) -> None:
-        # RFC 3875 §6.3.3: the Status header field carries the status line.
+        # RFC 3875 §6.3.3: the Status header field carries the status line;
+        # the web server turns it into the HTTP status line.
+        self.started = True
         head = b"Status: " + status.encode("latin-1") + b"\r\n" + encode_headers(headers) + b"\r\n"
         self.out.write(head + body)
         self.out.flush()
@@ -43,52 +57,126 @@ class CGITransport:
         self.out.flush()
 
     def abort(self) -> None:
-        # CGI has no way to say "incomplete" but to stop; the web server
-        # closes the connection when the script exits.
+        # CGI has no way to say "incomplete" but to stop early: the response
+        # is short of its Content-Length (or, chunked, lacks the last chunk),
+        # which is how the web server and the client learn it was cut off.
         self.out.flush()
 
 
 def cgi_environ(source: Optional[dict] = None) -> dict:
-    """CGI meta-variables as latin-1 "bytes as str" (PEP 3333), from ``os.environb``."""
+    """CGI meta-variables as latin-1 "bytes as str" (PEP 3333), from ``os.environb``.
+
+    httpoxy (CVE-2016-5385): a ``Proxy:`` request header arrives as
+    ``HTTP_PROXY``, which HTTP libraries take as a proxy setting.  It is
+    dropped from the environ *and* from ``os.environ``, so neither the app
+    nor a program it starts can be pointed at the attacker's proxy.
+    """
     if source is None:
-        source = os.environb
-        environ = {k.decode("latin-1"): v.decode("latin-1") for k, v in source.items()}
+        environ = {k.decode("latin-1"): v.decode("latin-1") for k, v in os.environb.items()}
     else:
         environ = dict(source)
-    # httpoxy: a Proxy: request header must not become a proxy setting for
-    # the app or anything it starts.
     environ.pop("HTTP_PROXY", None)
     os.environ.pop("HTTP_PROXY", None)
     return environ
 
 
-def run_cgi(app: Callable, *, stdin=None, stdout=None, stderr=None, environ: Optional[dict] = None,
-            script_name: Optional[str] = None) -> int:
-    """Handle the one request of this CGI process.  Returns 0 (the response was written)."""
+def write_error_response(out: BinaryIO, message: str, errors: Optional[TextIO] = None) -> None:
+    """A valid 500 when the app could not even be loaded; the reason goes to stderr."""
+    errors = errors if errors is not None else sys.stderr
+    try:
+        errors.write(message.rstrip("\n") + "\n")
+        errors.flush()
+    except Exception:
+        pass
+    out.write(ERROR_RESPONSE)
+    out.flush()
+
+
+def _load(app: Union[str, Callable, None], pythonpath: Iterable[str], chdir: Optional[str],
+          config: object = None) -> Callable:
+    if isinstance(app, str):
+        from bridge.loader import load_app
+        app = load_app(app, pythonpath, chdir)
+    elif pythonpath or chdir:
+        from bridge.loader import prepare_path
+        prepare_path(pythonpath, chdir)
+    if config is not None:
+        # --mount, middleware flags...: hooks(app, config) -> app
+        import bridge.config as _config
+        for hook in _config.APP_WRAPPERS:
+            app = hook(app, config)
+    if not callable(app):
+        from bridge.loader import AppLoadError
+        raise AppLoadError(f"{app!r} is not a callable WSGI application")
+    return app
+
+
+def run_cgi(app: Union[str, Callable], *, stdin: Optional[BinaryIO] = None,
+            stdout: Optional[BinaryIO] = None, stderr: Optional[TextIO] = None,
+            environ: Optional[dict] = None, script_name: Optional[str] = None,
+            pythonpath: Iterable[str] = (), chdir: Optional[str] = None,
+            config: object = None) -> int:
+    """Handle the one request of this CGI process; returns 0 (a response was written).
+
+    ``app`` is a WSGI callable or its name (``"module:callable"``,
+    ``"module:factory()"``, ``"module"``): given by name, a failure to import
+    it still answers ``500`` (a cgi-bin script that does ``from myapp import
+    app`` itself dies before bridge can answer, and Apache says only
+    "End of script output before headers").  ``config`` (from ``bridge cgi``)
+    applies the ``bridge.config.APP_WRAPPERS`` hooks.
+    """
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
     errors = stderr if stderr is not None else sys.stderr
-    env = cgi_environ(environ)
+    # stdout *is* the response: a stray print() in the app would corrupt the
+    # headers.  Send it to the error log instead, as mod_wsgi does.
+    saved_stdout = sys.stdout
+    sys.stdout = errors
+    transport = CGITransport(stdout)
     try:
-        length = int(env.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    env = make_environ(env, input=BoundedInput(stdin, max(length, 0)), errors=errors,
-                       multithread=False, multiprocess=True, run_once=True)
-    if script_name:
-        from bridge.wsgi import apply_script_name
-        apply_script_name(env, script_name)
-    call_app(app, env, CGITransport(stdout))
+        try:
+            wsgi_app = _load(app, pythonpath, chdir, config)
+        except Exception as exc:
+            from bridge.loader import AppLoadError
+            if isinstance(exc, AppLoadError):
+                message = f"bridge cgi: {exc}"
+            else:
+                import traceback
+                message = f"bridge cgi: loading the app failed:\n{traceback.format_exc()}"
+            write_error_response(stdout, message, errors)
+            return 0
+        env = cgi_environ(environ)
+        try:
+            length = max(int(env.get("CONTENT_LENGTH") or 0), 0)
+        except ValueError:
+            length = 0
+        env = make_environ(env, input=BoundedInput(stdin, length), errors=errors,
+                           multithread=False, multiprocess=True, run_once=True)
+        if script_name:
+            from bridge.wsgi import apply_script_name
+            apply_script_name(env, script_name)
+        call_app(wsgi_app, env, transport)
+    except Exception:
+        # A fault of the gateway itself (call_app never raises for the app's):
+        # still a valid response if nothing was sent, the traceback in the log.
+        import traceback
+        message = f"bridge cgi: internal error:\n{traceback.format_exc()}"
+        try:
+            if transport.started:
+                errors.write(message)
+            else:
+                write_error_response(stdout, message, errors)
+        except Exception:
+            pass
+    finally:
+        sys.stdout = saved_stdout
     return 0
 
 
-def write_error_response(out, message: str) -> None:
-    """A valid 500 when the app could not even be loaded (the reason goes to stderr)."""
-    sys.stderr.write(message.rstrip("\n") + "\n")
-    body = b"Internal Server Error\n"
-    out.write(b"Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
-              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    out.flush()
+NOT_CGI = (
+    "bridge cgi: GATEWAY_INTERFACE is not set, so this is not a CGI request.\n"
+    "  Run it from a web server (Apache ScriptAlias, see docs/cgi.md), or try one request by hand:\n"
+    "  GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET PATH_INFO=/ bridge cgi APP\n")
 
 
 def main(config) -> int:
@@ -97,22 +185,8 @@ def main(config) -> int:
     If the app cannot be loaded the web server still gets a valid 500, and
     the reason goes to stderr (Apache's error log).
     """
-    from bridge.loader import AppLoadError, load_app
     if "GATEWAY_INTERFACE" not in os.environ:
-        sys.stderr.write("bridge cgi: GATEWAY_INTERFACE is not set, so this is not a CGI request.\n"
-                         "  Run it from a web server (ScriptAlias), or try one request by hand:\n"
-                         "  GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET PATH_INFO=/ bridge cgi APP\n")
+        sys.stderr.write(NOT_CGI)
         return 2
-    try:
-        app = load_app(config.app, config.pythonpath, config.chdir)
-        import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
-            app = hook(app, config)
-    except AppLoadError as exc:
-        write_error_response(sys.stdout.buffer, f"bridge cgi: {exc}")
-        return 0
-    except Exception as exc:
-        import traceback
-        write_error_response(sys.stdout.buffer, f"bridge cgi: loading the app failed: {exc}\n{traceback.format_exc()}")
-        return 0
-    return run_cgi(app, script_name=config.script_name)
+    return run_cgi(config.app, script_name=config.script_name, pythonpath=config.pythonpath,
+                   chdir=config.chdir, config=config)
