@@ -4,7 +4,6 @@ The command is the one in docs/composition.md; the scripts (shell, Python,
 Perl) are in tests/integration/fixtures/cgi-bin.  Everything is asserted on
 what an HTTP client gets back, and on bridge's error log.
 """
-import json
 import time
 
 import pytest

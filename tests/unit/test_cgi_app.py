@@ -1,12 +1,12 @@
 """CGIApp and the CGI response grammar (RFC 3875 §4, §6), with small real scripts."""
 import io
 import os
-import sys
 import textwrap
 
 import pytest
 
-from bridge.cgi.app import BadResponse, CGIApp, cgi_variables, find_head_end, parse_head
+from bridge.cgi.app import CGIApp
+from bridge.cgi.rfc3875 import BadResponse, cgi_variables, find_head_end, head_search_resume, parse_head
 from bridge.middleware.mount import mount
 from bridge.wsgi import call_app
 
@@ -83,7 +83,6 @@ def test_head_end_is_a_blank_line_with_lf_or_crlf(data, expected):
 
 
 def test_head_end_is_found_at_every_split_point():
-    from bridge.cgi.app import head_search_resume
     data = b"Content-Type: text/plain\r\nX-A: 1\n\r\nbody"
     for cut in range(len(data) + 1):
         buf = data[:cut]

@@ -31,9 +31,9 @@ import socket
 import threading
 import time
 
-from bridge.cgi.app import (MAX_HEAD, BadResponse, UpstreamError, _log, _plain, cgi_variables,
-                            find_head_end, head_search_resume, local_redirect, parse_head,
-                            request_body)
+from bridge.cgi.app import UpstreamError, _log, _plain, local_redirect, request_body
+from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end,
+                                head_search_resume, parse_head)
 from bridge.fastcgi.protocol import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
                                      REQUEST_COMPLETE, RESPONDER, STDERR, STDIN, STDOUT,
                                      ProtocolError, RecordReader, decode_end_request,
@@ -107,7 +107,7 @@ class Backend:
 def _alive(sock: socket.socket) -> bool:
     """A pooled connection is usable if the backend has not closed it (nor sent anything)."""
     try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return True
     except OSError:
