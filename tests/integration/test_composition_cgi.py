@@ -131,3 +131,16 @@ def test_a_chunked_upload_reaches_the_script_with_a_content_length(server):
     assert r.status_code == 200
     assert "content_length=17" in r.text.splitlines()
     assert r.text.endswith("body=part one,part two\n")
+
+
+def test_concurrent_requests_each_run_their_own_script(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        r = requests.post(f"{server.url}/cgi-bin/hello.sh/{i}", data=f"body {i}".encode())
+        return i, r.status_code, r.text
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(32)))
+    for i, status, text in results:
+        assert status == 200
+        assert f"path_info=/{i}" in text and text.endswith(f"body=body {i}\n")

@@ -90,6 +90,33 @@ def test_a_large_upload_streams_to_php_intact(site):
     assert r.json()["body_md5"] == hashlib.md5(body).hexdigest()
 
 
+def test_a_chunked_upload_reaches_php_with_a_content_length(site):
+    def chunks():
+        yield b"first,"
+        yield b"second"
+    r = requests.post(site.url + "/legacy/echo.php", data=chunks(),
+                      headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200
+    assert r.json()["body_length"] == 12
+    assert r.json()["server"]["CONTENT_LENGTH"] == "12"
+
+
+def test_concurrent_requests_on_pooled_connections_never_mix_up_answers(site):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        body = os.urandom(1000 + i * 37)
+        r = requests.post(f"{site.url}/legacy/echo.php?n={i}", data=body,
+                          headers={"Content-Type": "application/octet-stream"})
+        return i, r.status_code, r.json(), hashlib.md5(body).hexdigest()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(64)))
+    for i, status, data, md5 in results:
+        assert status == 200
+        assert data["get"] == {"n": str(i)}
+        assert data["body_md5"] == md5
+
+
 def test_a_large_php_response_streams_to_the_client(site):
     r = requests.get(site.url + "/legacy/stream.php?n=3000", stream=True)
     assert r.status_code == 200
