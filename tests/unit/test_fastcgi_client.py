@@ -274,6 +274,14 @@ def test_a_backend_answering_garbage_is_a_502_with_the_reason_logged(backend, an
     assert logged.encode() not in out.body
 
 
+def test_an_overloaded_backend_passes_the_request_to_the_next_one(backend):
+    full = backend(lambda req: reply(stdout=b"", protocol_status=p.OVERLOADED))
+    free = backend()
+    out = run(FastCGIApp([full.address, free.address]))
+    assert out.status == "200 OK" and out.body == b"ok"
+    assert len(full.requests) == 1 and len(free.requests) == 1
+
+
 def test_a_backend_closing_without_a_word_is_a_502(backend):
     b = backend(lambda req: None)
     out = run(FastCGIApp([b.address]))

@@ -307,13 +307,21 @@ class FastCGIApp:
                     _log(environ, f"bridge: FastCGI backend {backend.name} did not answer {describe} "
                                   f"within {self.timeout:g}s (504)")
                     return _plain(start_response, "504 Gateway Timeout")
-                except (BadResponse, ProtocolError, _Failed) as exc:
+                except _Failed as exc:
                     ex.release(False)
-                    status = "503 Service Unavailable" if isinstance(exc, _Failed) and exc.overloaded \
-                        else "502 Bad Gateway"
+                    if exc.overloaded and ex.consumed == 0:
+                        # §5.5 FCGI_OVERLOADED: this one is full; nothing of the body
+                        # is gone yet, so another backend can have the request.
+                        failures.append(f"{backend.name} (OVERLOADED)")
+                        break
+                    status = "503 Service Unavailable" if exc.overloaded else "502 Bad Gateway"
                     _log(environ, f"bridge: FastCGI backend {backend.name} failed {describe}: {exc} "
                                   f"({status[:3]})")
                     return _plain(start_response, status)
+                except (BadResponse, ProtocolError) as exc:
+                    ex.release(False)
+                    _log(environ, f"bridge: FastCGI backend {backend.name} failed {describe}: {exc} (502)")
+                    return _plain(start_response, "502 Bad Gateway")
                 except BaseException:
                     ex.release(False)
                     raise
@@ -323,8 +331,10 @@ class FastCGIApp:
                                           self.max_redirects)
                 start_response(cgi_head.final_status(), cgi_head.headers)
                 return ex
-        _log(environ, f"bridge: no FastCGI backend could take {describe}: {'; '.join(failures)} (502)")
-        return _plain(start_response, "502 Bad Gateway")
+        status = "503 Service Unavailable" if failures and all(f.endswith("(OVERLOADED)") for f in failures) \
+            else "502 Bad Gateway"
+        _log(environ, f"bridge: no FastCGI backend could take {describe}: {'; '.join(failures)} ({status[:3]})")
+        return _plain(start_response, status)
 
 
 def _why(exc: BaseException) -> str:
