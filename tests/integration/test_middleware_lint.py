@@ -30,7 +30,10 @@ def lint_lines(door, needle, timeout=5.0):
     ("/broken/header-type", ("X-Count",)),
 ])
 def test_each_violation_is_logged_with_its_request(door, path, words):
-    requests.get(door.url + path + "?from=test", timeout=10)
+    try:
+        requests.get(door.url + path + "?from=test", timeout=10)
+    except requests.exceptions.ChunkedEncodingError:
+        pass   # late-headers: the core cuts a response it cannot finish; Lint only reports
     lines = lint_lines(door, f"GET {path}?from=test: ")
     assert lines, f"no lint line for {path}:\n{door.log()}"
     assert any(all(w.lower() in line.lower() for w in words) for line in lines), lines

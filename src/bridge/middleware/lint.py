@@ -5,17 +5,16 @@ Like ``wsgiref.validate``, but a violation never becomes an
 line in the error log (``wsgi.errors``, the server's error log) naming the
 request that caused it::
 
-    bridge lint: GET /broken?x=1: status must be a str like '200 OK', got 200 (int)
+    bridge lint: GET /broken?x=1: app: status must be a str, got int: 200
 
 The checking itself is not done here: it is :mod:`bridge.lint`, the same
 checker ``bridge check APP`` runs, so the two cannot disagree.  This module
-only turns its reports into log lines.  The interface it relies on is one
-function::
+only turns its reports into log lines.  The interface it relies on::
 
-    bridge.lint.wrap(app, report) -> app
-        ``report(environ, message: str)`` is called once per violation; the
-        returned app passes the request, the response and the app's own
-        exceptions through unchanged.
+    bridge.lint.lint(app, report) -> app
+        ``report(message: str, environ)`` is called once per distinct
+        violation of a request; the returned app passes the request, the
+        response and the app's own exceptions through unchanged.
 """
 from __future__ import annotations
 
@@ -39,14 +38,14 @@ def describe_request(environ: dict) -> str:
     return f"{method} {target or '/'}"
 
 
-def _checker_wrap() -> Callable:
+def _checker() -> Callable:
     try:
-        from bridge.lint import wrap
+        from bridge.lint import lint
     except ImportError as exc:
         raise RuntimeError(
-            "--lint needs bridge.lint.wrap(app, report), the checker of 'bridge check', "
+            "--lint needs bridge.lint.lint(app, report), the checker of 'bridge check', "
             f"which this installation does not provide ({exc})") from None
-    return wrap
+    return lint
 
 
 class Lint:
@@ -54,17 +53,16 @@ class Lint:
 
     ``log``: where lines go, ``log(environ, line)``; default: the request's
     ``wsgi.errors`` (sys.stderr when missing).  ``checker``: the
-    ``wrap(app, report)`` function; default :func:`bridge.lint.wrap`.
+    ``checker(app, report)`` function; default :func:`bridge.lint.lint`.
     """
 
     def __init__(self, app: Callable, *, log: Optional[Callable] = None,
                  checker: Optional[Callable] = None) -> None:
         self.app = app
         self.log = log or _write_error
-        wrap = checker or _checker_wrap()
-        self.checked = wrap(app, self.report)
+        self.checked = (checker or _checker())(app, self.report)
 
-    def report(self, environ: dict, message: str) -> None:
+    def report(self, message: str, environ: dict) -> None:
         """One violation → one log line.  Never raises: logging must not break a response."""
         try:
             text = " ".join(str(message).split())   # one line, whatever the checker wrote
