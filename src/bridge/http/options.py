@@ -4,11 +4,14 @@ from bridge.config import non_negative, positive_int, setting, size
 HTTP = ("http",)
 
 # Timeouts: a slow client must never hold a worker thread for long.
+setting("keepalive", "--keep-alive", "--keepalive", default=5.0, type=float, validate=non_negative,
+        commands=HTTP, section="http", metavar="SECONDS",
+        help="close a kept-alive connection idle this long (0: no limit); behind nginx keep the "
+             "upstream's keepalive_timeout below it")
 setting("header_timeout", "--header-timeout", default=10.0, type=float, validate=non_negative, commands=HTTP,
         section="http", metavar="SECONDS",
         help="close a connection whose request head (or TLS handshake) is not complete this long after it "
-             "began: a slow-loris client cannot hold the server (the keep-alive and body timeouts are "
-             "--keepalive and --io-timeout)")
+             "began: a slow-loris client cannot hold the server (the body and send timeout is --io-timeout)")
 
 # Limits (RFC 9110 §15.5.14/.15, RFC 6585 §5).
 setting("limit_request_line", "--limit-request-line", default=8190, type=int, validate=positive_int,

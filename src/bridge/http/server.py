@@ -180,6 +180,7 @@ class ServerContext:
             body=getattr(config, "limit_request_body", 1 << 30),
         )
         self.header_timeout = getattr(config, "header_timeout", 10.0) or None
+        self.keepalive = getattr(config, "keepalive", 5.0) or None
         self.io_timeout = getattr(config, "io_timeout", 30.0) or None
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
         self.script_name = getattr(config, "script_name", None)
@@ -263,11 +264,12 @@ class HTTPConnection:
         self.body_error: Optional[BodyError] = None
         self.aborted = False
         self.closed = False
+        if ctx.header_timeout:
+            # From the connect on, the request (and the TLS handshake) must come promptly.
+            self.idle_deadline = _monotonic() + ctx.header_timeout
         if ctx.tls_context is not None:
             from bridge.http.tls import TLSSession
             self.tls = TLSSession(ctx.tls_context)
-            if ctx.header_timeout:
-                self.idle_deadline = _monotonic() + ctx.header_timeout
 
     # ---- raw I/O
 
@@ -409,6 +411,8 @@ class HTTPConnection:
                     self.idle_deadline = self.head_started + self.ctx.header_timeout
                 elif self.tls is not None and not self.tls.handshaken:
                     pass    # keep the handshake deadline
+                elif self.ctx.keepalive:
+                    self.idle_deadline = _monotonic() + self.ctx.keepalive
                 else:
                     self.idle_deadline = None
                 return True
@@ -766,6 +770,11 @@ def check_config(config) -> Optional[str]:
     return None
 
 
+#: Where ``bridge http APP`` listens without --bind (and without a socket
+#: from systemd or on fd 0): local only, the README's quick start.
+DEFAULT_BIND = "127.0.0.1:8000"
+
+
 def main(config) -> int:
     """``bridge http APP``."""
     import sys
@@ -773,6 +782,11 @@ def main(config) -> int:
     if problem:
         sys.stderr.write(f"bridge http: {problem}\n")
         return 2
+    if not getattr(config, "bind", None):
+        from bridge.server.listeners import fd0_is_listening_socket
+        systemd = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
+        if not systemd and not fd0_is_listening_socket():
+            config.bind = [DEFAULT_BIND]
     if getattr(config, "reload", False):
         from bridge.http.reload import run_with_reloader
         return run_with_reloader(config, factory_builder)

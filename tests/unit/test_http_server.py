@@ -1,0 +1,376 @@
+"""bridge http's connection handler on the real Worker, in process, over loopback sockets."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+import bridge.http.server as http_server
+from support import http_apps
+from support.http_server import Reader, RunningHTTP, closed_by_peer, read_response
+
+
+@pytest.fixture(scope="module")
+def server():
+    with RunningHTTP(http_apps.app, threads=4) as running:
+        yield running
+
+
+def exchange(server, raw: bytes) -> tuple:
+    with server.connect() as c:
+        c.sendall(raw)
+        return read_response(c)
+
+
+def get_environ(server, raw: bytes) -> dict:
+    status, _, body = exchange(server, raw)
+    assert status.startswith("HTTP/1.1 200"), (status, body)
+    return json.loads(body)
+
+
+# --------------------------------------------------------------------------
+# environ
+
+
+def test_environ_has_decoded_path_raw_query_and_cgi_variables(server):
+    env = get_environ(server, b"GET /environ/a%20b/%C3%A9%2F?x=%20y&z HTTP/1.1\r\nHost: example.org:8080\r\n\r\n")
+    assert env["PATH_INFO"] == "/environ/a b/\xc3\xa9/"
+    assert env["QUERY_STRING"] == "x=%20y&z"
+    assert env["REQUEST_URI"] == "/environ/a%20b/%C3%A9%2F?x=%20y&z"
+    assert env["SCRIPT_NAME"] == ""
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["HTTP_HOST"] == "example.org:8080"
+    assert env["SERVER_NAME"] == "127.0.0.1" and env["SERVER_PORT"] == str(server.address[1])
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["REMOTE_PORT"].isdigit()
+    assert env["wsgi.url_scheme"] == "http" and env["wsgi.input_terminated"] is True
+    assert env["SERVER_SOFTWARE"].startswith("wsgi-bridge/")
+
+
+def test_path_info_keeps_invalid_utf8_bytes_as_latin1(server):
+    env = get_environ(server, b"GET /environ/%FF%FE/\xe9 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert env["PATH_INFO"] == "/environ/\xff\xfe/\xe9"
+
+
+def test_repeated_headers_are_joined_and_cookies_with_semicolons(server):
+    env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: h\r\nX-Multi: a\r\nX-Multi: b, c\r\n"
+                              b"Cookie: a=1\r\nCookie: b=2\r\n\r\n")
+    assert env["HTTP_X_MULTI"] == "a, b, c"
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+
+
+def test_content_type_and_length_are_cgi_variables_not_http_ones(server):
+    env = get_environ(server, b"POST /environ HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+                              b"Content-Length: 3, 3\r\n\r\nabc")
+    assert env["CONTENT_TYPE"] == "text/plain" and env["CONTENT_LENGTH"] == "3"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+
+
+def test_header_names_with_underscores_and_proxy_header_never_reach_the_app(server):
+    env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n"
+                              b"Proxy: http://evil:1\r\n\r\n")
+    assert "HTTP_X_FORWARDED_FOR" not in env and "HTTP_PROXY" not in env
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+
+
+def test_absolute_form_target_sets_http_host(server):
+    env = get_environ(server, b"GET http://abs.example/environ?q HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert env["HTTP_HOST"] == "abs.example" and env["PATH_INFO"] == "/environ" and env["QUERY_STRING"] == "q"
+
+
+def test_forwarded_headers_from_a_trusted_peer_are_applied(server):
+    env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"
+                              b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: www.example.com\r\n\r\n")
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
+    assert env["HTTP_HOST"] == "www.example.com"
+
+
+def test_rfc7239_forwarded_header_from_a_trusted_peer_is_applied(server):
+    env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\n"
+                              b"Forwarded: for=\"[2001:db8::1]:4711\";proto=https;host=fw.example\r\n\r\n")
+    assert env["REMOTE_ADDR"] == "2001:db8::1"
+    assert env["wsgi.url_scheme"] == "https" and env["HTTP_HOST"] == "fw.example"
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_ignored():
+    with RunningHTTP(http_apps.app, forwarded_allow_ips="10.9.8.7") as server:
+        env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                                  b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\r\n")
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http" and env["HTTP_HOST"] == "internal"
+    assert env["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"   # visible, not applied
+
+
+def test_client_chosen_addresses_left_of_the_trusted_proxy_chain_do_not_win():
+    with RunningHTTP(http_apps.app, forwarded_allow_ips="127.0.0.1,10.0.0.0/8") as server:
+        env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: h\r\n"
+                                  b"X-Forwarded-For: 1.1.1.1, 198.51.100.7, 10.1.2.3\r\n\r\n")
+    assert env["REMOTE_ADDR"] == "198.51.100.7"
+
+
+def test_unix_socket_peers_are_trusted_and_server_name_comes_from_host(tmp_path):
+    path = f"/tmp/bridge-http-test-{os.getpid()}.sock"
+    with RunningHTTP(http_apps.app, bind=f"unix:{path}", forwarded_allow_ips="") as server:
+        env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: site.example:8443\r\n"
+                                  b"X-Forwarded-For: 192.0.2.1\r\n\r\n")
+    assert env["REMOTE_ADDR"] == "192.0.2.1"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("site.example", "8443")
+
+
+def test_script_name_setting_moves_the_prefix():
+    with RunningHTTP(http_apps.app, script_name="/app") as server:
+        env = get_environ(server, b"GET /app/environ HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/environ")
+
+
+# --------------------------------------------------------------------------
+# Responses
+
+
+def test_date_and_server_headers_are_added_but_an_app_server_header_wins(server):
+    status, headers, body = exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert headers["server"] == "wsgi-bridge" and headers["date"].endswith(" GMT")
+    status, headers, body = exchange(server, b"GET /server-header HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert headers["server"] == "my-app/1.0"
+
+
+def test_small_response_leaves_in_one_write(server, monkeypatch):
+    calls = []
+    real = os.writev
+
+    def counting(fd, buffers):
+        calls.append(len(buffers))
+        return real(fd, buffers)
+    monkeypatch.setattr(http_server, "_writev", counting)
+    status, headers, body = exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert body == b"one" and len(calls) == 1
+
+
+def test_head_response_has_content_length_and_no_body(server):
+    with server.connect() as c:
+        c.sendall(b"HEAD /download?size=5000 HTTP/1.1\r\nHost: h\r\n\r\nGET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        status, headers, body = reader.response(head_only=True)
+        assert headers["content-length"] == "5000"
+        assert reader.response()[2] == b"one"     # nothing of a body came in between
+
+
+def test_unknown_length_is_chunked_on_http11_and_close_delimited_on_http10(server):
+    status, headers, body = exchange(server, b"GET /stream?n=3 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert headers["transfer-encoding"] == "chunked" and body == b"chunk 0\nchunk 1\nchunk 2\n"
+    with server.connect() as c:
+        c.sendall(b"GET /stream?n=2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, body = read_response(c)
+        assert headers["connection"] == "close" and "transfer-encoding" not in headers
+        assert body == b"chunk 0\nchunk 1\n"
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    with server.connect() as c:
+        c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n"
+                  b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+                  b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                  b"GET /download?size=70000 HTTP/1.1\r\nHost: h\r\n\r\n"
+                  b"GET /version HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        reader = Reader(c)
+        bodies = [reader.response()[2] for _ in range(5)]
+        assert bodies == [b"one", b"hello", b"abc", http_apps.pattern(70000), b"one"]
+        assert closed_by_peer(c)
+
+
+def test_http10_keep_alive_and_default_close(server):
+    with server.connect() as c:
+        c.sendall(b"GET /version HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, body = read_response(c)
+        assert headers["connection"] == "keep-alive"
+        c.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+        status, headers, body = read_response(c)
+        assert headers["connection"] == "close" and body == b"one"
+        assert closed_by_peer(c)
+
+
+def test_app_error_is_a_generic_500_and_the_connection_goes_on(server):
+    with server.connect() as c:
+        c.sendall(b"GET /error HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        status, headers, body = reader.response()
+        assert status.startswith("HTTP/1.1 500") and b"secret" not in body
+        c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert reader.response()[2] == b"one"
+
+
+def test_app_error_after_the_head_cuts_the_response_off(server):
+    with server.connect() as c:
+        c.sendall(b"GET /error-late HTTP/1.1\r\nHost: h\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"first part" in data
+        assert not data.endswith(b"0\r\n\r\n") and b"secret" not in data
+
+
+def test_file_wrapper_goes_out_with_sendfile_byte_exact(server, monkeypatch):
+    calls = []
+    real = os.sendfile
+
+    def counting(*args):
+        calls.append(args[3])
+        return real(*args)
+    monkeypatch.setattr(os, "sendfile", counting)
+    status, headers, body = exchange(server, b"GET /file?size=300000 HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert headers["content-length"] == "300000" and body == http_apps.pattern(300000)
+    assert calls
+
+
+def test_client_gone_mid_response_closes_the_result_and_others_are_served(server):
+    before = len(http_apps.closed_events)
+    c = server.connect()
+    c.sendall(b"GET /closing?size=50000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+    c.recv(1000)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()   # reset
+    deadline = time.monotonic() + 10
+    while len(http_apps.closed_events) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(http_apps.closed_events) > before
+    assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
+# --------------------------------------------------------------------------
+# Request bodies
+
+
+def test_expect_100_continue_is_sent_when_the_app_reads_the_body(server):
+    with server.connect() as c:
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        reader = Reader(c)
+        status, _, _ = reader.response()
+        assert status == "HTTP/1.1 100 Continue"
+        c.sendall(b"data")
+        status, headers, body = reader.response()
+        assert status.startswith("HTTP/1.1 200") and body == b"data"
+
+
+def test_expect_100_continue_without_reading_gets_no_100_and_a_close(server):
+    with server.connect() as c:
+        c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        status, headers, body = read_response(c)
+        assert status.startswith("HTTP/1.1 200") and headers["connection"] == "close"
+        assert closed_by_peer(c)
+
+
+def test_unread_small_body_is_drained_and_the_connection_reused(server):
+    with server.connect() as c:
+        c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
+                  b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        assert reader.response()[2] == b"ignored\n"
+        assert reader.response()[2] == b"one"
+
+
+def test_readline_over_a_chunked_body(server):
+    status, headers, body = exchange(server, b"POST /echo?readline=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                             b"4\r\nab\nc\r\n3\r\nd\ne\r\n0\r\n\r\n")
+    assert body == b"ab\ncd\ne"
+
+
+def test_bad_chunk_while_the_app_reads_is_400_and_close(server):
+    with server.connect() as c:
+        c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nxyz\r\n")
+        status, headers, body = read_response(c)
+        assert status.startswith("HTTP/1.1 400") and headers["connection"] == "close"
+        assert closed_by_peer(c)
+
+
+def test_body_over_the_limit_is_413_before_the_app_runs_and_chunked_too():
+    with RunningHTTP(http_apps.app, limit_request_body=100) as server:
+        with server.connect() as c:
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n")
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 413") and headers["connection"] == "close"
+        with server.connect() as c:
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"64\r\n" + b"x" * 100 + b"\r\n1\r\ny\r\n0\r\n\r\n")
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 413")
+
+
+def test_request_line_and_header_limits_give_414_and_431():
+    with RunningHTTP(http_apps.app, limit_request_line=100, limit_request_fields=5,
+                     limit_request_field_size=200) as server:
+        assert exchange(server, b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: h\r\n\r\n")[0].startswith("HTTP/1.1 414")
+        many = b"".join(b"X-%d: v\r\n" % i for i in range(10))
+        assert exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\n" + many + b"\r\n")[0].startswith("HTTP/1.1 431")
+        assert exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 300 + b"\r\n\r\n")[0].startswith("HTTP/1.1 431")
+
+
+def test_malformed_request_is_rejected_and_the_server_keeps_serving(server):
+    status, headers, body = exchange(server, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                                             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert status.startswith("HTTP/1.1 400") and headers["connection"] == "close"
+    assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
+# --------------------------------------------------------------------------
+# Timeouts
+
+
+def test_slow_loris_head_is_cut_off_after_the_header_timeout():
+    with RunningHTTP(http_apps.app, header_timeout=0.3, keepalive=30.0) as server:
+        with server.connect(timeout=10) as c:
+            c.sendall(b"GET / HTTP/1.1\r\n")
+            for _ in range(3):
+                time.sleep(0.1)
+                c.sendall(b"X: 1\r\n")
+            assert closed_by_peer(c)   # before the 10 s client timeout
+        assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
+def test_stalled_body_gets_408_after_the_io_timeout():
+    with RunningHTTP(http_apps.app, io_timeout=0.3) as server:
+        with server.connect() as c:
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 408") and headers["connection"] == "close"
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout():
+    with RunningHTTP(http_apps.app, keepalive=0.3) as server:
+        with server.connect() as c:
+            c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert read_response(c)[2] == b"one"
+            assert closed_by_peer(c)
+
+
+# --------------------------------------------------------------------------
+# Access log
+
+
+def test_access_log_is_apache_combined_by_default(tmp_path):
+    log = tmp_path / "access.log"
+    with RunningHTTP(http_apps.app, access_log=str(log)) as server:
+        exchange(server, b"GET /version?x=1 HTTP/1.1\r\nHost: h\r\nReferer: http://r/\r\nUser-Agent: t \"q\"\r\n\r\n")
+        exchange(server, b"GET / HTTP/1.1\r\n\r\n")
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    first = lines[0]
+    assert first.startswith("127.0.0.1 - - [")
+    assert first.endswith('] "GET /version?x=1 HTTP/1.1" 200 3 "http://r/" "t \\"q\\""')
+    assert lines[1].startswith("127.0.0.1 - - [") and '"-" 400 ' in lines[1]
+
+
+def test_access_log_format_is_configurable(tmp_path):
+    log = tmp_path / "access.log"
+    with RunningHTTP(http_apps.app, access_log=str(log),
+                     access_log_format="%m %U%q %>s %B %{X-Req}i %{Content-Type}o %D") as server:
+        exchange(server, b"POST /echo?a=b HTTP/1.1\r\nHost: h\r\nX-Req: r1\r\nContent-Length: 2\r\n\r\nhi")
+    method, path, status, size, req, ctype, micros = log.read_text().split()
+    assert (method, path, status, size, req, ctype) == ("POST", "/echo?a=b", "200", "2", "r1", "application/octet-stream")
+    assert micros.isdigit()
