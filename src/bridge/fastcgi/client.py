@@ -520,12 +520,10 @@ class _Exchange:
                 chunks, self.chunks = self.chunks, []
                 yield from chunks
                 continue
-            if self.ended and self.stdin_done and not len(self.out):
-                return
             if self.ended:
-                # END_REQUEST came before all of STDIN went: the backend did not
-                # want the rest.  The connection cannot be reused (§5.3 stream
-                # state unknown), the response is complete.
+                # Complete.  If END_REQUEST came before all of STDIN went (the
+                # backend did not want the rest), close() will not pool the
+                # connection: the stream state is unknown.
                 return
             try:
                 self._step()
