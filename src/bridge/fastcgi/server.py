@@ -72,6 +72,8 @@ class ClientGone(OSError):
 def _path_from_uri(uri: str) -> str:
     """The percent-decoded path of REQUEST_URI (origin-form or absolute-form), no query."""
     path = uri.partition("?")[0].partition("#")[0]
+    if path[:1] == "/" and "%" not in path:
+        return path   # the common case: nothing to decode (str is already latin-1)
     if not path.startswith("/"):
         scheme, sep, rest = path.partition("://")
         if sep and scheme.isalpha():
