@@ -46,13 +46,15 @@ def _fd0_is_listening_socket() -> bool:
             return False
     except OSError:
         return False
-    import socket
+    # _socket, not socket: under mod_cgid fd 0 of every CGI request is a
+    # (connected) socket, and socket.py costs ~5 ms (enum, selectors).
+    import _socket
     try:
-        s = socket.socket(fileno=os.dup(0))
+        s = _socket.socket(fileno=os.dup(0))
     except OSError:
         return False
     try:
-        return bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        return bool(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
     except OSError:
         return False
     finally:

@@ -47,6 +47,7 @@ def build_parser():
             if s.default not in (None, [], "", False):
                 help_text += f", default {s.default}"
             help_text += "]"
+            help_text = help_text.replace("%", "%%")   # argparse %-formats help (log formats have %h...)
             if s.positional:
                 group.add_argument(s.name, metavar=s.metavar or s.name.upper(), nargs="?",
                                    default=None, help=help_text)
@@ -71,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = Config.build(command, values)
     except ConfigError as exc:
         parser.error(str(exc))
-    if not getattr(config, "app", None) and not getattr(config, "mount", None):
+    if not getattr(config, "app", None) and not getattr(config, "mount", None) and not getattr(config, "static", None):
         sys.stderr.write(f"bridge {command}: no application given (APP is module:callable, "
                          f"e.g. bridge.demo:app)\n")
         return 2

@@ -5,6 +5,7 @@
 ``/stream``  a few chunks with small pauses (``?n=5&delay=0.2``), to see streaming work
 ``/hello``   the 14-byte ``Hello, world!\\n`` (benchmarks)
 ``/error``   raises, to see a 500 that leaks nothing
+any other   the environ page with status 404 (shows the SCRIPT_NAME/PATH_INFO a mount produced)
 """
 from __future__ import annotations
 
@@ -13,10 +14,7 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "") or "/"
     handler = ROUTES.get(path.rstrip("/") or "/")
     if handler is None:
-        body = b"Not Found\n"
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                         ("Content-Length", str(len(body)))])
-        return [body]
+        return index(environ, start_response, "404 Not Found")
     return handler(environ, start_response)
 
 
@@ -25,7 +23,7 @@ def hello(environ, start_response):
     return [b"Hello, world!\n"]
 
 
-def index(environ, start_response):
+def index(environ, start_response, status="200 OK"):
     import html   # lazily: html imports re, which a CGI /hello request should not pay for
     rows = []
     for key in sorted(environ):
@@ -43,13 +41,25 @@ def index(environ, start_response):
     # PEP 3333 "bytes as str": environ strings are latin-1 decoded bytes; the
     # page shows them as the app received them, in UTF-8.
     body = page.encode("utf-8", "surrogateescape")
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                              ("Content-Length", str(len(body)))])
+    start_response(status, [("Content-Type", "text/html; charset=utf-8"),
+                            ("Content-Length", str(len(body)))])
     return [body]
 
 
 def echo(environ, start_response):
-    body = environ["wsgi.input"].read()
+    # read(size), not read(): PEP 3333 only promises read with a size, and
+    # wsgiref.validate rejects the bare call.
+    # Without CONTENT_LENGTH a gateway that delimits the body itself says so
+    # with wsgi.input_terminated (chunked uploads): then read to the end.
+    stream = environ["wsgi.input"]
+    if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+        body = stream.read()
+    else:
+        try:
+            length = max(int(environ.get("CONTENT_LENGTH") or 0), 0)
+        except ValueError:
+            length = 0
+        body = stream.read(length)
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
                               ("Content-Length", str(len(body)))])
     return [body]

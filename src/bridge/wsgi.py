@@ -100,6 +100,8 @@ def _check_status(status: Any) -> None:
         raise WSGIError(f"status code out of range: {status!r}")
     if "\r" in status or "\n" in status or "\0" in status:
         raise WSGIError(f"status contains a control character: {status!r}")
+    if not status.isascii() and max(status) > "\xff":
+        raise WSGIError(f"status is not latin-1 encodable (PEP 3333 bytes as str): {status!r}")
 
 
 def _check_headers(headers: Any) -> Optional[int]:
@@ -122,6 +124,8 @@ def _check_headers(headers: Any) -> Optional[int]:
             raise WSGIError(f"header {name!r} value must be a str, got {value!r}")
         if "\n" in value or "\r" in value or "\0" in value:
             raise WSGIError(f"header {name!r} value contains CR, LF or NUL: {value!r}")
+        if not value.isascii() and max(value) > "\xff":
+            raise WSGIError(f"header {name!r} value is not latin-1 encodable (PEP 3333 bytes as str): {value!r}")
         if len(name) == 14 and name.lower() == "content-length":
             if not value.isdigit() or not value.isascii():
                 raise WSGIError(f"invalid Content-Length {value!r}")
@@ -191,7 +195,11 @@ class Response:
         if not data or not self.body_allowed:
             return
         self._count(data)
-        self.transport.send_body(data)
+        try:
+            self.transport.send_body(data)
+        except OSError:
+            self.disconnected = True
+            raise
 
     def _count(self, data: bytes) -> None:
         self.bytes_sent += len(data)
@@ -206,13 +214,18 @@ class Response:
         else:
             self._count(body)
         self.headers_sent = True
-        self.transport.send_head(self.status, self.headers, body, end)
+        try:
+            self.transport.send_head(self.status, self.headers, body, end)
+        except OSError:
+            self.disconnected = True
+            raise
 
     def send_complete(self, body: bytes) -> None:
         """Send a whole response whose body is known (one-element list, error page)."""
-        if self.content_length is None and (self.body_allowed or self.is_head):
-            # HEAD carries the Content-Length GET would (RFC 9110 §9.3.2).
-            self.headers.append(("Content-Length", str(len(body))))
+        if self.content_length is None and (self.body_allowed or (self.is_head and status_has_body(self.status, "GET"))):
+            # HEAD carries the Content-Length GET would (RFC 9110 §9.3.2); a
+            # 304/204 to HEAD none (§8.6: 0 is not the 200's length).
+            self.headers = [*self.headers, ("Content-Length", str(len(body)))]   # never the app's list
             self.content_length = len(body)
         elif self.content_length is not None and self.body_allowed and len(body) != self.content_length:
             if len(body) > self.content_length:
@@ -229,7 +242,11 @@ class Response:
                 and self.bytes_sent < self.content_length):
             raise WSGIError(
                 f"application sent {self.bytes_sent} bytes for a Content-Length of {self.content_length}")
-        self.transport.finish()
+        try:
+            self.transport.finish()
+        except OSError:
+            self.disconnected = True
+            raise
 
 
 def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
@@ -265,10 +282,13 @@ def call_app(app: Callable, environ: dict, transport: Transport) -> Response:
         if (rtype is list or rtype is tuple) and len(result) == 1 and response.status is not None and not response.headers_sent:
             body = result[0]
             if type(body) is not bytes:
-                response.write(body)   # raises the type error with a clear message
+                if not isinstance(body, (bytearray, memoryview)):
+                    response.write(body)   # raises the type error with a clear message
+                body = bytes(body)
             response.send_complete(body)
             response.finish()
-        elif rtype is FileWrapper and response.status is not None and hasattr(transport, "send_file"):
+        elif (rtype is FileWrapper and response.status is not None and not response.headers_sent
+              and hasattr(transport, "send_file")):
             _send_file_wrapper(response, result)
         else:
             write = response.write
@@ -278,7 +298,7 @@ def call_app(app: Callable, environ: dict, transport: Transport) -> Response:
                     break   # HEAD/204/304: the head is out, the body is not wanted
             response.finish()
     except OSError as exc:
-        if response.headers_sent or _is_disconnect(exc):
+        if response.disconnected or _is_disconnect(exc):
             response.disconnected = True
             _log_error(environ, f"client disconnected during {_describe(environ)}: {exc}", False)
         else:
@@ -296,7 +316,10 @@ def call_app(app: Callable, environ: dict, transport: Transport) -> Response:
 
 
 def _is_disconnect(exc: OSError) -> bool:
-    return isinstance(exc, (BrokenPipeError, ConnectionError)) or getattr(exc, "client_gone", False)
+    """An OSError the transport did not raise is the client's only if the
+    input stream says so (``client_gone``): an app's own ConnectionRefusedError
+    (its database is down) is an app error and gets a 500."""
+    return getattr(exc, "client_gone", False)
 
 
 def _fail(response: Response, environ: dict) -> None:
@@ -338,13 +361,17 @@ def _send_file_wrapper(response: Response, wrapper: "FileWrapper") -> None:
     if response.content_length is not None:
         count = min(count, response.content_length)
     else:
-        response.headers.append(("Content-Length", str(count)))
+        response.headers = [*response.headers, ("Content-Length", str(count))]
         response.content_length = count
     response._send_head(b"", count == 0 or not response.body_allowed)
-    if count and response.body_allowed:
-        response.transport.send_file(fd, offset, count)
-        response.bytes_sent += count
-    response.transport.finish()
+    try:
+        if count and response.body_allowed:
+            response.transport.send_file(fd, offset, count)
+            response.bytes_sent += count
+        response.transport.finish()
+    except OSError:
+        response.disconnected = True
+        raise
 
 
 class FileWrapper:
@@ -448,7 +475,7 @@ class InputStream:
                 return lines
             lines.append(line)
             total += len(line)
-            if 0 < hint <= total:
+            if hint is not None and 0 < hint <= total:
                 return lines
 
     def __iter__(self):
