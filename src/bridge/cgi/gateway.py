@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from bridge.wsgi import BoundedInput, call_app, encode_headers, make_environ
+from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,6 +61,24 @@ class CGITransport:
         # is short of its Content-Length (or, chunked, lacks the last chunk),
         # which is how the web server and the client learn it was cut off.
         self.out.flush()
+
+
+class InputToEOF(InputStream):
+    """A body without CONTENT_LENGTH, delimited by the end of stdin.
+
+    Apache (mod_cgi and mod_cgid) passes a chunked request body de-chunked,
+    with ``HTTP_TRANSFER_ENCODING: chunked`` and no CONTENT_LENGTH, then
+    closes the script's stdin: RFC 3875 §4.2 has no word for that, so the
+    app gets the body up to EOF and ``wsgi.input_terminated`` (the
+    convention for such bodies) instead of losing it.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def _fill(self, n: int) -> bytes:
+        return self._raw.read(min(n, 1 << 20))
 
 
 def cgi_environ(source: Optional[dict] = None) -> dict:
@@ -146,12 +164,16 @@ def run_cgi(app: Union[str, Callable], *, stdin: Optional[BinaryIO] = None,
             write_error_response(stdout, message, errors)
             return 0
         env = cgi_environ(environ)
-        try:
-            length = max(int(env.get("CONTENT_LENGTH") or 0), 0)
-        except ValueError:
-            length = 0
-        env = make_environ(env, input=BoundedInput(stdin, length), errors=errors,
-                           multithread=False, multiprocess=True, run_once=True)
+        length = env.get("CONTENT_LENGTH")
+        if not length and "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body, terminated = InputToEOF(stdin), True
+        else:
+            try:
+                body, terminated = BoundedInput(stdin, max(int(length or 0), 0)), False
+            except ValueError:
+                body, terminated = BoundedInput(stdin, 0), False
+        env = make_environ(env, input=body, errors=errors, multithread=False,
+                           multiprocess=True, run_once=True, input_terminated=terminated)
         if script_name:
             from bridge.wsgi import apply_script_name
             apply_script_name(env, script_name)
