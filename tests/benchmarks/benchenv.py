@@ -141,3 +141,28 @@ def machine_facts(python: Path) -> dict:
 
 def which(name: str) -> str | None:
     return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def neighbours() -> list[str]:
+    """Other programs that load this machine now (test runs, other benchmarks): the
+    figures of a run made while they ran are not to be trusted."""
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if any(word in cmd for word in ("wrk ", "pytest", " -m bridge ", "gunicorn", "uwsgi", "nginx: master",
+                                        "hyperfine", "apache2")):
+            found.append(cmd[:120])
+    return found

@@ -72,10 +72,14 @@ def hyperfine(python: Path, cgi_bin: Path, c_program: Path | None, apps: Path, o
 IMPORT_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)")
 
 
-def importtime(python: Path, apps: Path, app: str = "bridge.demo:app") -> dict:
-    """Top-level imports of ``bridge cgi APP`` by cumulative time (µs), from -X importtime."""
+def importtime(python: Path, apps: Path, app: str = "bridge.demo:app", script: Path | None = None) -> dict:
+    """Top-level imports of ``bridge cgi APP`` (or of a cgi-bin ``script``) by cumulative
+    time (µs), from -X importtime."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(apps), **CGI_ENV}
-    args = [python, "-X", "importtime", python.parent / "bridge", "cgi", app]
+    if script is not None:
+        args = [python, "-X", "importtime", script]
+    else:
+        args = [python, "-X", "importtime", python.parent / "bridge", "cgi", app]
     result = run(args, env=env, check=False, timeout=60)
     top = []
     total = 0

@@ -157,7 +157,7 @@ def _nice(value: float) -> float:
     if value <= 0:
         return 1
     exp = 10 ** math.floor(math.log10(value))
-    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+    for step in (1, 2, 4, 6, 8, 10):  # a quarter of each is a round tick
         if value <= step * exp:
             return step * exp
     return 10 * exp

@@ -128,7 +128,7 @@ def profile_start(ctx, running: servers.Running, duration: float, tag: str):
         return None
     out = ctx.work / f"profile-{tag}.txt"
     args = [spy, "record", "--pid", running.launched.proc.pid, "--subprocesses", "--duration",
-            str(max(1, int(duration))), "--rate", "250", "--format", "raw", "--output", out, "--nonblocking"]
+            str(max(1, int(duration))), "--rate", "250", "--format", "raw", "--output", out, "--nonblocking", "--gil"]
     proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.3)  # py-spy attaches before the load starts
     return proc, out, " ".join(map(str, args))
@@ -149,7 +149,11 @@ def profile_finish(started) -> dict | None:
 
 
 def summarize_profile(text: str, command: str) -> dict:
-    """Self and inclusive share per function from py-spy's collapsed stacks."""
+    """Self time per source line and inclusive time per function, from py-spy's collapsed stacks.
+
+    Each line of ``--format raw`` is ``process;thread;frame;frame... COUNT`` with
+    frames ``function (path:line)``, outermost first.
+    """
     self_count: dict[str, int] = {}
     incl_count: dict[str, int] = {}
     total = 0
@@ -158,13 +162,15 @@ def summarize_profile(text: str, command: str) -> dict:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
-        frames = [_frame_name(f) for f in stack.split(";")[1:]]  # first entry is the process/thread
-        frames = [f for f in frames if f]
+        frames = [_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if f is not None]
         if not frames:
             continue
-        self_count[frames[-1]] = self_count.get(frames[-1], 0) + n
-        for f in set(frames):
+        total += n
+        leaf = frames[-1]
+        key = f"{leaf[0]}:{leaf[2]} ({leaf[1]})"
+        self_count[key] = self_count.get(key, 0) + n
+        for f in {f"{path}:{func}" for path, func, _ in frames}:
             incl_count[f] = incl_count.get(f, 0) + n
     if not total:
         return {"command": command, "samples": 0, "self": [], "inclusive": []}
@@ -172,20 +178,20 @@ def summarize_profile(text: str, command: str) -> dict:
     def top(counts, k):
         return [{"function": f, "pct": 100 * n / total}
                 for f, n in sorted(counts.items(), key=lambda kv: -kv[1])[:k]]
-    return {"command": command, "samples": total, "self": top(self_count, 15), "inclusive": top(incl_count, 25)}
+    return {"command": command, "samples": total, "self": top(self_count, 20), "inclusive": top(incl_count, 30)}
 
 
-def _frame_name(frame: str) -> str:
-    # "recv_into (bridge/fastcgi/server.py:123)" -> "bridge/fastcgi/server.py:recv_into"
-    m = re.match(r"(.*?) \((.*?)(?::\d+)?\)$", frame.strip())
+def _frame(frame: str):
+    """``recv_into (/venv/.../bridge/fastcgi/server.py:123)`` -> ("bridge/fastcgi/server.py", "recv_into", "123")."""
+    m = re.match(r"(.*?) \((.*?):(\d+)\)$", frame.strip())
     if not m:
-        return frame.strip()
-    func, path = m.group(1), m.group(2)
-    for marker in ("site-packages/", "lib/python3.11/", "apps/"):
+        return None  # the process and thread entries
+    func, path, lineno = m.groups()
+    for marker in ("site-packages/", "lib/python3.11/", "/apps/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
-    return f"{path}:{func}"
+    return path, func, lineno
 
 
 def run_group(ctx, item: dict, args, results: list[dict], profiles: list[dict]) -> None:
@@ -208,7 +214,8 @@ def run_group(ctx, item: dict, args, results: list[dict], profiles: list[dict]) 
             log(f"  warm-up failed: {exc}")
         for route, conc in item["cases"]:
             row = base_row(mode, variant, workers, peer.name, route, conc, bridge=peer.bridge,
-                           server_command=running.command, nginx_conf=running.nginx_conf)
+                           server_command=running.command, nginx_conf=running.nginx_conf,
+                           loadavg=benchenv.loadavg())
             started = None
             if args.profile and peer.bridge:
                 started = profile_start(ctx, running, args.duration, f"{mode}-{variant}-{workers}-{conc}")
@@ -320,17 +327,18 @@ def run_cgi(ctx, args, results: list[dict], extra: dict) -> None:
             apache.stop()
     extra["importtime"] = coldstart.importtime(ctx.python, ctx.apps)
     log(f"importtime of bridge cgi: {extra['importtime']['total_us'] / 1000:.1f} ms of imports")
+    extra["importtime_script"] = coldstart.importtime(ctx.python, ctx.apps, script=HERE / "cgi-bin" / "bridge_hello.py")
+    log(f"importtime of cgi-bin/bridge_hello.py: {extra['importtime_script']['total_us'] / 1000:.1f} ms of imports")
 
 
 def run_memory(ctx, args, extra: dict) -> None:
     """Worker RSS after ~1,000 and after ~100,000 requests (quick: 1,000 and 10,000)."""
     target = 10_000 if args.quick else 100_000
+    budget = 6 if args.quick else 150  # seconds of load at most, however slow the server is
     workers = 1 if args.quick else 2
     out = []
     for peer in servers.PEERS:
-        if not peer.bridge or (peer.mode not in args.only and "memory" not in args.only):
-            continue
-        if peer.mode == "http" and args.quick:
+        if not peer.bridge or (peer.mode == "http" and args.quick):
             continue
         variant = "close" if peer.mode == "fcgi" else "direct"
         log(f"memory: {peer.mode} bridge {workers}x{servers.THREADS}")
@@ -346,10 +354,9 @@ def run_memory(ctx, args, extra: dict) -> None:
             pids = running.launched.worker_pids()
             entry["after_1k"] = {"requests": done, "rss_kib": {p: rss_kib(p) for p in pids}}
             total = done
-            for _ in range(60):  # bounded: 60 x 3 s at most
-                if total >= target:
-                    break
-                total += load.wrk(f"http://127.0.0.1:{running.port}/hello", 16, 3)["requests"]
+            ends = time.monotonic() + budget
+            while total < target and time.monotonic() < ends:
+                total += load.wrk(f"http://127.0.0.1:{running.port}/hello", 16, 2 if args.quick else 5)["requests"]
             pids_now = running.launched.worker_pids()
             entry["after_n"] = {"requests": total, "rss_kib": {p: rss_kib(p) for p in pids_now}}
             entry["same_workers"] = sorted(pids) == sorted(pids_now)
@@ -502,7 +509,9 @@ def markdown(data: dict, chart_name: str) -> str:
              "## Machine", ""]
     lines.append(report.markdown_table(["fact", "value"], [
         ["cores (nproc)", str(facts["nproc"])], ["CPU", facts["cpu"]], ["memory", facts["memory"]],
-        ["kernel", facts["kernel"]], ["interpreter (every Python server)", facts["interpreter"]],
+        ["kernel", facts["kernel"]], ["load average (1, 5, 15 min)", facts.get("loadavg", "")],
+        ["other programs running at the start", f"{len(facts.get('neighbours', []))} (wrk, pytest, servers)"],
+        ["interpreter (every Python server)", facts["interpreter"]],
         ["Python", facts["python_version"]], ["nginx", facts["nginx"]], ["Apache", facts["apache"]],
         ["wrk", facts["wrk"]], ["hyperfine", facts["hyperfine"]],
         ["packages", ", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v)]]))
@@ -541,9 +550,11 @@ def markdown(data: dict, chart_name: str) -> str:
                                                + [[r["label"], "failed", "", "", r["reason"]]
                                                   for r in cold.get("failed", [])]))
         lines.append("")
-    imp = extra.get("importtime")
-    if imp:
-        lines += ["### Where `bridge cgi` spends its imports (`-X importtime`)", "", "```sh", imp["command"], "```", "",
+    for key, what in (("importtime", "`bridge cgi`"), ("importtime_script", "the cgi-bin script (`run(app)`)")):
+        imp = extra.get(key)
+        if not imp:
+            continue
+        lines += [f"### Where {what} spends its imports (`-X importtime`)", "", "```sh", _shorten(imp["command"]), "```", "",
                   f"Sum of the self times of every import: {imp['total_us'] / 1000:.1f} ms. Top-level imports by "
                   "cumulative time:", ""]
         lines.append(report.markdown_table(["module", "cumulative ms"],
@@ -669,6 +680,11 @@ def main(argv=None) -> int:
         log(f"cannot run without {', '.join(missing_tools)} (apt-get install {' '.join(missing_tools)})")
         return 1
     python = benchenv.ensure_venv(Path(args.venv))
+    load_at_start, others = benchenv.loadavg(), benchenv.neighbours()
+    if others:
+        log(f"warning: {len(others)} other program(s) are loading this machine (figures will be low and noisy):")
+        for cmd in others[:8]:
+            log(f"    {cmd}")
     ctx = servers.make_context(python)
     log(f"interpreter {python}; work dir {ctx.work}")
     results: list[dict] = []
@@ -691,6 +707,8 @@ def main(argv=None) -> int:
     data = {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "duration": args.duration,
             "command": command, "elapsed_s": round(time.monotonic() - deadline_note, 1),
             "machine": benchenv.machine_facts(python), "results": results, "extra": extra, "profiles": profiles}
+    data["machine"]["loadavg"] = f"{load_at_start} at the start, {benchenv.loadavg()} at the end"
+    data["machine"]["neighbours"] = others
     data["targets"] = targets(results, extra)
     RESULTS.mkdir(exist_ok=True)
     stamp = started.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
