@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from support import free_port, public_tmpdir
+from support import Process, bridge_env, free_port, public_tmpdir, wait_for_port
+from support.doc_commands import doc_command
 from support.fastcgi import start_bridge_fcgi
 from support.nginx import include_file, start_nginx
 
@@ -30,7 +31,10 @@ def backends():
     sock = tmp / "app.sock"
     port = free_port()
     unix = start_bridge_fcgi(f"unix:{sock}", "--threads", "8")
-    tcp = start_bridge_fcgi(f"127.0.0.1:{port}", "--threads", "8")
+    # the TCP one is started with the command docs/nginx.md shows
+    tcp = Process(doc_command("docs/nginx.md", "fcgi-tcp", app="support.fastcgi:inspect_app",
+                              backend_port=port), env=bridge_env())
+    wait_for_port(port, proc=tcp.proc)
     yield {"unix": (f"unix:{sock}", unix), "tcp": (f"127.0.0.1:{port}", tcp)}
     unix.stop()
     tcp.stop()
@@ -195,3 +199,19 @@ def test_keep_conn_serves_request_after_request_on_one_connection(backends, tran
     finally:
         site.stop()
     assert len(connections) == 1
+
+
+def test_nginx_doc_shows_every_config_the_tests_load():
+    doc = (DOCS.parent / "nginx.md").read_text()
+    for conf in sorted(DOCS.glob("fastcgi*.conf")):
+        assert conf.read_text().rstrip("\n") in doc, f"{conf.name} is not shown verbatim in docs/nginx.md"
+
+
+def test_nginx_doc_option_table_is_the_generated_one():
+    from bridge.config import load_declarations, option_table
+    doc = (DOCS.parent / "nginx.md").read_text()
+    start = doc.index("<!-- generated from src/bridge/fastcgi/options.py -->")
+    table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->", start)]
+    flags = {f"`{f}`" for s in load_declarations().values() if s.section == "fastcgi" for f in s.flags}
+    rows = option_table("fcgi").splitlines()
+    assert table.splitlines() == rows[:2] + [r for r in rows if r.split(" |")[0][2:] in flags]
