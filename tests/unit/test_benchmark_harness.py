@@ -1,0 +1,83 @@
+"""The benchmark harness's own logic: parsing, ratios, the chart, the docs splice.
+
+No server runs here and no figure is asserted; the harness itself runs in
+--quick mode from .ci/run.
+"""
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+import run  # noqa: E402
+
+
+def row(server, rps, conc=16, mode="fcgi", variant="close", workers=1, route="/hello", **extra):
+    return {"mode": mode, "variant": variant, "workers": workers, "threads": 4, "server": server,
+            "route": route, "conc": conc, "status": "ok", "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0,
+            "wrk_errors": {}, "log_errors": 0, **extra}
+
+
+def test_nginx_error_lines_are_counted_and_grouped_without_client_details():
+    log = ("2024/01/01 10:00:00 [error] 7#7: *12 connect() to unix:/s failed (11: Resource temporarily "
+           "unavailable) while connecting to upstream, client: 127.0.0.1, server: , request: \"GET /\"\n"
+           "2024/01/01 10:00:00 [warn] 7#7: *13 an upstream response is buffered to a temporary file\n"
+           "2024/01/01 10:00:01 [error] 7#7: *14 connect() to unix:/s failed (11: Resource temporarily "
+           "unavailable) while connecting to upstream, client: 127.0.0.1, server: , request: \"GET /\"\n")
+    count, samples = run.log_errors(log)
+    assert count == 2
+    assert samples == ["2x connect() to unix:/s failed (11: Resource temporarily unavailable) "
+                       "while connecting to upstream"]
+
+
+def test_ratio_is_against_the_first_peer_of_the_group_that_is_not_a_ceiling():
+    results = [row("nginx-return-200", 100_000), row("flup-threaded", 2_000), row("bridge", 5_000),
+               row("bridge", 9_000, conc=64)]
+    run.add_ratios(results)
+    assert results[2]["ratio"] == 2.5 and results[2]["baseline"] == "flup-threaded"
+    assert results[0]["ratio"] == 50
+    assert results[3]["ratio"] == 1.0  # alone in its group: its own baseline
+
+
+def test_cgi_scripts_share_one_group_whatever_their_route():
+    results = [row("wsgiref CGIHandler", 100, mode="cgi", variant="apache", route="/cgi-bin/w.py/hello"),
+               row("bridge", 150, mode="cgi", variant="apache", route="/cgi-bin/b.py/hello")]
+    run.add_ratios(results)
+    assert results[1]["ratio"] == 1.5
+
+
+def test_a_target_missed_says_so_with_both_figures():
+    results = [row("flup-threaded", 2_000), row("bridge", 3_000)]
+    verdicts = {t["target"]: t for t in run.targets(results, {})}
+    t = verdicts["FastCGI 1 proc >= 2x flup threaded (c16)"]
+    assert t["verdict"] == "missed" and "3,000" in t["figure"] and "2,000" in t["figure"]
+
+
+def test_chart_is_well_formed_svg_with_a_line_per_server():
+    results = [row(s, r, conc=c) for s, base in (("flup-threaded", 2000), ("bridge", 5000))
+               for c, r in ((1, base), (16, base * 2), (64, base * 3))]
+    svg = report.svg_chart(results)
+    root = ET.fromstring(svg)
+    lines = root.findall(".//{http://www.w3.org/2000/svg}polyline")
+    assert len(lines) == 2
+
+
+def test_py_spy_collapsed_stacks_become_shares_by_line_and_function():
+    text = ("process 1:\"python\";thread (0x1);run (bridge/server/worker.py:10);send (bridge/fastcgi/server.py:20) 3\n"
+            "process 1:\"python\";thread (0x1);run (bridge/server/worker.py:10) 1\n")
+    prof = run.summarize_profile(text, "py-spy")
+    assert prof["samples"] == 4
+    assert prof["self"][0] == {"function": "bridge/fastcgi/server.py:20 (send)", "pct": 75.0}
+    assert {"function": "bridge/server/worker.py:run", "pct": 100.0} in prof["inclusive"]
+
+
+def test_docs_keep_the_prose_around_the_generated_part(tmp_path):
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# Intro by hand\n{run.BEGIN}\nold figures\n{run.END}\n## What the profile showed\nprose\n")
+    run.write_doc(doc, f"{run.BEGIN}\nnew figures\n{run.END}")
+    text = doc.read_text()
+    assert "new figures" in text and "old figures" not in text
+    assert text.startswith("# Intro by hand") and text.endswith("prose\n")
