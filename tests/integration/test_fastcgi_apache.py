@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from support import free_port, public_tmpdir
+from support import ROOT, Process, bridge_env, free_port, public_tmpdir, wait_for_port
 from support.apache_fcgi import start_apache
+from support.doc_commands import doc_command
 from support.fastcgi import start_bridge_fcgi
 from support.nginx import include_file
-from support import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,9 @@ def apache():
     backend_port = free_port()
     # mod_proxy_fcgi sends the whole path as SCRIPT_NAME and no PATH_INFO:
     # --script-name says where the app is mounted.
-    tcp = start_bridge_fcgi(f"127.0.0.1:{backend_port}", "--script-name", "/tcp")
+    tcp = Process(doc_command("docs/apache.md", "fcgi-apache-tcp", app="support.fastcgi:inspect_app",
+                              backend_port=backend_port), env=bridge_env())
+    wait_for_port(backend_port, proc=tcp.proc)
     unix = start_bridge_fcgi(f"unix:{sock}", "--script-name", "/unix")
     port = free_port()
     body = include_file(ROOT / "apache" / "fastcgi-proxy.conf", backend_port=backend_port, socket=sock)
@@ -83,3 +85,10 @@ def test_app_error_through_apache_is_a_bare_500(apache):
     status, _, data = request(apache, "GET", "/tcp/error")
     assert status == 500
     assert b"Traceback" not in data and b"RuntimeError" not in data
+
+
+def test_apache_doc_shows_the_fastcgi_configs_the_tests_load():
+    doc = (ROOT / "docs" / "apache.md").read_text()
+    for name in ("fastcgi-proxy.conf", "fastcgi-fcgid.conf"):
+        text = (ROOT / "apache" / name).read_text().rstrip("\n")
+        assert text in doc, f"apache/{name} is not shown verbatim in docs/apache.md"
