@@ -223,11 +223,14 @@ class ServerContext:
         env["REMOTE_PORT"] = str(addr[1])
         try:
             local = sock.getsockname()
+        except OSError:
+            local = None
+        if isinstance(local, tuple):
             env["SERVER_NAME"] = local[0][7:] if local[0].startswith("::ffff:") else local[0]
             env["SERVER_PORT"] = str(local[1])
-        except OSError:
+        else:
             env["SERVER_NAME"] = "localhost"
-            env["SERVER_PORT"] = "80"
+            env["SERVER_PORT"] = "443" if self.tls_context else "80"
         return env, self.trusted.trusts(host), False
 
 
