@@ -73,6 +73,17 @@ def test_web_server_addrs_refuse_a_client_not_listed():
         proc.stop()
 
 
+def test_web_server_addrs_admit_a_listed_ipv6_client():
+    port = free_port("::1")
+    proc = start_bridge_fcgi(f"[::1]:{port}", FCGI_WEB_SERVER_ADDRS="10.9.8.7, ::1")
+    try:
+        with Client(("::1", port)) as client:
+            reply = client.request(get_params("/v6"))
+        assert reply.head_and_body()[0] == "200 OK"
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(scope="module")
 def fcgid():
     tmp = public_tmpdir("bridge-fcgid-")

@@ -145,7 +145,7 @@ class FastCGIServer:
         addrs += [a for a in env_addrs.replace(" ", ",").split(",") if a.strip()]
         return cls(app,
                    threads=getattr(config, "threads", 4),
-                   workers=getattr(config, "workers", 1),
+                   workers=max(getattr(config, "workers", 1) or 1, getattr(config, "workers_max", 0) or 0),
                    max_params=getattr(config, "fcgi_max_params", 128 << 10),
                    spool_threshold=getattr(config, "fcgi_spool_threshold", 1 << 20),
                    max_body=getattr(config, "fcgi_max_body", 0),
@@ -283,7 +283,9 @@ class Handler:
         return self._serve()
 
     def close(self) -> None:
-        for request in self.pending:
+        """The connection is gone: close the bodies of requests it leaves behind
+        (a spooled body is a temporary file)."""
+        for request in [*self.pending, *self.conn.requests.values()]:
             fcgi.ServerConnection._close_input(request)
         self.pending = []
 
@@ -335,10 +337,11 @@ class Handler:
         self.ended = False
         params = request.params
         fix_script_name_and_path_info(params, server.script_name)
+        errors = _LogErrors() if server.errors_to_log else self
         environ = make_environ(
             params,
             input=request.stdin,
-            errors=_LogErrors() if server.errors_to_log else self,
+            errors=errors,
             multithread=server.multithread,
             multiprocess=server.multiprocess,
             # The whole body is in hand (memory or spool file): reading to
@@ -355,6 +358,8 @@ class Handler:
         finally:
             state.request_finished()
             self.request = None
+            if errors is not self:
+                errors.flush()      # a last line without its newline
         if not self.ended and not self.dead:
             # The app was stopped by ABORT_REQUEST: the request still gets
             # its END_REQUEST (§5.4), and the connection lives on.
