@@ -288,3 +288,92 @@ def test_worker_state_counts_requests_from_any_thread():
         state.request_started({})
         state.request_finished()
     assert state.requests == 3
+
+
+# -- scoreboard and status page (no sockets: the shared memory and the WSGI wrapper) --------
+
+def _call(app, path, remote="127.0.0.1", query="", accept=""):
+    import io
+    out = {}
+
+    def start_response(status, headers, exc_info=None):
+        out["status"], out["headers"] = status, dict(headers)
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
+               "REMOTE_ADDR": remote, "HTTP_ACCEPT": accept, "wsgi.errors": io.StringIO()}
+    body = b"".join(app(environ, start_response))
+    return out["status"], out["headers"], body
+
+
+class _Config:
+    workers = 2
+    workers_min = workers_max = None
+    status_path = "/bridge-status"
+    ping_path = "/ping"
+    status_allow = ["127.0.0.1", "10.1.0.0/16"]
+
+
+def _board_with_a_request_in_flight():
+    from bridge.server import status
+    from bridge.server.scoreboard import READY, Scoreboard
+    board = Scoreboard(4, 2)
+    board.write_header(master_pid=1, target=2)
+    for pid in (101, 102):
+        board.slot(board.claim(pid, 1)).set_state(READY)
+    slot = board.slot(0)
+    slot.request_started(1, time.monotonic() - 2.5, {"REQUEST_METHOD": "POST", "REQUEST_URI": "/upload?x=1"})
+    status.set_context(board, [], _Config(), "prefork")
+    return board, slot
+
+
+def test_scoreboard_shows_each_workers_request_in_flight_and_counts_when_it_ends():
+    board, slot = _board_with_a_request_in_flight()
+    [first, second] = board.workers()
+    [running] = first["running"]
+    assert running["request"] == "POST /upload?x=1" and running["duration"] >= 2.5
+    assert second["running"] == []
+    slot.request_finished(1)
+    assert board.read_slot(0)["requests"] == 1 and board.read_slot(0)["running"] == []
+    board.release(0)                       # a recycled worker's requests still count
+    assert board.header()["gone_requests"] == 1
+
+
+def test_status_page_reports_the_pool_as_json():
+    import json
+    from bridge.server.status import wrap
+    _board_with_a_request_in_flight()
+    app = wrap(lambda e, s: [b"app"], _Config())
+    status, headers, body = _call(app, "/bridge-status")
+    assert status == "200 OK" and headers["Content-Type"] == "application/json"
+    data = json.loads(body)
+    assert data["workers"] == 2 and data["busy_workers"] == 1 and data["idle_workers"] == 1
+    assert data["busy_threads"] == 1 and data["idle_threads"] == 3
+    assert data["processes"][0]["requests_in_flight"][0]["request"] == "POST /upload?x=1"
+
+
+def test_status_page_is_html_for_a_browser_and_escapes_request_lines():
+    from bridge.server.status import wrap
+    board, slot = _board_with_a_request_in_flight()
+    slot.request_started(0, time.monotonic(), {"REQUEST_METHOD": "GET", "REQUEST_URI": "/<script>"})
+    app = wrap(lambda e, s: [b"app"], _Config())
+    status, headers, body = _call(app, "/bridge-status", accept="text/html,*/*")
+    assert headers["Content-Type"].startswith("text/html")
+    assert b"&lt;script&gt;" in body and b"<script>" not in body
+
+
+def test_status_page_is_refused_to_other_addresses_ping_is_not():
+    from bridge.server.status import wrap
+    _board_with_a_request_in_flight()
+    app = wrap(lambda e, s: [b"app"], _Config())
+    assert _call(app, "/bridge-status", remote="192.0.2.7")[0] == "403 Forbidden"
+    assert _call(app, "/bridge-status", remote="10.1.200.3")[0] == "200 OK"
+    assert _call(app, "/bridge-status", remote="::ffff:127.0.0.1")[0] == "200 OK"
+    assert _call(app, "/ping", remote="192.0.2.7")[2] == b"pong\n"
+
+
+def test_other_paths_go_to_the_app():
+    from bridge.server.status import wrap
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"the app"]
+    assert _call(wrap(app, _Config()), "/bridge-status/more")[2] == b"the app"
