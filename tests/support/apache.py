@@ -56,6 +56,8 @@ TypesConfig {mime_types}
     ServerLimit 2
     ThreadsPerChild 25
     MaxRequestWorkers 50
+    MinSpareThreads 5
+    MaxSpareThreads 50
 </IfModule>
 <IfModule mpm_prefork_module>
     StartServers 2
@@ -191,6 +193,8 @@ def public_bridge_python() -> Path:
     if not base.exists():
         base = Path(require_binary("python3"))
     venv = public_tmpdir("bridge-venv-") / "venv"
+    import atexit
+    atexit.register(shutil.rmtree, venv.parent, True)
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -208,6 +212,14 @@ def public_bridge_python() -> Path:
     return python
 
 
+def public_bridge_pythonpath() -> Path:
+    """The site-packages of :func:`public_bridge_python`: a PYTHONPATH (``SetEnv``)
+    under which /usr/bin/python3, as www-data, imports this checkout's bridge."""
+    python = public_bridge_python()
+    return Path(subprocess.run([str(python), "-c", "import bridge, os; print(os.path.dirname(os.path.dirname(bridge.__file__)))"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+
+
 def install_script(source: Path, target: Path, python: Path) -> Path:
     """Copy a shipped cgi-bin script, rewriting only its ``#!`` line to ``python``."""
     lines = source.read_text().splitlines(keepends=True)
@@ -219,5 +231,5 @@ def install_script(source: Path, target: Path, python: Path) -> Path:
     return target
 
 
-__all__ = ["Apache", "start_apache", "public_bridge_python", "install_script", "load_module_lines",
+__all__ = ["Apache", "start_apache", "public_bridge_python", "public_bridge_pythonpath", "install_script", "load_module_lines",
            "MODULE_DIR", "BASE_MODULES"]
