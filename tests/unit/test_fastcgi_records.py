@@ -92,3 +92,15 @@ def test_garbage_gives_records_or_protocol_error_only(garbage):
         reader.feed(garbage)
     except p.ProtocolError:
         pass
+
+
+def test_a_record_trickling_in_one_byte_at_a_time_is_parsed_once_complete():
+    record = p.encode_record(p.STDIN, 3, b"y" * 65535)
+    reader = p.RecordReader()
+    got = []
+    for i in range(len(record)):
+        got += reader.feed(record[i:i + 1])
+        if i < len(record) - 1:
+            assert got == []
+    assert got == [(p.STDIN, 3, b"y" * 65535)]
+    assert reader.buffered == 0

@@ -165,29 +165,43 @@ class RecordReader:
     never holds more than one incomplete record (at most 8 + 65535 + 255 bytes).
     """
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_need")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()   # an incomplete record, grown in place
+        self._need = 0            # bytes that record needs before parsing is worth it
 
     def feed(self, data: bytes) -> list:
         """Add ``data``; return the list of records it completed (maybe empty)."""
-        buf = self._buf + data if self._buf else bytes(data)
+        if self._buf:
+            # Bytes trickling into an incomplete record are appended in
+            # place and not looked at until the record can be complete:
+            # linear cost, however small the pieces.
+            self._buf += data
+            if len(self._buf) < self._need:
+                return []
+            buf = bytes(self._buf)
+            self._buf.clear()
+        else:
+            buf = data if type(data) is bytes else bytes(data)
         records = []
         pos = 0
         end = len(buf)
+        need = HEADER_LEN
         while end - pos >= HEADER_LEN:
             version, rtype, request_id, clen, plen = _unpack_header(buf, pos)
             if version != VERSION_1:
-                self._buf = b""
                 raise ProtocolError(
                     f"not a FastCGI 1 record: version byte {version} (header {buf[pos:pos + 8].hex()})")
             stop = pos + HEADER_LEN + clen
             if stop + plen > end:
+                need = HEADER_LEN + clen + plen
                 break
             records.append((rtype, request_id, buf[pos + HEADER_LEN:stop]))
             pos = stop + plen
-        self._buf = buf[pos:] if pos else buf
+        if pos < end:
+            self._buf += buf[pos:] if pos else buf
+            self._need = need
         return records
 
     @property
@@ -199,7 +213,7 @@ class RecordReader:
         """At end of input: raise :class:`ProtocolError` if a record was cut off."""
         if self._buf:
             n = len(self._buf)
-            self._buf = b""
+            self._buf.clear()
             raise ProtocolError(f"connection closed inside a record ({n} bytes of it received)")
 
 
