@@ -71,11 +71,11 @@ class Child:
         self.buffer = b""
         self.ready = False
         self.exited: Optional[int] = None
-        self.files: set = set()
+        self.files: dict = {}     # path -> mtime when the child imported it
         self.started = time.monotonic()
 
     def poll(self) -> None:
-        """Read what the child reported: ``F path`` lines, then ``READY``."""
+        """Read what the child reported: ``F mtime path`` lines, then ``READY``."""
         while True:
             try:
                 data = os.read(self.rfd, 65536)
@@ -91,7 +91,8 @@ class Child:
             if line == b"READY":
                 self.ready = True
             elif line.startswith(b"F "):
-                self.files.add(os.fsdecode(line[2:]))
+                mtime, _, path = line[2:].partition(b" ")
+                self.files[os.fsdecode(path)] = int(mtime) if mtime.isdigit() else None
 
     def reap(self) -> bool:
         if self.exited is None:
@@ -143,7 +144,9 @@ class _Reporter(threading.Thread):
         files = module_files() - self.sent
         if files:
             self.sent |= files
-            data = b"".join(b"F " + os.fsencode(f) + b"\n" for f in sorted(files))
+            # The mtime now, before serving: an edit after a client saw this
+            # code is newer than what the supervisor compares against.
+            data = b"".join(b"F %d " % (_mtime(f) or 0) + os.fsencode(f) + b"\n" for f in sorted(files))
             try:
                 os.write(self.wfd, data)
             except OSError:
@@ -193,8 +196,11 @@ class Supervisor:
         os.set_blocking(rfd, False)
         return Child(pid, rfd)
 
-    def watch(self, files: set) -> None:
-        for path in files | set(self.extra):
+    def watch(self, files: dict) -> None:
+        for path, mtime in files.items():
+            if path not in self.mtimes:
+                self.mtimes[path] = mtime or None
+        for path in self.extra:
             if path not in self.mtimes:
                 self.mtimes[path] = _mtime(path)
 
@@ -218,6 +224,8 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
+        for path in self.extra:
+            self.mtimes[path] = _mtime(path)
         first = self.spawn()
         # The first load: a broken app stops here with status 2, as without --reload.
         while not first.ready:
