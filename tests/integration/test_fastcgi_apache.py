@@ -36,6 +36,22 @@ def apache():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def authnz():
+    auth_port, backend_port = free_port(), free_port()
+    authorizer = start_bridge_fcgi(f"127.0.0.1:{auth_port}", app="support.fastcgi:authorizer_app")
+    backend = start_bridge_fcgi(f"127.0.0.1:{backend_port}", "--script-name", "/protected")
+    port = free_port()
+    body = include_file(ROOT / "apache" / "fastcgi-authnz.conf", auth_port=auth_port,
+                        backend_port=backend_port)
+    server = start_apache(body, port, ["authnz_fcgi", "auth_basic", "proxy", "proxy_fcgi"])
+    server.port = port
+    yield server
+    server.stop()
+    authorizer.stop()
+    backend.stop()
+
+
 def request(apache, method, target, body=None, headers=None, chunked=False):
     conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=60)
     try:
@@ -87,8 +103,29 @@ def test_app_error_through_apache_is_a_bare_500(apache):
     assert b"Traceback" not in data and b"RuntimeError" not in data
 
 
+def basic(credentials: str) -> dict:
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+def test_authorizer_role_lets_a_user_through_with_its_variables(authnz):
+    status, _, data = request(authnz, "GET", "/protected/page?x=1", headers=basic("alice:secret"))
+    assert status == 200
+    env = json.loads(data)
+    assert (env["REMOTE_USER"], env["AUTHORIZED_BY"]) == ("alice", "bridge")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/protected", "/page")
+
+
+@pytest.mark.parametrize("credentials", [None, "alice:wrong", "bob:secret", "mallory:secret"])
+def test_authorizer_role_refusals_keep_the_client_out(authnz, credentials):
+    status, _, data = request(authnz, "GET", "/protected/page",
+                              headers=basic(credentials) if credentials else {})
+    assert status in (401, 403)
+    assert b"REMOTE_USER" not in data
+
+
 def test_apache_doc_shows_the_fastcgi_configs_the_tests_load():
     doc = (ROOT / "docs" / "apache.md").read_text()
-    for name in ("fastcgi-proxy.conf", "fastcgi-fcgid.conf"):
+    for name in ("fastcgi-proxy.conf", "fastcgi-fcgid.conf", "fastcgi-authnz.conf"):
         text = (ROOT / "apache" / name).read_text().rstrip("\n")
         assert text in doc, f"apache/{name} is not shown verbatim in docs/apache.md"

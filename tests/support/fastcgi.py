@@ -236,3 +236,25 @@ def wait_for_unix_socket(path: str, timeout: float = 10.0) -> None:
             time.sleep(0.02)
         finally:
             s.close()
+
+
+def authorizer_app(environ, start_response):
+    """A FastCGI Authorizer (FastCGI 1.0 §6.3) for Apache mod_authnz_fcgi.
+
+    Authentication: alice and bob, password "secret".  Authorization: alice
+    only, with a Variable- header for the app behind.  Everything else is
+    refused.  Under the Responder role it answers like :func:`inspect_app`."""
+    if environ.get("fastcgi.role") != "AUTHORIZER":
+        return inspect_app(environ, start_response)
+    phase = environ.get("FCGI_APACHE_ROLE", "AUTHORIZER")
+    user = environ.get("REMOTE_USER", "")
+    if phase == "AUTHENTICATOR":
+        ok = user in ("alice", "bob") and environ.get("REMOTE_PASSWD") == "secret"
+    else:
+        ok = user == "alice"
+    if ok:
+        start_response("200 OK", [("Variable-AUTHORIZED_BY", "bridge"), ("Content-Length", "0")])
+        return [b""]
+    body = b"refused by the bridge authorizer\n"
+    start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
