@@ -222,7 +222,7 @@ class Handler:
     does, and nothing is allocated for that per request.
     """
 
-    idle_deadline = None   # the Worker's --keepalive applies between requests
+    idle_deadline = None   # the Worker's --idle-timeout applies between requests
 
     def __init__(self, server: FastCGIServer, sock: socket.socket, addr: Any, state: Any) -> None:
         self.server = server
@@ -239,11 +239,19 @@ class Handler:
         self.request: Optional[fcgi.Request] = None
         self.ended = True
         self.err: list = []
-        self.err_lines = ""
 
     # ---- the Worker's interface ----------------------------------------
 
     def on_readable(self) -> bool:
+        try:
+            return self._readable()
+        except OSError as exc:
+            # A write to the web server failed outside a response (a
+            # management reply, an END_REQUEST after ABORT): it is gone.
+            log.info("FastCGI connection from %s broke: %s", self.peer, exc)
+            return False
+
+    def _readable(self) -> bool:
         buf, view = _buffer()
         events = None
         while True:
