@@ -61,6 +61,16 @@ def test_request_split_at_any_bytes_gives_the_same_request(data):
     assert req.stdin.read() == body
 
 
+def test_request_split_in_two_at_every_byte_gives_the_same_request():
+    body = b"0123456789" * 30
+    params = get_params("/every", "split=1", HTTP_COOKIE="k" * 200, CONTENT_LENGTH=str(len(body)))
+    stream = request_bytes(params, body, keep_conn=True)
+    for cut in range(len(stream) + 1):
+        c = conn()
+        (req,) = ready(c.receive_data(stream[:cut]) + c.receive_data(stream[cut:]))
+        assert req.params == params and req.stdin.read() == body, cut
+
+
 @pytest.mark.parametrize("cut", range(1, 12))
 def test_params_split_inside_a_four_byte_length_prefix(cut):
     pairs = p.encode_pairs([(b"HTTP_COOKIE", b"v" * 300)])
