@@ -148,7 +148,7 @@ def _origin(exc: BaseException) -> str:
 def check_app(app: Callable, path: str = "/", script_name: str = "") -> CheckResult:
     """Send ``GET path`` to ``app`` under both checkers; never raises for the app's faults."""
     import warnings
-    from wsgiref.validate import validator
+    from wsgiref.validate import WSGIWarning, validator
 
     from bridge.lint import Linter
     from bridge.wsgi import WSGIError, call_app
@@ -164,6 +164,10 @@ def check_app(app: Callable, path: str = "/", script_name: str = "") -> CheckRes
     result.body = b"".join(transport.parts)
     result.log = errors.getvalue()
     for w in caught:
+        if not issubclass(w.category, WSGIWarning):
+            # The app's own warnings (a library's DeprecationWarning...): shown as usual.
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            continue
         message = f"wsgiref.validate: {w.message}"
         if message not in result.problems:
             result.problems.append(message)
