@@ -292,7 +292,10 @@ class Worker:
 
     def _arm_listeners(self) -> None:
         for fd in self._by_fd:
-            self._epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
+            try:
+                self._epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
+            except OSError:     # a kernel before 4.5 refuses EPOLLEXCLUSIVE (EINVAL)
+                self._epoll.register(fd, _EPOLLIN)
         self._paused = False
         self.state.accepting = self._stop is None
 
