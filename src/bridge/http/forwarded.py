@@ -131,9 +131,9 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
     else:
         if xff is not None:
             addresses = [a.strip(" \t") for a in xff.split(",") if a.strip(" \t")]
-            client = _client_from_list(addresses, trusted)
-            if client:
-                environ["REMOTE_ADDR"] = _node_address(client) or client
+            client = _node_address(_client_from_list(addresses, trusted) or "")
+            if client:      # "unknown" or an obfuscated name leaves the peer address
+                environ["REMOTE_ADDR"] = client
                 environ.pop("REMOTE_PORT", None)
         if proto is not None:
             proto = _last(proto)

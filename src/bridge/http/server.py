@@ -23,6 +23,8 @@ import socket
 import threading
 import time
 
+from bridge.http.accesslog import Record
+from bridge.http.forwarded import TrustedProxies, apply_forwarded
 from bridge.http.protocol import (
     DONE, ERROR, IDLE, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     Limits, REASONS, RemoteProtocolError, Request,
@@ -171,7 +173,6 @@ class ServerContext:
     """Settings turned into ready objects once per worker process."""
 
     def __init__(self, app: Callable, config) -> None:
-        from bridge.http.forwarded import TrustedProxies
         self.app = app
         self.limits = Limits(
             request_line=getattr(config, "limit_request_line", 8190),
@@ -453,7 +454,6 @@ class HTTPConnection:
             del env["HTTP_PROXY"]   # httpoxy (CVE-2016-5385)
         if self.trusted and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env
                              or "HTTP_X_FORWARDED_HOST" in env or "HTTP_FORWARDED" in env):
-            from bridge.http.forwarded import apply_forwarded
             apply_forwarded(env, self.ctx.trusted)
         if self.unix:
             host = env.get("HTTP_HOST")
@@ -527,7 +527,6 @@ class HTTPConnection:
         return True
 
     def _log_access(self, env: dict, request: Request, response, started: float, t0: float) -> None:
-        from bridge.http.accesslog import Record
         line = f"{request.method} {request.target} HTTP/{request.http_version}"
         try:
             self.ctx.access_log.log(Record(env, response.status, response.headers, response.bytes_sent,
@@ -603,7 +602,6 @@ class HTTPConnection:
         except OSError:
             return
         if self.ctx.access_log is not None:
-            from bridge.http.accesslog import Record
             now = _time()
             self.ctx.access_log.log(Record(self.base, f"{status} x", [], 0, now, 0.0, "-"))
         self._linger()
@@ -757,7 +755,6 @@ def factory_builder(app: Callable, config) -> Callable:
 
 def check_config(config) -> Optional[str]:
     """One line saying what is wrong with the HTTP settings, or None."""
-    from bridge.http.forwarded import TrustedProxies
     try:
         TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
         if getattr(config, "access_log_format", None):
