@@ -339,12 +339,17 @@ class Worker:
                     self._dispatched += 1
                     put(conn)
                 elif fd == wake_r:
-                    self._wake_pending = False
+                    # Drain first, then clear: a pool thread that sets the flag
+                    # and writes between a clear and the drain would otherwise
+                    # lose its wake-up forever (the flag stays set, nobody
+                    # writes again, and the paused loop only resumes on its
+                    # 250 ms sweep).
                     try:
                         while os.read(wake_r, 512):
                             pass
                     except BlockingIOError:
                         pass
+                    self._wake_pending = False
                 else:
                     listener = by_fd.get(fd)
                     if listener is not None and not self._paused:
