@@ -170,3 +170,43 @@ def test_environ_through_a_real_process(bridge):
     assert env["HTTP_X_TEST"] == "1" and env["SERVER_PORT"] == str(bridge.port)
     assert env["wsgi.multithread"] is True
     json.dumps(env)
+
+
+def test_several_binds_at_once_tcp_and_unix():
+    d = public_tmpdir("bridge-http-binds-")
+    port = free_port()
+    with BridgeHTTP("--bind", f"unix:{d}/app.sock", bind=f"127.0.0.1:{port}") as server:
+        assert requests.get(f"http://127.0.0.1:{port}/version", timeout=10).text == "one"
+        with socket.socket(socket.AF_UNIX) as c:
+            c.settimeout(10)
+            c.connect(f"{d}/app.sock")
+            c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert read_response(c)[2] == b"one"
+        out = server.output()
+        assert f"http://127.0.0.1:{port}" in out and f"unix:{d}/app.sock" in out
+
+
+def test_systemd_socket_activation_is_used_without_bind():
+    from support import Process, bridge_command, bridge_env
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    os.set_inheritable(listener.fileno(), True)
+    # systemd passes fd 3 and the LISTEN_PID of the process it starts: this
+    # launcher puts the socket on fd 3 and execs (same pid) into bridge.
+    fd = listener.fileno()
+    launcher = ("import os, sys; os.dup2(%d, 3); os.environ['LISTEN_PID'] = str(os.getpid()); "
+                "os.environ['LISTEN_FDS'] = '1'; os.execv(sys.argv[1], sys.argv[1:])" % fd)
+    command = bridge_command("http", "support.http_apps:app")
+    proc = Process([command[0], "-c", launcher, *command], env=bridge_env(), pass_fds=(fd,))
+    listener.close()
+    try:
+        try:
+            r = requests.get(f"http://127.0.0.1:{port}/version", timeout=15)
+        except requests.ConnectionError:
+            raise AssertionError(proc.output()) from None
+        assert r.text == "one"
+        assert f"Listening on http://127.0.0.1:{port}" in proc.output()
+    finally:
+        proc.stop()
