@@ -1,6 +1,6 @@
 """Settings of ``bridge fcgi`` (declared once; the CLI, BRIDGE_* variables and docs come from here).
 
-The listening sockets, threads, workers and the idle timeout (``--keepalive``)
+The listening sockets, threads, workers and the idle timeout (``--idle-timeout``)
 are the server's settings (:mod:`bridge.server.options`); these are the
 FastCGI protocol's own limits and switches.
 """
