@@ -374,3 +374,17 @@ def test_access_log_format_is_configurable(tmp_path):
     method, path, status, size, req, ctype, micros = log.read_text().split()
     assert (method, path, status, size, req, ctype) == ("POST", "/echo?a=b", "200", "2", "r1", "application/octet-stream")
     assert micros.isdigit()
+
+
+def test_client_that_stops_reading_is_dropped_after_the_io_timeout():
+    with RunningHTTP(http_apps.app, io_timeout=0.5) as server:
+        before = len(http_apps.closed_events)
+        c = server.connect()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sendall(b"GET /closing?size=200000000 HTTP/1.1\r\nHost: h\r\n\r\n")
+        deadline = time.monotonic() + 20
+        while len(http_apps.closed_events) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(http_apps.closed_events) > before     # the result was closed, the thread freed
+        c.close()
+        assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"

@@ -253,7 +253,8 @@ class HTTPConnection:
     """Handler of one connection for :class:`bridge.server.worker.Worker`."""
 
     __slots__ = ("ctx", "sock", "fd", "state", "conn", "base", "trusted", "unix", "tls",
-                 "idle_deadline", "head_started", "body_error", "aborted", "closed", "__weakref__")
+                 "idle_deadline", "head_started", "body_error", "aborted", "closed", "timeout_set",
+                 "__weakref__")
 
     def __init__(self, ctx: ServerContext, sock: socket.socket, addr, listener, state) -> None:
         self.ctx = ctx
@@ -268,6 +269,7 @@ class HTTPConnection:
         self.body_error: Optional[BodyError] = None
         self.aborted = False
         self.closed = False
+        self.timeout_set = False
         if ctx.header_timeout:
             # From the connect on, the request (and the TLS handshake) must come promptly.
             self.idle_deadline = _monotonic() + ctx.header_timeout
@@ -335,27 +337,20 @@ class HTTPConnection:
         except OSError as exc:
             raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
         if n < len(data):
-            self._send_rest(memoryview(data)[n:])
-
-    def _send_rest(self, view: memoryview) -> None:
-        timeout = self.ctx.io_timeout
-        while view:
-            if not _wait(self.fd, True, timeout):
-                raise ClientGone("timed out sending the response (--io-timeout)")
-            try:
-                n = os.write(self.fd, view)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
-            view = view[n:]
+            self._send_blocking([memoryview(data)[n:]])
 
     def _send(self, parts: list) -> None:
         """Send buffers in order: one writev on a plain socket."""
         if self.tls is not None:
-            data = b"".join(parts)
-            for i in range(0, len(data), 1 << 20):
-                self._send_raw(self.tls.encrypt(data[i:i + (1 << 20)]))
+            total = 0
+            for p in parts:
+                total += len(p)
+            if total <= _JOIN_LIMIT:
+                self._send_raw(self.tls.encrypt(b"".join(parts)))
+                return
+            for p in parts:
+                for i in range(0, len(p), 1 << 20):
+                    self._send_raw(self.tls.encrypt(p[i:i + (1 << 20)]))
             return
         try:
             n = _writev(self.fd, parts)
@@ -363,11 +358,54 @@ class HTTPConnection:
             n = 0
         except OSError as exc:
             raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
-        total = 0
+        rest = None
         for p in parts:
-            total += len(p)
-        if n < total:
-            self._send_rest(memoryview(b"".join(parts))[n:])
+            size = len(p)
+            if rest is None:
+                if n >= size:
+                    n -= size
+                    continue
+                rest = [memoryview(p)[n:] if n else p]
+            else:
+                rest.append(p)
+        if rest:
+            self._send_blocking(rest)
+
+    def _send_blocking(self, parts: list) -> None:
+        """The kernel's buffer is full: finish with blocking writes.
+
+        A blocking write of a big buffer is one system call that returns when
+        it is all sent; polling for room and writing a third of the buffer at
+        a time costs dozens.  SO_SNDTIMEO bounds each write by --io-timeout.
+        """
+        fd = self.fd
+        self._send_timeout()
+        os.set_blocking(fd, True)
+        try:
+            for p in parts:
+                view = memoryview(p)
+                while view:
+                    try:
+                        n = os.write(fd, view)
+                    except InterruptedError:
+                        continue
+                    except BlockingIOError:
+                        raise ClientGone("timed out sending the response (--io-timeout)") from None
+                    except OSError as exc:
+                        raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+                    view = view[n:]
+        finally:
+            os.set_blocking(fd, False)
+
+    def _send_timeout(self) -> None:
+        if not self.timeout_set:
+            self.timeout_set = True
+            timeout = self.ctx.io_timeout
+            if timeout:
+                import struct
+                sec = int(timeout)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                     struct.pack("ll", sec, int((timeout - sec) * 1e6)))
 
     # ---- the Worker's interface
 
@@ -715,20 +753,25 @@ class HTTPConnection:
                 offset += len(data)
                 count -= len(data)
             return
-        timeout = self.ctx.io_timeout
-        while count > 0:
-            try:
-                sent = os.sendfile(self.fd, fd, offset, count)
-            except BlockingIOError:
-                if not _wait(self.fd, True, timeout):
-                    raise ClientGone("timed out sending a file (--io-timeout)")
-                continue
-            except OSError as exc:
-                raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
-            if sent == 0:
-                break
-            offset += sent
-            count -= sent
+        fd_out = self.fd
+        self._send_timeout()
+        os.set_blocking(fd_out, True)     # one blocking sendfile instead of poll-and-send rounds
+        try:
+            while count > 0:
+                try:
+                    sent = os.sendfile(fd_out, fd, offset, count)
+                except InterruptedError:
+                    continue
+                except BlockingIOError:
+                    raise ClientGone("timed out sending a file (--io-timeout)") from None
+                except OSError as exc:
+                    raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
+                if sent == 0:
+                    break
+                offset += sent
+                count -= sent
+        finally:
+            os.set_blocking(fd_out, False)
 
 
 def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
