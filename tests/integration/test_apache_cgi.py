@@ -289,3 +289,30 @@ def test_an_app_mounted_at_the_root_gets_an_empty_script_name():
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def test_the_docs_show_the_shipped_configs_and_template_verbatim():
+    cgi_doc = (ROOT / "docs" / "cgi.md").read_text()
+    apache_doc = (ROOT / "docs" / "apache.md").read_text()
+    for name in ("cgi.conf", "cgi-root.conf"):
+        assert (ROOT / "apache" / name).read_text() in cgi_doc, f"apache/{name} is not verbatim in docs/cgi.md"
+    assert (ROOT / "apache" / "cgi.conf").read_text() in apache_doc
+    assert (ROOT / "cgi-bin" / "app.cgi.example").read_text() in cgi_doc
+
+
+def test_the_shipped_scripts_name_a_real_interpreter_and_are_executable():
+    for name in ("demo.cgi", "app.cgi.example"):
+        path = ROOT / "cgi-bin" / name
+        first = path.read_text().splitlines()[0]
+        assert first == "#!/usr/bin/python3", f"{name}: {first}"
+        assert os.access(path, os.X_OK), f"{name} is not executable"
+
+
+def test_the_documented_check_command_passes_on_the_demo():
+    import subprocess
+    from support import bridge_env
+    from support.doc_commands import doc_command
+    proc = subprocess.run(doc_command("docs/cgi.md", "check-demo"), env=bridge_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no problems found" in proc.stdout
