@@ -312,16 +312,13 @@ def test_a_body_shorter_than_content_length_is_an_error_not_a_short_read():
     assert getattr(info.value, "client_gone", False)
 
 
-class Model:
-    """io.BytesIO is the reference for what wsgi.input must return."""
-
-
 @settings(max_examples=200, deadline=None)
 @given(body=st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"\n")),
        step=st.integers(1, 17),
        ops=st.lists(st.tuples(st.sampled_from(["read", "read_n", "readline", "readline_n", "readlines"]),
                               st.integers(0, 40)), max_size=12))
 def test_input_matches_bytesio_for_any_sequence_of_calls(body, step, ops):
+    """io.BytesIO over the body is the reference for what wsgi.input must return."""
     stream = BoundedInput(Trickle(body + b"TRAILING", step), len(body))
     ref = io.BytesIO(body)
     for op, n in ops:
