@@ -78,7 +78,8 @@ def test_sigusr1_reopens_rotated_access_and_error_logs():
         wait_until(access.exists, what="a new access log")
         assert requests.get(server.url + "/version?second", timeout=10).status_code == 200
         assert requests.get(server.url + "/error", timeout=10).status_code == 500
-        wait_until(lambda: "?second" in access.read_text(), what="the second access line")
+        wait_until(lambda: "?second" in access.read_text() and "/error" in access.read_text(),
+                   what="the new access lines")
         wait_until(lambda: errors.exists() and "secret-detail" in errors.read_text(), what="the traceback")
     old = (d / "access.log.1").read_text()
     assert "?first" in old and "?second" not in old

@@ -353,12 +353,22 @@ def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout():
 # Access log
 
 
+def log_lines(path, count: int) -> list:
+    """The access log once it has ``count`` lines (it is written just after the response)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
+
+
 def test_access_log_is_apache_combined_by_default(tmp_path):
     log = tmp_path / "access.log"
     with RunningHTTP(http_apps.app, access_log=str(log)) as server:
         exchange(server, b"GET /version?x=1 HTTP/1.1\r\nHost: h\r\nReferer: http://r/\r\nUser-Agent: t \"q\"\r\n\r\n")
         exchange(server, b"GET / HTTP/1.1\r\n\r\n")
-    lines = log.read_text().splitlines()
+        lines = log_lines(log, 2)
     assert len(lines) == 2
     first = lines[0]
     assert first.startswith("127.0.0.1 - - [")
@@ -371,7 +381,7 @@ def test_access_log_format_is_configurable(tmp_path):
     with RunningHTTP(http_apps.app, access_log=str(log),
                      access_log_format="%m %U%q %>s %B %{X-Req}i %{Content-Type}o %D") as server:
         exchange(server, b"POST /echo?a=b HTTP/1.1\r\nHost: h\r\nX-Req: r1\r\nContent-Length: 2\r\n\r\nhi")
-    method, path, status, size, req, ctype, micros = log.read_text().split()
+        method, path, status, size, req, ctype, micros = log_lines(log, 1)[0].split()
     assert (method, path, status, size, req, ctype) == ("POST", "/echo?a=b", "200", "2", "r1", "application/octet-stream")
     assert micros.isdigit()
 

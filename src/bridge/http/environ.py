@@ -1,0 +1,225 @@
+"""The WSGI environ of ``bridge http``: per worker, per connection, per request.
+
+Work is done as early as it can be: :class:`ServerContext` turns the settings
+into ready objects once per worker process (limits, trusted proxies, TLS
+context, access log, the constant part of the environ); its
+:meth:`~ServerContext.connection_environ` adds what a connection fixes
+(addresses, whether the peer is a trusted proxy); :func:`request_environ`
+only copies that template and adds the request's own variables.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+
+from bridge.http.events import Request
+from bridge.http.forwarded import TrustedProxies, apply_forwarded
+from bridge.http.readers import Limits
+from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+log = logging.getLogger("bridge.http")
+
+
+def _env_key(name: str) -> str:
+    """Lower-case field name → environ key ("" = not passed to the app)."""
+    if "_" in name:
+        # "X_Forwarded_For" must not pass for "X-Forwarded-For" (they map to
+        # the same key): drop names with underscores, as nginx does by default.
+        return ""
+    if name == "content-type":
+        return "CONTENT_TYPE"
+    if name == "content-length":
+        return "CONTENT_LENGTH"
+    return "HTTP_" + name.upper().replace("-", "_")
+
+
+_ENV_KEYS: dict = {}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+class ErrorStream:
+    """``wsgi.errors``: what the app writes goes to the error log (``bridge.http``)."""
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        if text.strip():
+            log.error("%s", text.rstrip("\n"))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body (stateless, shared)."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_INPUT = _EmptyInput()
+
+
+class HTTPInput(InputStream):
+    """``wsgi.input``: the request body, read from the connection as the app asks for it."""
+
+    def __init__(self, connection) -> None:
+        super().__init__()
+        self._connection = connection
+
+    def _fill(self, n: int) -> bytes:
+        return self._connection.read_body()
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        # One join instead of growing a bytes object chunk by chunk.
+        if size is None or size < 0 or len(self._buf) >= size:
+            return super().read(size)
+        parts = [self._buf]
+        have = len(self._buf)
+        while have < size:
+            data = self._more(size - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        buf = b"".join(parts)
+        self._buf = buf[size:]
+        return buf[:size]
+
+
+# --------------------------------------------------------------------------
+# Per worker: what every connection shares
+
+
+class ServerContext:
+    """Settings turned into ready objects once per worker process."""
+
+    def __init__(self, app: Callable, config) -> None:
+        self.app = app
+        self.limits = Limits(
+            request_line=getattr(config, "limit_request_line", 8190),
+            fields=getattr(config, "limit_request_fields", 100),
+            field_size=getattr(config, "limit_request_field_size", 8190),
+            body=getattr(config, "limit_request_body", 1 << 30),
+        )
+        self.header_timeout = getattr(config, "header_timeout", 10.0) or None
+        self.keepalive = getattr(config, "keepalive", 5.0) or None
+        self.io_timeout = getattr(config, "io_timeout", 30.0) or None
+        self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
+        self.script_name = getattr(config, "script_name", None)
+        self.tls_context = None
+        certfile = getattr(config, "certfile", None)
+        if certfile:
+            from bridge.http.tls import make_context
+            self.tls_context = make_context(certfile, getattr(config, "keyfile", None),
+                                            getattr(config, "ca_certs", None))
+        self.access_log = None
+        if getattr(config, "access_log", None):
+            from bridge.http.accesslog import AccessLog
+            self.access_log = AccessLog(config.access_log, getattr(config, "access_log_format", None))
+            try:
+                from bridge.server.logs import on_reopen
+                on_reopen(self.access_log.reopen)
+            except ImportError:   # pragma: no cover - the server package is always there
+                pass
+        from bridge import __version__
+        self.base = make_environ(
+            {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},
+            input=EMPTY_INPUT, errors=ErrorStream(),
+            multithread=getattr(config, "threads", 4) > 1,
+            multiprocess=getattr(config, "workers", 1) > 1,
+            url_scheme="https" if self.tls_context else "http")
+
+    def connection_environ(self, sock: socket.socket, addr, listener) -> tuple:
+        """The per-connection environ template and whether the peer is a trusted proxy."""
+        env = dict(self.base)
+        if listener is not None and getattr(listener, "kind", "tcp") == "unix" or not addr \
+                or not isinstance(addr, tuple):
+            env["REMOTE_ADDR"] = "127.0.0.1"
+            env["SERVER_NAME"] = "localhost"
+            env["SERVER_PORT"] = "443" if self.tls_context else "80"
+            return env, True, True   # a local process (nginx): trusted
+        host = addr[0]
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        env["REMOTE_ADDR"] = host
+        env["REMOTE_PORT"] = str(addr[1])
+        try:
+            local = sock.getsockname()
+        except OSError:
+            local = None
+        if isinstance(local, tuple):
+            env["SERVER_NAME"] = local[0][7:] if local[0].startswith("::ffff:") else local[0]
+            env["SERVER_PORT"] = str(local[1])
+        else:
+            env["SERVER_NAME"] = "localhost"
+            env["SERVER_PORT"] = "443" if self.tls_context else "80"
+        return env, self.trusted.trusts(host), False
+
+
+def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: bool, unix: bool) -> dict:
+    """The environ of one request: the connection's template plus what the request says."""
+    env = base.copy()
+    env["REQUEST_METHOD"] = request.method
+    path = request.path
+    env["PATH_INFO"] = decode_path(path.encode("latin-1")) if "%" in path else path
+    env["QUERY_STRING"] = request.query
+    env["REQUEST_URI"] = env["RAW_URI"] = request.target
+    env["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version
+    keys = _ENV_KEYS
+    for name, value in request.headers:
+        key = keys.get(name)
+        if key is None:
+            key = _env_key(name)
+            if len(keys) < 1024:
+                keys[name] = key
+        if not key:
+            continue
+        old = env.get(key)
+        if old is None:
+            env[key] = value
+        else:
+            # RFC 9110 §5.3: repeated fields combine with commas; a
+            # Cookie list is the exception (RFC 6265 §5.4 uses "; ").
+            env[key] = old + ("; " if key == "HTTP_COOKIE" else ", ") + value
+    if request.host is not None:
+        env["HTTP_HOST"] = request.host
+    if request.content_length is not None:
+        env["CONTENT_LENGTH"] = str(request.content_length)
+    if "HTTP_PROXY" in env:
+        del env["HTTP_PROXY"]   # httpoxy (CVE-2016-5385)
+    if trusted and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env
+                         or "HTTP_X_FORWARDED_HOST" in env or "HTTP_FORWARDED" in env):
+        apply_forwarded(env, ctx.trusted)
+    if unix:
+        host = env.get("HTTP_HOST")
+        if host:
+            name, colon, port = host.rpartition(":")
+            if colon and port.isdigit() and not name.endswith(":"):
+                env["SERVER_NAME"], env["SERVER_PORT"] = name, port
+            else:
+                env["SERVER_NAME"] = host
+                env["SERVER_PORT"] = "443" if env["wsgi.url_scheme"] == "https" else "80"
+    if ctx.script_name:
+        apply_script_name(env, ctx.script_name)
+    return env
