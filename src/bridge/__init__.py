@@ -12,11 +12,21 @@ def run(app, **options):
 
     A listening socket on fd 0 (mod_fcgid, spawn-fcgi) means FastCGI; a
     ``GATEWAY_INTERFACE`` in the environment means CGI; anything else gets a
-    message saying how to run the script.
+    message saying how to run the script.  ``app`` is the WSGI callable or
+    its name (``"module:callable"``): by name, a failure to import it still
+    answers 500 under CGI instead of killing the script before any output.
     """
     import os
     if _fd0_is_listening_socket():
         from bridge.fastcgi.server import serve_inherited
+        if isinstance(app, str):   # by name: load it now; a failure exits 2 with one line
+            from bridge.loader import AppLoadError, load_app
+            try:
+                app = load_app(app, options.get("pythonpath", ()), options.get("chdir"))
+            except AppLoadError as exc:
+                import sys
+                sys.stderr.write(f"bridge: {exc}\n")
+                raise SystemExit(2)
         return serve_inherited(app, **options)
     if "GATEWAY_INTERFACE" in os.environ:
         from bridge.cgi.gateway import run_cgi
