@@ -10,6 +10,7 @@ import http.client
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -91,8 +92,15 @@ def fcgid():
     run_dir.mkdir()
     run_dir.chmod(0o777)          # Apache's www-data makes its sockets there
     assert DEMO_CGI.exists(), f"{DEMO_CGI} is missing"
-    body = include_file(ROOT / "apache" / "fastcgi-fcgid.conf", cgi_bin=DEMO_CGI.parent,
-                        run_dir=run_dir, pythonpath=SRC)
+    # www-data must read the script and bridge: the checkout may sit under a
+    # mode-700 directory, so both are copied to public places first.
+    from support.apache import install_script, public_bridge_pythonpath
+    cgi_bin = tmp / "cgi-bin"
+    cgi_bin.mkdir()
+    cgi_bin.chmod(0o755)
+    install_script(DEMO_CGI, cgi_bin / DEMO_CGI.name, Path("/usr/bin/python3"))
+    body = include_file(ROOT / "apache" / "fastcgi-fcgid.conf", cgi_bin=cgi_bin,
+                        run_dir=run_dir, pythonpath=public_bridge_pythonpath())
     port = free_port()
     server = start_apache(body, port, ["fcgid", "alias"], log_level="info")
     server.port = port
