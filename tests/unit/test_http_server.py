@@ -398,3 +398,10 @@ def test_client_that_stops_reading_is_dropped_after_the_io_timeout():
         assert len(http_apps.closed_events) > before     # the result was closed, the thread freed
         c.close()
         assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
+def test_http_date_is_the_imf_fixdate_of_rfc9110():
+    from email.utils import formatdate
+    for t in (0, 784111777, 1700000000, 1709251199):
+        assert http_server.http_date(t) == formatdate(t, usegmt=True)
+    assert http_server.http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"

@@ -54,14 +54,22 @@ _JOIN_LIMIT = 65536
 
 _date_cache: list = [0, b"", b""]   # second, "Date: ...\r\n", "Date: ...\r\nServer: ...\r\n"
 SERVER_LINE = b"Server: wsgi-bridge\r\n"
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """RFC 9110 §5.6.7 IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``."""
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def date_lines(with_server: bool) -> bytes:
     now = int(_time())
     cache = _date_cache
     if cache[0] != now:
-        from email.utils import formatdate
-        date = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        date = b"Date: " + http_date(now).encode("ascii") + b"\r\n"
         cache[1], cache[2], cache[0] = date, date + SERVER_LINE, now
     return cache[2] if with_server else cache[1]
 
