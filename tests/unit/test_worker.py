@@ -162,8 +162,26 @@ def test_client_closing_the_connection_closes_the_handler():
         wait_until(lambda: handlers[0].closed)
 
 
-def test_busy_pool_stops_accepting_until_a_thread_is_free():
+def test_lone_worker_keeps_accepting_while_its_threads_are_busy():
+    # No sibling process would take the connection: it queues in the pool
+    # and is served as soon as a thread frees up.
     with Running(threads=1) as r:
+        first = r.connect()
+        first.sendall(b"block\n")
+        assert EchoHandler.started.wait(10)
+        second = r.connect()
+        second.sendall(b"waiting\n")
+        wait_until(lambda: r.worker.state.accepted == 2)
+        assert not r.worker._paused
+        EchoHandler.release.set()
+        assert read_line(first) == b"block"
+        assert read_line(second) == b"waiting"
+        first.close()
+        second.close()
+
+
+def test_worker_with_siblings_stops_accepting_when_its_pool_is_full():
+    with Running(threads=1, accept_limit=1) as r:
         first = r.connect()
         first.sendall(b"block\n")
         assert EchoHandler.started.wait(10)

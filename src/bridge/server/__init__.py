@@ -87,10 +87,18 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
 
 
 def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
-                on_tick=None):
+                on_tick=None, siblings: bool = False):
+    """A Worker configured from ``config``.
+
+    ``siblings``: other worker processes share the listeners (pre-fork), so
+    a saturated worker pauses accepting once twice its threads are in hand
+    and leaves the connections to an idle sibling.
+    """
     from bridge.server.worker import Worker
+    threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
-                  threads=getattr(config, "threads", 4),
+                  threads=threads,
+                  accept_limit=2 * threads if siblings else None,
                   graceful_timeout=getattr(config, "graceful_timeout", 30.0),
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),

@@ -136,7 +136,10 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
     threads = getattr(config, "threads", 4)
     state = WorkerState(threads, max_requests=max_requests, slot=slot)
     state.slow = 0
-    worker = make_worker(listeners, factory, config, state=state, max_requests=max_requests)
+    siblings = master_pid is not None and (getattr(config, "workers", 1) > 1
+                                           or bool(getattr(config, "workers_max", 0)))
+    worker = make_worker(listeners, factory, config, state=state, max_requests=max_requests,
+                         siblings=siblings)
     worker.on_tick = Watchdog(worker, state, slot, slowlog=getattr(config, "slowlog", 0.0) or 0.0,
                               master_pid=master_pid)
     status.set_context(board, listeners, config, "prefork" if master_pid else "single")

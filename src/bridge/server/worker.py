@@ -18,9 +18,13 @@ Why each detail:
 * ``EPOLLEXCLUSIVE`` on listening sockets: with N worker processes sharing a
   socket, a new connection wakes one of them, not all N (thundering herd).
   epoll cannot ``modify`` an exclusive registration, so pausing unregisters.
-* Stop accepting while every pool thread is busy (queued work counts), so a
+* With sibling worker processes (pre-fork), stop accepting while the pool
+  has ``accept_limit`` connections in hand (running or queued), so a
   saturated worker leaves new connections in the kernel's queue for an idle
-  sibling process instead of hoarding them.
+  sibling instead of hoarding them.  A worker alone never pauses: nobody
+  else would take the connection, and a connection left in the kernel's
+  accept queue waits far longer (until a pool thread frees up *and* the loop
+  re-arms) than one queued behind a few requests in the pool.
 * A just-accepted connection goes straight to the pool: with
   ``TCP_DEFER_ACCEPT`` on the listener its request is usually already there,
   which saves an epoll round trip on every new connection.
@@ -209,12 +213,16 @@ class Worker:
                  graceful_timeout: float = 30.0, max_requests: int = 0,
                  idle_timeout: Optional[float] = 5.0, io_timeout: Optional[float] = 30.0,
                  log: Optional[logging.Logger] = None, state: Optional[WorkerState] = None,
-                 on_tick: Optional[Callable[[], None]] = None) -> None:
+                 on_tick: Optional[Callable[[], None]] = None,
+                 accept_limit: Optional[int] = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.listeners = list(listeners)
         self.factory = factory
         self.threads = threads
+        #: Connections in hand (running or queued) at which accepting pauses;
+        #: None: never pause (a worker without siblings).
+        self.accept_limit = accept_limit
         self.graceful_timeout = graceful_timeout
         self.idle_timeout = idle_timeout or None
         self.io_timeout = io_timeout or None
@@ -314,7 +322,6 @@ class Worker:
         conns = self._conns
         put = self._queue.put
         wake_r = self._wake_r
-        threads = self.threads
         # Deadlines are checked 4 times a second (finer for short idle timeouts):
         # cheap even with thousands of idle connections, and precise enough.
         sweep_every = 0.25
@@ -361,7 +368,8 @@ class Worker:
                 except Exception:
                     self.log.exception("callback %r failed", fn)
             busy = self._dispatched - self._done
-            if self._paused and self._stop is None and busy < threads \
+            if self._paused and self._stop is None \
+                    and (self.accept_limit is None or busy < self.accept_limit) \
                     and _monotonic() >= self._resume_at:
                 self._arm_listeners()
             now = _monotonic()
@@ -381,12 +389,12 @@ class Worker:
         factory = self.factory
         state = self.state
         put = self._queue.put
-        threads = self.threads
+        limit = self.accept_limit
         nodelay = listener.kind == "tcp"
         timeout = self.io_timeout or NO_TIMEOUT
         while True:
-            if self._dispatched - self._done >= threads:
-                # Every thread busy: leave further connections to other workers.
+            if limit is not None and self._dispatched - self._done >= limit:
+                # Pool full: leave further connections to sibling workers.
                 self._pause_listeners()
                 return
             try:
