@@ -12,12 +12,8 @@ signals are described in :mod:`bridge.server.master`.
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
-
-from bridge.server.listeners import BindError, Listener, listeners_for  # noqa: F401
-from bridge.server.logs import on_reopen, reopen_logs, setup_logging  # noqa: F401
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,11 +22,29 @@ if TYPE_CHECKING:
 __all__ = ["serve", "setup_logging", "reopen_logs", "on_reopen", "BindError", "Listener",
            "open_config_listeners", "describe_listeners"]
 
-log = logging.getLogger("bridge.server")
+# Imported on first use: every command (``bridge cgi`` too) loads
+# bridge.server.options to build its CLI, and logging + socket cost ~9 ms.
+_LAZY = {
+    "BindError": "bridge.server.listeners", "Listener": "bridge.server.listeners",
+    "listeners_for": "bridge.server.listeners", "on_reopen": "bridge.server.logs",
+    "reopen_logs": "bridge.server.logs", "setup_logging": "bridge.server.logs",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        if name == "log":
+            import logging
+            return logging.getLogger("bridge.server")
+        raise AttributeError(f"module 'bridge.server' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)
 
 
 def open_config_listeners(config) -> list:
     """The listeners ``config`` asks for (``--bind``) or was started with; raises BindError."""
+    from bridge.server.listeners import listeners_for
     return listeners_for(getattr(config, "bind", None) or [],
                          socket_mode=getattr(config, "socket_mode", None),
                          backlog=getattr(config, "backlog", 2048) or 2048)
@@ -53,6 +67,10 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     ``factory_builder(app, config) -> factory`` (see :class:`Worker`).  ``app``
     skips loading (already loaded); ``listeners`` skips opening sockets.
     """
+    import logging
+    from bridge.server.listeners import BindError
+    from bridge.server.logs import setup_logging
+    log = logging.getLogger("bridge.server")
     setup_logging(config)
     command = getattr(config, "command", "serve")
     scheme = scheme or default_scheme(config)
