@@ -81,6 +81,14 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         from bridge.loader import load_from_config
         app = load_from_config(config)       # exits 2 with one line when it cannot
     if listeners is None:
+        # HUP/TTIN/TTOU would kill (or stop) the process until the worker's
+        # handlers are in place, and a client may already connect: ignore
+        # them from before the sockets exist.
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+                signal.signal(signum, signal.SIG_IGN)
         try:
             listeners = open_config_listeners(config)
         except BindError as exc:
