@@ -64,7 +64,7 @@ def _fd0_is_listening_socket() -> bool:
     except OSError:
         return False
     try:
-        return bool(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
+        return s.type == _socket.SOCK_STREAM and bool(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
     except OSError:
         return False
     finally:

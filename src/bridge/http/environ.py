@@ -19,7 +19,7 @@ from bridge.wsgi import InputStream, apply_script_name, decode_path, make_enviro
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable
 
 log = logging.getLogger("bridge.http")
 
@@ -90,21 +90,6 @@ class HTTPInput(InputStream):
     def _fill(self, n: int) -> bytes:
         return self._connection.read_body()
 
-    def read(self, size: Optional[int] = -1) -> bytes:
-        # One join instead of growing a bytes object chunk by chunk.
-        if size is None or size < 0 or len(self._buf) >= size:
-            return super().read(size)
-        parts = [self._buf]
-        have = len(self._buf)
-        while have < size:
-            data = self._more(size - have)
-            if not data:
-                break
-            parts.append(data)
-            have += len(data)
-        buf = b"".join(parts)
-        self._buf = buf[size:]
-        return buf[:size]
 
 
 # --------------------------------------------------------------------------

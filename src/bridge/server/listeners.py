@@ -366,19 +366,8 @@ def inherited_listeners(environ: Optional[dict] = None) -> list:
 
 def fd0_is_listening_socket() -> bool:
     """True when fd 0 is a listening stream socket (spawn-fcgi, mod_fcgid), unix or inet."""
-    try:
-        if not stat.S_ISSOCK(os.fstat(0).st_mode):
-            return False
-    except OSError:
-        return False
-    try:
-        probe = socket.socket(fileno=os.dup(0))
-    except OSError:
-        return False
-    try:
-        return probe.type == socket.SOCK_STREAM and _is_listening(probe)
-    finally:
-        probe.close()
+    from bridge import _fd0_is_listening_socket   # the one check, kept import-light for CGI
+    return _fd0_is_listening_socket()
 
 
 def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,

@@ -27,7 +27,6 @@ their state (booting, ready, stopping), heartbeat and requests in flight.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
@@ -36,7 +35,7 @@ import signal
 import sys
 import time
 
-from bridge.server.scoreboard import BOOTING, READY, STOPPING, Scoreboard
+from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
