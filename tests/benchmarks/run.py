@@ -238,7 +238,7 @@ def run_group(ctx, item: dict, args, results: list[dict], profiles: list[dict]) 
         running.stop()
 
 
-def run_bodies(ctx, args, results: list[dict]) -> None:
+def run_bodies(ctx, args, results: list[dict], profiles: list[dict]) -> None:
     sizes = [1 << 20] if args.quick else [1 << 20, 10 << 20]
     concs = [1] if args.quick else [1, 4]
     names = ("flup-threaded", "bridge") if args.quick else ("flup-threaded", "uwsgi", "libfcgi-c", "bridge")
@@ -262,7 +262,15 @@ def run_bodies(ctx, args, results: list[dict]) -> None:
                     row = base_row("bodies", "close", 1, peer.name, "/echo", conc, size=size, bridge=peer.bridge,
                                    server_command=running.command)
                     offset = running.error_log_size()
+                    started = None
+                    if args.profile and peer.bridge:
+                        started = profile_start(ctx, running, args.duration, f"bodies-{size}-{conc}")
                     row.update(load.upload(running.port, "/echo", size, conc, args.duration), status="ok")
+                    prof = profile_finish(started)
+                    if prof is not None:
+                        prof.update(mode="bodies", variant="close", workers=1, route=f"/echo {size >> 20} MiB",
+                                    conc=conc)
+                        profiles.append(prof)
                     row["log_errors"], row["log_samples"] = log_errors(running.error_log_since(offset))
                     rss = [rss_kib(p) for p in running.launched.worker_pids()] if running.launched else []
                     row["worker_rss_kib"] = max([r for r in rss if r] or [0])
@@ -695,7 +703,7 @@ def main(argv=None) -> int:
         for item in plan(args):
             run_group(ctx, item, args, results, profiles)
         if "bodies" in args.only:
-            run_bodies(ctx, args, results)
+            run_bodies(ctx, args, results, profiles)
         if "cgi" in args.only:
             run_cgi(ctx, args, results, extra)
         if "memory" in args.only:
