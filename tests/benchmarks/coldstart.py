@@ -28,6 +28,8 @@ def commands(python: Path, cgi_bin: Path, c_program: Path | None) -> list[tuple[
         (f"{BASE_PYTHON} -c pass", f"{BASE_PYTHON} -c pass"),
         ("bridge cgi bridge.demo:app", f"{bridge} cgi bridge.demo:app"),
         ("bridge cgi benchapp:app", f"{bridge} cgi benchapp:app"),
+        # The same without pip's console-script launcher (which imports re).
+        ("python -m bridge cgi bridge.demo:app", f"{python} -m bridge cgi bridge.demo:app"),
         ("cgi-bin/bridge_hello.py (run(app))", f"{cgi_bin / 'bridge_hello.py'}"),
         ("cgi-bin/wsgiref_hello.py (CGIHandler)", f"{cgi_bin / 'wsgiref_hello.py'}"),
         ("cgi-bin/hello.sh", f"{cgi_bin / 'hello.sh'}"),

@@ -660,10 +660,12 @@ def parse_args(argv=None):
     p.add_argument("--conc", default="", help="connection counts (default 1,16,64,256)")
     p.add_argument("--duration", type=int, default=None, help="whole seconds per case (5; --quick 1)")
     p.add_argument("--profile", action="store_true", help="py-spy bridge's processes during its cases")
-    p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    p.add_argument("--no-docs", action="store_true",
+                   help="do not rewrite docs/performance.md (a narrowed or --quick run never does)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     p.add_argument("--venv", default=str(benchenv.DEFAULT_VENV), help="the benchmark's virtual environment")
     args = p.parse_args(argv)
+    args.partial = bool(args.servers or args.conc or args.workers != "1,2" or args.only != ",".join(MODES))
     args.only = {m.strip() for m in args.only.split(",") if m.strip()}
     unknown = args.only - set(MODES)
     if unknown:
@@ -728,7 +730,9 @@ def main(argv=None) -> int:
     print()
     for t in data["targets"]:
         print(f"  [{t['verdict']:>6}] {t['target']}: {t['figure']}")
-    to_docs = not args.quick and not args.no_docs
+    # Only a full run (every mode, server, worker count and connection count)
+    # rewrites docs/performance.md; a narrowed one writes under results/.
+    to_docs = not (args.quick or args.no_docs or args.partial)
     doc, chart = (DOC, CHART) if to_docs else (RESULTS / "performance.md", RESULTS / "performance.svg")
     chart.write_text(report.svg_chart(results))
     write_doc(doc, markdown(data, chart.name))
