@@ -597,9 +597,9 @@ def markdown(data: dict, chart_name: str) -> str:
             lines.append(report.markdown_table(["function", "% of samples"],
                                                [[f"`{r['function']}`", f"{r['pct']:.1f}"] for r in p["inclusive"][:15]]))
             lines.append("")
+    wrk_line = _shorten(" ".join(map(str, load.wrk_command("http://127.0.0.1:PORT/ROUTE", 16, data["duration"]))))
     lines += ["## Exact commands", "",
-              "Load: `" + load.wrk_command("http://127.0.0.1:PORT/ROUTE", 16, data["duration"])[0] + " "
-              + " ".join(load.wrk_command("http://127.0.0.1:PORT/ROUTE", 16, data["duration"])[1:]).replace("-c 16", "-c CONNS")
+              "Load: `" + wrk_line.replace("-c 16", "-c CONNS")
               + "` (`-t 1` for one connection); uploads: `load.upload()` in tests/benchmarks/load.py "
               "(keep-alive `http.client` threads, every echo compared byte for byte).", "",
               "nginx: tests/benchmarks/conf/nginx.conf with fastcgi.conf (+ fastcgi_params), proxy.conf or "
@@ -619,7 +619,10 @@ def markdown(data: dict, chart_name: str) -> str:
 
 
 def _shorten(cmd: str) -> str:
-    return re.sub(r"/tmp/bridge-bench-[^/ ]+/", "$WORK/", cmd)
+    """Commands as a reader can reuse them: the run's temp dir, checkout and ports made generic."""
+    cmd = re.sub(r"/tmp/bridge-bench-[^/ ]+/", "$WORK/", cmd)
+    cmd = cmd.replace(str(ROOT) + "/", "")
+    return re.sub(r"127\.0\.0\.1([: ])\d{2,5}\b", r"127.0.0.1\1$PORT", cmd)
 
 
 PROSE_HEAD = """# Performance
@@ -663,6 +666,8 @@ def parse_args(argv=None):
     p.add_argument("--no-docs", action="store_true",
                    help="do not rewrite docs/performance.md (a narrowed or --quick run never does)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    p.add_argument("--render", metavar="JSON",
+                   help="rewrite docs/performance.md and its chart from a saved full run, run nothing")
     p.add_argument("--venv", default=str(benchenv.DEFAULT_VENV), help="the benchmark's virtual environment")
     args = p.parse_args(argv)
     args.partial = bool(args.servers or args.conc or args.workers != "1,2" or args.only != ",".join(MODES))
@@ -681,8 +686,22 @@ def parse_args(argv=None):
     return args
 
 
+def render(path: Path) -> int:
+    data = json.loads(path.read_text())
+    if data.get("quick"):
+        log(f"{path} is a --quick run: docs/performance.md shows full runs only")
+        return 2
+    CHART.write_text(report.svg_chart(data["results"]))
+    write_doc(DOC, markdown(data, CHART.name))
+    print(report.terminal_table(data["results"]))
+    print(f"\nreport: {DOC} (chart {CHART}) from {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(Path(args.render))
     started = datetime.datetime.now().astimezone()
     command = " ".join(["/usr/bin/python3", "tests/benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
     missing_tools = [t for t in ("wrk", "nginx") if benchenv.which(t) is None]
