@@ -41,6 +41,10 @@ def table_rows(results: list[dict]) -> list[list[str]]:
                          str(r["conc"]), r["status"], "", "", "", "", r.get("reason", "")[:60]])
             continue
         extra = f"{r['mb_per_s']:.0f} MB/s" if r["mode"] == "bodies" else ""
+        if r.get("loadavg"):
+            # The machine's 1-minute load when the case started: 2 cores, so
+            # anything well above 2 means other programs shared them.
+            extra = (extra + " " if extra else "") + f"load {r['loadavg'].split()[0]}"
         rows.append([r["mode"], r["variant"], f"{r['workers']}x{r['threads']}", r["server"], case_label(r),
                      str(r["conc"]), fmt_num(r["rps"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                      errors_text(r), f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-", extra])

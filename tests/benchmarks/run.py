@@ -260,7 +260,7 @@ def run_bodies(ctx, args, results: list[dict], profiles: list[dict]) -> None:
             for size in sizes:
                 for conc in concs:
                     row = base_row("bodies", "close", 1, peer.name, "/echo", conc, size=size, bridge=peer.bridge,
-                                   server_command=running.command)
+                                   server_command=running.command, loadavg=benchenv.loadavg())
                     offset = running.error_log_size()
                     started = None
                     if args.profile and peer.bridge:
@@ -310,7 +310,8 @@ def run_cgi(ctx, args, results: list[dict], extra: dict) -> None:
                 except OSError as exc:
                     ok, reason = False, f"{route}: {exc}"
                 for conc in concs:
-                    row = base_row("cgi", "apache", 1, name, route, conc, bridge=name == "bridge")
+                    row = base_row("cgi", "apache", 1, name, route, conc, bridge=name == "bridge",
+                                   loadavg=benchenv.loadavg())
                     if not ok:
                         row.update(status="failed" if name == "bridge" else "missing", reason=reason)
                     else:
