@@ -1,37 +1,46 @@
-"""One worker process: an epoll loop and a pool of threads (gthread's shape, done lean).
+"""One worker process: a pool of threads sharing one epoll (gthread's contract, done lean).
 
-The loop thread owns the listening sockets and every *idle* connection; it
-never runs application code.  A connection with bytes to read (or one just
-accepted) is put on a :class:`queue.SimpleQueue`; a pool thread takes it and
-calls ``handler.on_readable()``, which reads what is there, runs any complete
-request(s) -- the app runs in that pool thread -- and returns ``True`` ("wake
-me when readable again") or ``False`` ("close it").  So a thread is never tied
-to an idle keep-alive connection, and a slow client costs a thread only while
-it is actually sending a request body or receiving a response.
+Every idle pool thread waits in ``epoll_wait`` on the worker's epoll, which
+holds the listening sockets and every *idle* connection.  The kernel hands
+each event to exactly one waiting thread, and that thread serves it itself:
+it accepts (a new connection) or calls ``handler.on_readable()``, which reads
+what is there, runs any complete request(s) -- the app runs in that thread --
+and returns ``True`` ("wake me when readable again") or ``False`` ("close
+it").  So a thread is never tied to an idle keep-alive connection, and no
+request pays for a hand-off between threads: an earlier design had a loop
+thread accept and poll, then pass each connection through a queue to a pool
+thread -- two wake-ups and a GIL hand-over per request, and, with two worker
+processes and ``fastcgi_keep_conn``, a p99 of 0.25-0.9 s (see
+docs/performance.md).  The loop thread that
+remains does housekeeping only: idle sweeps, ``call_soon`` callbacks, the
+tick, graceful stop.
 
 Why each detail:
 
-* ``EPOLLONESHOT`` on connections: once an event is reported the fd is
-  disarmed until the pool thread re-arms it with ``epoll.modify`` (from the pool
-  thread itself: no hand-back through the loop, no wake-up write per request).
-  Two threads can never serve one connection at once.
-* ``EPOLLEXCLUSIVE`` on listening sockets: with N worker processes sharing a
-  socket, a new connection wakes one of them, not all N (thundering herd).
-  epoll cannot ``modify`` an exclusive registration, so pausing unregisters.
-* With sibling worker processes (pre-fork), stop accepting while the pool
-  has ``accept_limit`` connections in hand (running or queued), so a
-  saturated worker leaves new connections in the kernel's queue for an idle
-  sibling instead of hoarding them.  A worker alone never pauses: nobody
-  else would take the connection, and a connection left in the kernel's
-  accept queue waits far longer (until a pool thread frees up *and* the loop
-  re-arms) than one queued behind a few requests in the pool.
-* A just-accepted connection goes straight to the pool: with
-  ``TCP_DEFER_ACCEPT`` on the listener its request is usually already there,
-  which saves an epoll round trip on every new connection.
+* ``EPOLLONESHOT`` on connections: an event disarms the descriptor until the
+  thread that served it re-arms it with ``epoll.modify``.  Two threads can
+  never serve one connection at once; a stale event (the sweep closed the
+  connection meanwhile, its descriptor reused) finds the connection busy or
+  closed and is dropped.
+* A thread accepts only while it is idle, so a worker process takes new
+  connections only when it has a free thread: with sibling processes
+  (pre-fork) a busy worker leaves them to an idle one.  Listeners are
+  ``EPOLLEXCLUSIVE`` there (a new connection wakes one process, not all);
+  ``accept_limit`` still pauses accepting when that many connections are in
+  hand.  A lone worker registers its listeners one-shot (a connection wakes
+  one thread, re-armed right after the accept).
+* The thread that accepted also takes the connections queued behind it in
+  the kernel and registers them like idle ones (their requests are usually
+  there already): one accept per event would drain a full accept queue one
+  connection per round of the ready list.
+* A lone worker never pauses: if every thread has been stuck in the same
+  requests for a whole sweep, the loop thread accepts into a small backlog
+  that the next free thread serves first.
 * The loop sweeps idle connections against ``handler.idle_deadline`` (or the
   worker's ``idle_timeout`` counted from when the connection went idle): the
   keep-alive timeout, and the slow-loris cut-off when a handler sets its
-  deadline to a header timeout.
+  deadline to a header timeout.  A graceful stop closes idle connections
+  but serves those whose next request has already arrived.
 * Accepted sockets stay in blocking mode with a timeout (``io_timeout``) for
   the app's sends and body reads.  Handlers read what is available *now* with
   :func:`recv_available` / :func:`recv_available_into`, not with
@@ -39,9 +48,7 @@ Why each detail:
   for readability *before* calling recv(), so that call waits for the whole
   timeout when nothing has arrived.  A socket with a timeout is O_NONBLOCK
   at the OS level, so a plain read(2) on its descriptor returns at once.
-
-Nothing is allocated per request here: one small :class:`Connection` per
-connection, a fixed pool of threads, one queue.
+  A handler must accept a wake-up with nothing to read (return ``True``).
 """
 from __future__ import annotations
 
@@ -117,6 +124,19 @@ def _tls_recv(sock, bufsize: int) -> Optional[bytes]:
         return None
     finally:
         sock.settimeout(timeout)
+
+
+def _with_input(conns: list) -> set:
+    """The descriptors among ``conns`` with something to read (or EOF) right now."""
+    if not conns:
+        return set()
+    poller = select.poll()
+    for conn in conns:
+        poller.register(conn.fd, select.POLLIN)
+    try:
+        return {fd for fd, _ in poller.poll(0)}
+    except OSError:
+        return set()
 
 
 class WorkerState:
@@ -220,8 +240,8 @@ class Worker:
         self.listeners = list(listeners)
         self.factory = factory
         self.threads = threads
-        #: Connections in hand (running or queued) at which accepting pauses;
-        #: None: never pause (a worker without siblings).
+        #: Connections in hand (running or waiting in the backlog) at which
+        #: accepting pauses; None: never pause (a worker without siblings).
         self.accept_limit = accept_limit
         self.graceful_timeout = graceful_timeout
         self.idle_timeout = idle_timeout or None
@@ -232,16 +252,20 @@ class Worker:
             self.state.max_requests = max_requests
         self.state.on_max_requests = self._max_requests_reached
         self.on_tick = on_tick        # called by the loop about once a second (heartbeat)
-        self._queue = None
-        self._epoll = None
+        self._epoll = None            # connections + listeners, polled by the pool threads
+        self._loop_epoll = None       # the loop thread's: wake pipe (+ listeners when the pool is full)
         self._lock = threading.Lock()
         self._conns: dict = {}
-        self._dispatched = 0          # loop thread only
-        self._done = 0                # under _lock
+        self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
+        self._in_hand = 0             # connections running or in the backlog (under _lock)
+        self._idle = 0                # pool threads waiting in epoll (under _lock)
+        self._finished = 0            # handler calls finished (under _lock): progress
         self._paused = False          # listeners unregistered (pool full or stopping)
+        self._loop_accepting = False  # listeners also in the loop's epoll (lone worker, pool full)
         self._resume_at = 0.0         # after EMFILE: do not accept before this
         self._stop = None             # None, "graceful" or "now"
         self._wake_r = self._wake_w = -1
+        self._stop_r = self._stop_w = -1
         self._wake_pending = False
         self._calls: list = []        # call_soon() callbacks, run by the loop thread
         self._threads: list = []
@@ -275,19 +299,22 @@ class Worker:
             except OSError:             # pipe full (a wake is pending anyway) or closed
                 pass
 
-    # -- the loop ----------------------------------------------------------
+    # -- set-up ------------------------------------------------------------
 
     def run(self) -> None:
         """Serve until :meth:`stop`; returns once the in-flight requests are done."""
-        import queue
-        self._queue = queue.SimpleQueue()
-        self._epoll = epoll = select.epoll()
+        self._epoll = select.epoll()
+        self._loop_epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        epoll.register(self._wake_r, _EPOLLIN)
+        self._loop_epoll.register(self._wake_r, _EPOLLIN)
+        # Readable only at shutdown; level-triggered, so it wakes every pool thread.
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._stop_r, _EPOLLIN)
         for listener in self.listeners:
             listener.sock.setblocking(False)
             self._by_fd[listener.sock.fileno()] = listener
-        self._arm_listeners()
+        with self._lock:
+            self._arm_listeners()
         for i in range(self.threads):
             t = threading.Thread(target=self._pool_thread, args=(i,), daemon=True,
                                  name=f"bridge-pool-{i}")
@@ -299,7 +326,13 @@ class Worker:
             self._shutdown()
 
     def _arm_listeners(self) -> None:
+        """Let idle pool threads accept again (caller holds ``_lock``)."""
         for fd in self._by_fd:
+            if self.accept_limit is None:
+                # Alone: one-shot, re-armed by the thread that accepted, so a
+                # new connection wakes exactly one idle pool thread.
+                self._epoll.register(fd, _ARM)
+                continue
             try:
                 self._epoll.register(fd, _EPOLLIN | _EPOLLEXCLUSIVE)
             except OSError:     # a kernel before 4.5 refuses EPOLLEXCLUSIVE (EINVAL)
@@ -308,20 +341,44 @@ class Worker:
         self.state.accepting = self._stop is None
 
     def _pause_listeners(self) -> None:
+        """Stop accepting (caller holds ``_lock``)."""
         for fd in self._by_fd:
             try:
                 self._epoll.unregister(fd)
             except (OSError, ValueError):
                 pass
         self._paused = True
+        self._loop_listen(False)
+
+    def _may_resume(self) -> None:
+        """Re-arm paused listeners once there is room again (caller holds ``_lock``)."""
+        if self._paused and self._stop is None \
+                and (self.accept_limit is None or self._in_hand < self.accept_limit) \
+                and _monotonic() >= self._resume_at:
+            self._arm_listeners()
+
+    def _loop_listen(self, on: bool) -> None:
+        """The loop thread's own accepting, for a lone worker whose pool is full."""
+        if on == self._loop_accepting:
+            return
+        self._loop_accepting = on
+        for fd in self._by_fd:
+            try:
+                if on:
+                    self._loop_epoll.register(fd, _EPOLLIN)
+                else:
+                    self._loop_epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    # -- the loop thread: housekeeping, never the hot path ----------------
 
     def _loop(self) -> None:
-        epoll = self._epoll
-        poll = epoll.poll
+        poll = self._loop_epoll.poll
         by_fd = self._by_fd
-        conns = self._conns
-        put = self._queue.put
         wake_r = self._wake_r
+        lock = self._lock
+        lone = self.accept_limit is None
         # Deadlines are checked 4 times a second (finer for short idle timeouts):
         # cheap even with thousands of idle connections, and precise enough.
         sweep_every = 0.25
@@ -330,6 +387,7 @@ class Worker:
         next_sweep = _monotonic() + sweep_every
         tick = self.on_tick
         next_tick = 0.0
+        finished = -1
         while True:
             if self._stop is not None:
                 if self._stop == "now" or self._graceful_step():
@@ -340,17 +398,10 @@ class Worker:
             except InterruptedError:    # pragma: no cover - PEP 475 retries
                 continue
             for fd, _ in events:
-                conn = conns.get(fd)
-                if conn is not None:
-                    conn.busy = True
-                    self._dispatched += 1
-                    put(conn)
-                elif fd == wake_r:
+                if fd == wake_r:
                     # Drain first, then clear: a pool thread that sets the flag
                     # and writes between a clear and the drain would otherwise
-                    # lose its wake-up forever (the flag stays set, nobody
-                    # writes again, and the paused loop only resumes on its
-                    # 250 ms sweep).
+                    # lose its wake-up.
                     try:
                         while os.read(wake_r, 512):
                             pass
@@ -359,23 +410,32 @@ class Worker:
                     self._wake_pending = False
                 else:
                     listener = by_fd.get(fd)
-                    if listener is not None and not self._paused:
-                        self._accept(listener)
+                    if listener is not None and self._loop_accepting:
+                        self._accept_to_backlog(listener)
             while self._calls:
                 fn = self._calls.pop(0)
                 try:
                     fn()
                 except Exception:
                     self.log.exception("callback %r failed", fn)
-            busy = self._dispatched - self._done
-            if self._paused and self._stop is None \
-                    and (self.accept_limit is None or busy < self.accept_limit) \
-                    and _monotonic() >= self._resume_at:
-                self._arm_listeners()
             now = _monotonic()
+            with lock:
+                self._may_resume()
+                if lone and self._loop_accepting and (self._idle or self._paused):
+                    self._loop_listen(False)
             if now >= next_sweep:
                 next_sweep = now + sweep_every
                 self._sweep(now)
+                with lock:
+                    # A lone worker never leaves connections in the kernel's
+                    # queue for long: when every pool thread has been busy
+                    # with the same requests for a whole sweep (a slow app,
+                    # not a busy one), the loop accepts them into the
+                    # backlog, served first by the next free thread.
+                    if lone and not self._idle and not self._paused and self._stop is None \
+                            and self._finished == finished:
+                        self._loop_listen(True)
+                    finished = self._finished
                 if tick is not None and now >= next_tick:
                     next_tick = now + 1.0
                     try:
@@ -383,50 +443,87 @@ class Worker:
                     except Exception:
                         self.log.exception("worker tick failed")
 
-    def _accept(self, listener) -> None:
+    def _accept_to_backlog(self, listener) -> None:
+        while self._loop_accepting and not self._paused:
+            conn = self._accept(listener)
+            if conn is None:
+                return
+            with self._lock:
+                self._backlog.append(conn)
+
+    def _accept(self, listener, in_hand: bool = True) -> Optional[Connection]:
+        """Accept one connection and make its handler; None when there is none now.
+
+        With ``in_hand`` the connection counts as in hand (``_in_hand``) when returned.
+        """
         lsock = listener.sock
-        accept = lsock.accept
-        factory = self.factory
-        state = self.state
-        put = self._queue.put
-        limit = self.accept_limit
-        nodelay = listener.kind == "tcp"
-        timeout = self.io_timeout or NO_TIMEOUT
         while True:
-            if limit is not None and self._dispatched - self._done >= limit:
-                # Pool full: leave further connections to sibling workers.
-                self._pause_listeners()
-                return
             try:
-                sock, addr = accept()
+                sock, addr = lsock.accept()
             except BlockingIOError:
-                return
+                return None
             except InterruptedError:
                 continue
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
                     self.log.error("accept on %s failed: %s; pausing accepts for 0.5 s",
                                    listener.name, exc.strerror)
-                    self._pause_listeners()
-                    self._resume_at = _monotonic() + 0.5
-                    return
+                    with self._lock:
+                        self._pause_listeners()
+                        self._resume_at = _monotonic() + 0.5
+                    return None
                 if exc.errno == errno.ECONNABORTED:
                     continue
                 self.log.error("accept on %s failed: %s", listener.name, exc)
-                return
+                return None
+            state = self.state
             state.accepted += 1
             try:
-                sock.settimeout(timeout)
-                if nodelay:
+                sock.settimeout(self.io_timeout or NO_TIMEOUT)
+                if listener.kind == "tcp":
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                handler = factory(sock, addr, listener, state)
+                handler = self.factory(sock, addr, listener, state)
             except Exception:
                 self.log.exception("cannot set up a connection from %s", addr or listener.name)
                 sock.close()
                 continue
             conn = Connection(sock, handler)
-            self._dispatched += 1
-            put(conn)
+            if not in_hand:
+                return conn
+            with self._lock:
+                self._in_hand += 1
+                limit = self.accept_limit
+                if limit is not None and self._in_hand >= limit and not self._paused:
+                    # Pool full: leave further connections to sibling workers.
+                    self._pause_listeners()
+            return conn
+
+    def _accept_more(self, listener) -> None:
+        """Take the connections waiting behind the one just accepted.
+
+        One accept per listener event would drain the kernel's queue one
+        connection per round of the ready list (behind every readable
+        keep-alive connection): under load, new connections would wait there
+        for hundreds of milliseconds.  Each is registered like an idle
+        connection; its request is usually there already, so epoll hands it
+        straight to the next free pool thread, in arrival order.
+        """
+        limit = self.accept_limit
+        while not self._paused and self._stop is None:
+            if limit is not None and self._in_hand >= limit:
+                return
+            conn = self._accept(listener, in_hand=False)
+            if conn is None:
+                return
+            with self._lock:
+                conn.busy = False
+                conn.idle_since = _monotonic()
+                self._conns[conn.fd] = conn
+                conn.registered = True
+                try:
+                    self._epoll.register(conn.fd, _ARM)
+                except (OSError, ValueError):
+                    self._close(conn)
 
     def _sweep(self, now: float) -> None:
         """Close idle connections past their deadline (keep-alive end, slow loris)."""
@@ -450,67 +547,137 @@ class Worker:
         """One step of a graceful stop; True when it is finished."""
         if not getattr(self, "_stopping_since", None):
             self._stopping_since = _monotonic()
-            self._pause_listeners()
+            with self._lock:
+                self._pause_listeners()
             for listener in self.listeners:
                 # Only our descriptor: the master (or serve()) owns the file.
                 listener.sock.close()
             self.state.accepting = False
+        # An idle connection whose next request has arrived, but which no pool
+        # thread has picked up yet, is served (and then closed), not dropped.
         with self._lock:
-            for conn in list(self._conns.values()):
-                if not conn.busy and not conn.closed:
+            idle = [conn for conn in self._conns.values() if not conn.busy and not conn.closed]
+        waiting = _with_input(idle)
+        with self._lock:
+            for conn in idle:
+                if conn.fd not in waiting and not conn.busy and not conn.closed:
                     self._close(conn)
-        if self._dispatched - self._done <= 0:
+            in_hand = self._in_hand
+        if in_hand <= 0 and not waiting:
             return True
         if self.graceful_timeout is not None and \
                 _monotonic() - self._stopping_since >= self.graceful_timeout:
             self.log.warning("graceful timeout (%ss): abandoning %d request(s) in flight",
-                             self.graceful_timeout, self._dispatched - self._done)
+                             self.graceful_timeout, in_hand)
             return True
         return False
 
-    # -- pool threads ----------------------------------------------------
+    # -- pool threads: each waits in epoll itself and serves what it gets --
 
     def _pool_thread(self, index: int) -> None:
+        """Wait for a readable connection or a new one, and serve it in this thread.
+
+        Every idle pool thread waits in ``epoll_wait`` on the same epoll; the
+        kernel hands each (one-shot) event to exactly one of them.  The
+        thread that got it serves it: no queue, no wake-up of a second
+        thread, no GIL hand-over per request.
+        """
         self.state.register_thread(index)
-        get = self._queue.get
         lock = self._lock
-        log = self.log
-        epoll = self._epoll
+        poll = self._epoll.poll
+        conns = self._conns
+        by_fd = self._by_fd
+        backlog = self._backlog
+        stop_r = self._stop_r
+        serve = self._serve
         while True:
-            conn = get()
-            if conn is None:
-                return
-            try:
-                keep = conn.handler.on_readable()
-            except Exception:
-                log.exception("connection handler failed; closing the connection")
-                keep = False
-            except BaseException:       # SystemExit from a misbehaving app: keep the thread
-                log.exception("connection handler raised; closing the connection")
-                keep = False
             with lock:
-                self._done += 1
-                if conn.closed:
-                    pass
-                elif keep and self._stop is None:
-                    conn.busy = False
-                    conn.idle_since = _monotonic()
-                    try:
-                        if conn.registered:
-                            epoll.modify(conn.fd, _ARM)
-                        else:
-                            # In the table before epoll can report it: the loop
-                            # drops events for fds it does not know.
-                            self._conns[conn.fd] = conn
-                            conn.registered = True
-                            epoll.register(conn.fd, _ARM)
-                    except (OSError, ValueError):
-                        self._close(conn)
+                if backlog:
+                    conn = backlog.pop(0)
                 else:
+                    conn = None
+                    self._idle += 1
+            if conn is not None:
+                serve(conn)
+                continue
+            try:
+                events = poll(-1, 1)
+            except InterruptedError:    # pragma: no cover - PEP 475 retries
+                events = ()
+            except (OSError, ValueError):   # epoll closed under us at shutdown
+                with lock:
+                    self._idle -= 1
+                return
+            if not events:
+                with lock:
+                    self._idle -= 1
+                continue
+            fd = events[0][0]
+            conn = conns.get(fd)
+            if conn is not None:
+                with lock:
+                    self._idle -= 1
+                    if conn.closed or conn.busy:
+                        # A stale event for a reused descriptor, or one the
+                        # sweep closed meanwhile: its owner re-arms it.
+                        continue
+                    conn.busy = True
+                    self._in_hand += 1
+                serve(conn)
+                continue
+            with lock:
+                self._idle -= 1
+            if fd == stop_r:
+                return
+            listener = by_fd.get(fd)
+            if listener is None or self._stop is not None:
+                continue
+            conn = self._accept(listener)
+            if conn is not None:
+                self._accept_more(listener)
+            if self.accept_limit is None and not self._paused:
+                try:
+                    self._epoll.modify(fd, _ARM)   # next connection: next idle thread
+                except (OSError, ValueError):
+                    pass
+            if conn is not None:
+                serve(conn)
+
+    def _serve(self, conn: Connection) -> None:
+        try:
+            keep = conn.handler.on_readable()
+        except Exception:
+            self.log.exception("connection handler failed; closing the connection")
+            keep = False
+        except BaseException:       # SystemExit from a misbehaving app: keep the thread
+            self.log.exception("connection handler raised; closing the connection")
+            keep = False
+        with self._lock:
+            self._in_hand -= 1
+            self._finished += 1
+            if conn.closed:
+                pass
+            elif keep and self._stop is None:
+                conn.busy = False
+                conn.idle_since = _monotonic()
+                try:
+                    if conn.registered:
+                        self._epoll.modify(conn.fd, _ARM)
+                    else:
+                        # In the table before epoll can report it: events for
+                        # unknown descriptors are dropped.
+                        self._conns[conn.fd] = conn
+                        conn.registered = True
+                        self._epoll.register(conn.fd, _ARM)
+                except (OSError, ValueError):
                     self._close(conn)
-                wake = (self._paused or self._stop is not None) and not self._wake_pending
-            if wake:
-                self._wake()
+            else:
+                self._close(conn)
+            if self._paused:
+                self._may_resume()
+            wake = self._stop is not None and not self._wake_pending
+        if wake:
+            self._wake()
 
     def _close(self, conn: Connection) -> None:
         """Forget and close a connection (caller holds ``_lock``)."""
@@ -532,13 +699,16 @@ class Worker:
 
     def _shutdown(self) -> None:
         graceful = self._stop != "now"
-        for _ in self._threads:
-            self._queue.put(None)
         with self._lock:
             self._stop = self._stop or "now"
+            self._pause_listeners()
             for conn in list(self._conns.values()):
                 if not conn.busy:
                     self._close(conn)
+        try:
+            os.write(self._stop_w, b"x")     # every pool thread in epoll wakes and leaves
+        except OSError:
+            pass
         for listener in self.listeners:
             try:
                 listener.sock.close()
@@ -549,17 +719,18 @@ class Worker:
         deadline = _monotonic() + (1.0 if graceful else 0.0)
         for t in self._threads:
             t.join(max(0.0, deadline - _monotonic()))
-        try:
-            self._epoll.close()
-        except OSError:
-            pass
         if any(t.is_alive() for t in self._threads):
-            # A thread still in the app may call _wake() later: keep the pipe
-            # open rather than let it write into a reused descriptor.
+            # A thread still in the app may call _wake() or epoll later: keep
+            # the descriptors open rather than let it use reused ones.
             return
-        for fd in (self._wake_r, self._wake_w):
+        for ep in (self._epoll, self._loop_epoll):
+            try:
+                ep.close()
+            except OSError:
+                pass
+        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._wake_r = self._wake_w = -1
+        self._wake_r = self._wake_w = self._stop_r = self._stop_w = -1
