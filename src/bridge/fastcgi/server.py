@@ -41,6 +41,9 @@ app_log = logging.getLogger("bridge.app")
 #: part of a body, so big uploads take few round trips through the loop.
 RECV_SIZE = 256 << 10
 
+#: Seconds a connection is read and drained after a refusal before it is closed.
+LINGER = 2.0
+
 _local = threading.local()
 _readv = os.readv
 _write = os.write
@@ -239,6 +242,8 @@ class Handler:
         self.request: Optional[fcgi.Request] = None
         self.ended = True
         self.err: list = []
+        self.refused = False        # a request was refused: the web server may still be sending
+        self.lingering = False
 
     # ---- the Worker's interface ----------------------------------------
 
@@ -253,6 +258,8 @@ class Handler:
 
     def _readable(self) -> bool:
         buf, view = _buffer()
+        if self.lingering:
+            return self._discard(buf)
         events = None
         while True:
             try:
@@ -290,6 +297,36 @@ class Handler:
                 self._send(out)
         return self._serve()
 
+    def _linger(self) -> bool:
+        """Close after a refusal without cutting off a web server still sending.
+
+        A request refused early (PARAMS over the limit, an overloaded
+        BEGIN_REQUEST) is answered before the web server has sent all of it.
+        Closing at once would make its remaining writes fail (EPIPE, or a TCP
+        reset that can discard the answer before it is read).  So: stop
+        writing, read and drop what still comes until it closes its side, for
+        at most LINGER seconds (the Worker's sweep enforces ``idle_deadline``).
+        """
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        import time
+        self.lingering = True
+        self.idle_deadline = time.monotonic() + LINGER
+        return True
+
+    def _discard(self, buf) -> bool:
+        while True:
+            try:
+                n = _readv(self.fd, (buf,))
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if n == 0:
+                return False
+
     def close(self) -> None:
         """The connection is gone: close the bodies of requests it leaves behind
         (a spooled body is a temporary file)."""
@@ -312,9 +349,12 @@ class Handler:
                     log.info("FastCGI request %d from %s aborted by the web server before it "
                              "was complete", event.request_id, self.peer)
             elif kind is fcgi.RequestRejected:
+                self.refused = True
                 log.warning("FastCGI request %d from %s refused with %d: %s",
                             event.request_id, self.peer, event.status, event.reason)
             else:
+                if event.rtype == fcgi.BEGIN_REQUEST:
+                    self.refused = True
                 log.info("FastCGI connection from %s: %s record for request %d: %s",
                          self.peer, fcgi.record_name(event.rtype), event.request_id, event.reason)
         out = self.conn.data_to_send()
@@ -331,8 +371,10 @@ class Handler:
             else:
                 self._run(request)
             self.served += 1
-        if self.dead or self.conn.must_close:
+        if self.dead:
             return False
+        if self.conn.must_close:
+            return self._linger() if self.refused else False
         limit = self.server.max_conn_requests
         if limit and self.served >= limit and not self.conn.requests:
             return False
