@@ -549,27 +549,19 @@ class ServerConnection:
             MAX_REQS: str(max_reqs).encode(),
             MPXS_CONNS: b"1" if multiplex else b"0",
         }
-        self._dispatch = {
-            BEGIN_REQUEST: self._on_begin,
-            ABORT_REQUEST: self._on_abort,
-            PARAMS: self._on_params,
-            STDIN: self._on_stdin,
-            DATA: self._on_data,
-            GET_VALUES: self._on_get_values,
-        }
 
     # ---- input -------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list:
         """Feed bytes from the peer; return the events they complete."""
         events: list = []
-        dispatch = self._dispatch
+        dispatch = _DISPATCH
         for rtype, request_id, content in self._reader.feed(data):
             handler = dispatch.get(rtype)
             if handler is None or (request_id == NULL_REQUEST_ID) != (rtype == GET_VALUES):
                 self._on_unknown(rtype, request_id, content, events)
             else:
-                handler(request_id, content, events)
+                handler(self, request_id, content, events)
         return events
 
     def receive_eof(self) -> None:
@@ -822,3 +814,16 @@ class ServerConnection:
         self._close_input(request)
         out.append(self._end_bytes(request, app_status, REQUEST_COMPLETE))
         return b"".join(out)
+
+
+#: Record type -> ServerConnection method handling it: built once, not per
+#: connection (a dict of bound methods per connection cost ~6 % of a
+#: one-request connection's time in the profile).
+_DISPATCH = {
+    BEGIN_REQUEST: ServerConnection._on_begin,
+    ABORT_REQUEST: ServerConnection._on_abort,
+    PARAMS: ServerConnection._on_params,
+    STDIN: ServerConnection._on_stdin,
+    DATA: ServerConnection._on_data,
+    GET_VALUES: ServerConnection._on_get_values,
+}
