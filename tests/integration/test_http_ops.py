@@ -95,7 +95,7 @@ def test_readme_quick_start_in_a_fresh_virtual_environment():
     command = re.search(r"```sh\n(.+?)\n```", readme, re.S)[1].strip()
     assert command.endswith("bridge http bridge.demo:app"), command
     d = public_tmpdir("bridge-quickstart-")
-    for name in ("src", "pyproject.toml", "README.md"):
+    for name in ("src", "scripts", "pyproject.toml", "README.md"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
