@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 
-from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end,
+from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 
 TYPE_CHECKING = False
@@ -358,16 +358,11 @@ class _Run:
             self.in_fd = -1
 
     def _stderr(self, data: bytes, end: bool = False) -> None:
-        buf = self.err_buf + data
-        lines = buf.split(b"\n")
-        self.err_buf = b"" if end else lines.pop()
-        if len(self.err_buf) > 8192:
-            lines.append(self.err_buf)
-            self.err_buf = b""
+        lines, self.err_buf = split_log_lines(self.err_buf, data, end)
         name = os.path.basename(self.script)
         for line in lines:
             if line or not end:
-                _log(self.environ, f"[cgi {name}] " + line.rstrip(b"\r").decode("utf-8", "replace"))
+                _log(self.environ, f"[cgi {name}] " + line)
 
     def read_head(self) -> CGIHead:
         import time

@@ -141,6 +141,21 @@ class CGIHead:
         return f"CGIHead({self.status!r}, {self.headers!r}, {self.location!r})"
 
 
+def split_log_lines(pending: bytes, data: bytes, end: bool = False) -> tuple:
+    """A script's stderr, cut into whole lines for the log: ``(lines, pending)``.
+
+    The last partial line waits for more (unless ``end``), but never past
+    8 KiB, so a script that writes without newlines still reaches the log.
+    Shared by CGIApp (stderr pipe) and FastCGIApp (FCGI_STDERR).
+    """
+    lines = (pending + data).split(b"\n")
+    pending = b"" if end else lines.pop()
+    if len(pending) > 8192:
+        lines.append(pending)
+        pending = b""
+    return [line.rstrip(b"\r").decode("utf-8", "replace") for line in lines], pending
+
+
 def find_head_end(buf: bytes, start: int = 0) -> Optional[tuple]:
     """``(head_length, body_start)`` once ``buf`` holds the blank line ending the header block.
 

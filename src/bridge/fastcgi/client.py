@@ -32,7 +32,7 @@ import threading
 import time
 
 from bridge.cgi.app import UpstreamError, _log, _plain, local_redirect, request_body
-from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end,
+from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 from bridge.fastcgi.protocol import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
                                      REQUEST_COMPLETE, RESPONDER, STDERR, STDIN, STDOUT,
@@ -490,16 +490,10 @@ class _Exchange:
             self.chunks.append(rest)
 
     def _stderr(self, data: bytes, end: bool = False) -> None:
-        buf = self.err_buf + data
-        lines = buf.split(b"\n")
-        self.err_buf = b"" if end else lines.pop()
-        if len(self.err_buf) > 8192:
-            lines.append(self.err_buf)
-            self.err_buf = b""
+        lines, self.err_buf = split_log_lines(self.err_buf, data, end)
         for line in lines:
             if line:
-                _log(self.environ, f"[fcgi {self.backend.name}] "
-                                   + line.rstrip(b"\r").decode("utf-8", "replace"))
+                _log(self.environ, f"[fcgi {self.backend.name}] " + line)
 
     def read_head(self):
         try:
