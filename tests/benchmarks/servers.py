@@ -84,24 +84,9 @@ def build_native(ctx: Context) -> None:
 
 # --- nginx and Apache --------------------------------------------------------
 
-class Nginx:
-    def __init__(self, ctx: Context, server_block: str, name: str) -> None:
-        self.dir = public_dir("bridge-bench-nginx-")
-        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.dir / sub).mkdir()
-            (self.dir / sub).chmod(0o777)
-        self.port = free_port()
-        conf = self.dir / "nginx.conf"
-        conf.write_text(fill((CONF / "nginx.conf").read_text(), dir=self.dir,
-                             server=fill(server_block, port=self.port, conf=CONF)))
-        self.conf_text = conf.read_text()
-        binary = which("nginx")
-        if binary is None:
-            raise RuntimeError("nginx is not installed (apt-get install nginx)")
-        self.proc = Proc([binary, "-c", conf, "-p", self.dir, "-e", self.dir / "error.log"],
-                         log=ctx.logs / f"nginx-{name}.log")
-        wait_until(lambda: port_open(self.port), 15, self.proc, "nginx")
-        self.url = f"http://127.0.0.1:{self.port}"
+
+class FrontEnd:
+    """What the nginx and Apache front ends share: their error log and stop."""
 
     def error_log_size(self) -> int:
         try:
@@ -122,7 +107,27 @@ class Nginx:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Apache:
+class Nginx(FrontEnd):
+    def __init__(self, ctx: Context, server_block: str, name: str) -> None:
+        self.dir = public_dir("bridge-bench-nginx-")
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.dir / sub).mkdir()
+            (self.dir / sub).chmod(0o777)
+        self.port = free_port()
+        conf = self.dir / "nginx.conf"
+        conf.write_text(fill((CONF / "nginx.conf").read_text(), dir=self.dir,
+                             server=fill(server_block, port=self.port, conf=CONF)))
+        self.conf_text = conf.read_text()
+        binary = which("nginx")
+        if binary is None:
+            raise RuntimeError("nginx is not installed (apt-get install nginx)")
+        self.proc = Proc([binary, "-c", conf, "-p", self.dir, "-e", self.dir / "error.log"],
+                         log=ctx.logs / f"nginx-{name}.log")
+        wait_until(lambda: port_open(self.port), 15, self.proc, "nginx")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+
+class Apache(FrontEnd):
     def __init__(self, ctx: Context) -> None:
         binary = which("apache2") or which("httpd")
         if binary is None:
@@ -146,24 +151,6 @@ class Apache:
                          log=ctx.logs / "apache.log", env={"PATH": os.environ.get("PATH", ""), "LANG": "C"})
         wait_until(lambda: port_open(self.port), 20, self.proc, "Apache")
         self.url = f"http://127.0.0.1:{self.port}"
-
-    def error_log_size(self) -> int:
-        try:
-            return (self.dir / "error.log").stat().st_size
-        except OSError:
-            return 0
-
-    def error_log_since(self, offset: int) -> str:
-        try:
-            with open(self.dir / "error.log", "rb") as f:
-                f.seek(offset)
-                return f.read(4_000_000).decode(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        self.proc.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the peers ---------------------------------------------------------------
