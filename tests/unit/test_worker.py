@@ -395,3 +395,39 @@ def test_other_paths_go_to_the_app():
         start_response("200 OK", [])
         return [b"the app"]
     assert _call(wrap(app, _Config()), "/bridge-status/more")[2] == b"the app"
+
+
+
+def test_blocked_requests_each_let_one_more_thread_in_up_to_the_pool_size():
+    with Running(threads=3) as running:
+        blocked = [running.connect() for _ in range(3)]
+        for conn in blocked:
+            conn.sendall(b"sleep 2\n")
+        worker = running.worker
+        # Every thread ends up in a request: the monitor let two more in.
+        wait_until(lambda: sum(1 for tag in worker._serving if tag) == 3)
+        assert worker._extra == 2
+        # A fourth request waits for a free thread rather than a fourth one.
+        extra = running.connect()
+        extra.sendall(b"late\n")
+        for conn in blocked:
+            assert read_line(conn) == b"sleep 2"
+        assert read_line(extra) == b"late"
+
+
+def test_threads_let_in_for_a_blocked_request_park_again_when_it_ends():
+    with Running(threads=4) as running:
+        worker = running.worker
+        hung = running.connect()
+        hung.sendall(b"block\n")
+        assert EchoHandler.started.wait(5)
+        other = running.connect()
+        assert ask(other, b"meanwhile") == b"meanwhile"     # served by a thread let in
+        assert worker._extra == 1
+        EchoHandler.release.set()
+        assert read_line(hung) == b"block"
+        wait_until(lambda: worker._extra == 0)
+        # Back to one running thread: the others wait on the semaphore.
+        assert worker._slots._value == 0
+        for i in range(20):
+            assert ask(other, b"after %d" % i) == b"after %d" % i

@@ -15,6 +15,22 @@ docs/performance.md).  The loop thread that
 remains does housekeeping only: idle sweeps, ``call_soon`` callbacks, the
 tick, graceful stop.
 
+Only one pool thread runs at a time unless one blocks (Go's sysmon, done
+for the GIL).  Two threads that both have Python to run fight over the
+GIL: every syscall one of them makes (a read, a write, an accept) hands
+the GIL to the other, a context switch each way.  With four threads
+serving a 14-byte app through nginx that came to six context switches per
+request and cost 30-40 % of the throughput of a single thread.  So the
+other threads are parked; one thread polls and serves.  The loop thread
+looks every ``MONITOR_INTERVAL`` (while requests are coming in): a thread
+still inside the same request as at the previous look is taken to be
+blocked (in the app's I/O, a sleep, a slow client), and one more parked
+thread is let in to poll and serve.  When a thread finishes a request and
+more threads are running than that rule allows, it parks again.  A
+CPU-bound or blocking app therefore still gets all ``threads`` at once,
+within a millisecond or two; a fast app runs on one thread without GIL
+ping-pong.
+
 Why each detail:
 
 * ``EPOLLONESHOT`` on connections: an event disarms the descriptor until the
@@ -53,6 +69,7 @@ Why each detail:
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import select
@@ -81,6 +98,13 @@ NO_TIMEOUT = 365 * 24 * 3600.0
 
 #: At most this many connections accepted after the one a thread serves itself.
 ACCEPT_BATCH = 64
+
+#: Seconds between the loop thread's looks at the running threads while
+#: requests are coming in: a thread in the same request at two looks in a
+#: row lets one more parked thread in.  Also how long the loop keeps looking
+#: this often after the last request (times ``MONITOR_LINGER``).
+MONITOR_INTERVAL = 0.001
+MONITOR_LINGER = 100
 
 #: accept() errors that mean "out of descriptors or memory": pause, do not spin.
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -262,6 +286,16 @@ class Worker:
         self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
         self._in_hand = 0             # connections running or in the backlog (under _lock)
         self._idle = 0                # pool threads waiting in epoll (under _lock)
+        # One pool thread runs (polls and serves) at a time; the loop's monitor
+        # lets another in for each one blocked in a request (see the module doc).
+        self._slots = threading.Semaphore(1)
+        self._extra = 0               # threads let in by the monitor, not yet parked (under _lock)
+        self._serving: list = [0] * threads   # per pool thread: a tag of the request it is in, or 0
+        self._tags = itertools.count(1)
+        self._monitor_asleep = True   # the loop is not looking often: wake it when a request starts
+        self._exiting = False         # parked threads leave
+        self._monitor_last: list = [0] * threads
+        self._monitor_granted: list = [0] * threads
         self._finished = 0            # handler calls finished (under _lock): progress
         self._paused = False          # listeners unregistered (pool full or stopping)
         self._loop_accepting = False  # listeners also in the loop's epoll (lone worker, pool full)
@@ -391,11 +425,30 @@ class Worker:
         tick = self.on_tick
         next_tick = 0.0
         finished = -1
+        monitor = self.threads > 1
+        monitor_until = 0.0
+        seen_finished = -1
         while True:
             if self._stop is not None:
                 if self._stop == "now" or self._graceful_step():
                     return
             timeout = next_sweep - _monotonic()
+            if monitor:
+                now = _monotonic()
+                if self._finished != seen_finished or not self._monitor_asleep:
+                    seen_finished = self._finished
+                    monitor_until = now + MONITOR_INTERVAL * MONITOR_LINGER
+                self._monitor()
+                if now < monitor_until:
+                    timeout = min(timeout, MONITOR_INTERVAL)
+                    self._monitor_asleep = False
+                else:
+                    # Set before looking: a thread that starts a request after
+                    # the look sees the flag and wakes the loop (see serve()).
+                    self._monitor_asleep = True
+                    if any(self._serving):
+                        self._monitor_asleep = False
+                        timeout = min(timeout, MONITOR_INTERVAL)
             try:
                 events = poll(timeout if timeout > 0 else 0)
             except InterruptedError:    # pragma: no cover - PEP 475 retries
@@ -445,6 +498,26 @@ class Worker:
                         tick()
                     except Exception:
                         self.log.exception("worker tick failed")
+
+    def _monitor(self) -> None:
+        """Let one more parked thread in for each running thread blocked in a request.
+
+        Blocked means in the same request as at the previous look (one
+        ``MONITOR_INTERVAL`` ago); each request lets one thread in at most.
+        """
+        serving = self._serving
+        last = self._monitor_last
+        granted = self._monitor_granted
+        for i, tag in enumerate(serving):
+            if tag and tag == last[i] and granted[i] != tag:
+                with self._lock:
+                    # Under the lock: the thread clears its tag (and looks
+                    # at granted) under it too, so a grant never comes late.
+                    if serving[i] == tag and self._extra < self.threads - 1 and not self._exiting:
+                        granted[i] = tag
+                        self._extra += 1
+                        self._slots.release()
+            last[i] = tag
 
     def _accept_to_backlog(self, listener) -> None:
         while self._loop_accepting and not self._paused:
@@ -584,23 +657,56 @@ class Worker:
     # -- pool threads: each waits in epoll itself and serves what it gets --
 
     def _pool_thread(self, index: int) -> None:
-        """Wait for a readable connection or a new one, and serve it in this thread.
+        """Wait for a turn, then poll and serve in this thread until parked again.
 
-        Every idle pool thread waits in ``epoll_wait`` on the same epoll; the
-        kernel hands each (one-shot) event to exactly one of them.  The
+        Every running pool thread waits in ``epoll_wait`` on the same epoll;
+        the kernel hands each (one-shot) event to exactly one of them.  The
         thread that got it serves it: no queue, no wake-up of a second
-        thread, no GIL hand-over per request.
+        thread.  Usually one thread runs (see the module doc).
         """
         self.state.register_thread(index)
+        slots = self._slots
+        while True:
+            slots.acquire()     # parked until the monitor lets this thread in
+            if self._exiting:
+                slots.release()
+                return
+            if not self._run_turn(index):
+                return
+
+    def _run_turn(self, index: int) -> bool:
+        """Poll and serve until told to park (True) or to leave (False)."""
         lock = self._lock
         poll = self._epoll.poll
         conns = self._conns
         by_fd = self._by_fd
         backlog = self._backlog
         stop_r = self._stop_r
-        serve = self._serve
+        serving = self._serving
+        tags = self._tags
+
+        granted = self._monitor_granted
+        current = [0]       # the tag of the request this thread served last
+
+        def serve(conn: Connection) -> None:
+            tag = current[0] = next(tags)
+            serving[index] = tag
+            if self._monitor_asleep:
+                self._monitor_asleep = False
+                self._wake()
+            self._serve(conn)
+
         while True:
             with lock:
+                if current[0]:
+                    serving[index] = 0
+                    if granted[index] == current[0]:
+                        # The monitor let a thread in while this one was
+                        # blocked in that request: one too many run now.
+                        granted[index] = 0
+                        self._extra -= 1
+                        return True
+                    current[0] = 0
                 if backlog:
                     conn = backlog.pop(0)
                 else:
@@ -616,7 +722,7 @@ class Worker:
             except (OSError, ValueError):   # epoll closed under us at shutdown
                 with lock:
                     self._idle -= 1
-                return
+                return False
             if not events:
                 with lock:
                     self._idle -= 1
@@ -637,7 +743,7 @@ class Worker:
             with lock:
                 self._idle -= 1
             if fd == stop_r:
-                return
+                return False
             listener = by_fd.get(fd)
             if listener is None or self._stop is not None:
                 continue
@@ -718,6 +824,8 @@ class Worker:
             os.write(self._stop_w, b"x")     # every pool thread in epoll wakes and leaves
         except OSError:
             pass
+        self._exiting = True
+        self._slots.release()                # each parked thread passes it on and leaves
         for listener in self.listeners:
             try:
                 listener.sock.close()
