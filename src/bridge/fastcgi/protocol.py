@@ -13,6 +13,7 @@ Section numbers refer to the FastCGI Specification 1.0 (Open Market, 1996).
 """
 from __future__ import annotations
 
+import io
 import struct
 
 TYPE_CHECKING = False
@@ -554,11 +555,7 @@ class ServerConnection:
         self._max_in_flight = max(1, max_in_flight)
         self._multiplex = multiplex
         self._spool = spool
-        self._values = {
-            MAX_CONNS: str(max_conns).encode(),
-            MAX_REQS: str(max_reqs).encode(),
-            MPXS_CONNS: b"1" if multiplex else b"0",
-        }
+        self._limits = (max_conns, max_reqs, multiplex)   # GET_VALUES answers
 
     # ---- input -------------------------------------------------------------
 
@@ -599,7 +596,13 @@ class ServerConnection:
     def _on_get_values(self, request_id: int, content: bytes, events: list) -> None:
         # §4.1: answer the variables we know, omit the others.
         wanted = decode_pairs(content)
-        answer = [(name, self._values[name]) for name, _ in wanted if name in self._values]
+        max_conns, max_reqs, multiplex = self._limits
+        values = {
+            MAX_CONNS: str(max_conns).encode(),
+            MAX_REQS: str(max_reqs).encode(),
+            MPXS_CONNS: b"1" if multiplex else b"0",
+        }
+        answer = [(name, values[name]) for name, _ in wanted if name in values]
         self._out.append(encode_record(GET_VALUES_RESULT, NULL_REQUEST_ID, encode_pairs(answer)))
 
     def _on_begin(self, request_id: int, content: bytes, events: list) -> None:
@@ -752,7 +755,6 @@ class ServerConnection:
             spool.flush()
             spool.seek(0)
             return spool
-        import io
         return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
 
     @staticmethod
