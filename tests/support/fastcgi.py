@@ -38,12 +38,18 @@ class Reply:
     """What came back for one request id."""
 
     def __init__(self) -> None:
-        self.stdout = b""
+        self.stdout_parts: list = []    # joined on demand: += would copy quadratically
         self.stderr = b""
         self.app_status = None
         self.protocol_status = None
         self.stdout_records = 0
         self.stdout_closed = False
+
+    @property
+    def stdout(self) -> bytes:
+        if len(self.stdout_parts) > 1:
+            self.stdout_parts[:] = [b"".join(self.stdout_parts)]
+        return self.stdout_parts[0] if self.stdout_parts else b""
 
     @property
     def ended(self) -> bool:
@@ -76,7 +82,7 @@ def parse_replies(records) -> dict:
         reply = replies.setdefault(rid, Reply())
         if rtype == p.STDOUT:
             if content:
-                reply.stdout += content
+                reply.stdout_parts.append(content)
                 reply.stdout_records += 1
             else:
                 reply.stdout_closed = True

@@ -104,3 +104,16 @@ def test_a_record_trickling_in_one_byte_at_a_time_is_parsed_once_complete():
             assert got == []
     assert got == [(p.STDIN, 3, b"y" * 65535)]
     assert reader.buffered == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=150_000), max_size=4))
+def test_framing_pieces_as_buffers_equals_framing_their_concatenation(sizes):
+    pieces = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    whole = b"".join(pieces)
+    buffers = p.frame_buffers(p.STDOUT, 7, pieces)
+    expected = p.encode_record(p.STDOUT, 7, whole) if whole else b""
+    assert b"".join(buffers) == expected
+    # The content is the pieces themselves or views of them: never copied.
+    content = [b for b in buffers if len(b) > 8]
+    assert all(any(b is x or getattr(b, "obj", None) is x for x in pieces) for b in content)

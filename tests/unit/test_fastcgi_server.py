@@ -83,11 +83,14 @@ class Pair:
 
     def read_until_end(self, rid=1):
         recs = []
-        while not any(r[0] == p.END_REQUEST and r[1] == rid for r in recs):
+        while True:
             chunk = self.client.recv(1 << 20)
             if not chunk:
                 break
-            recs += self.reader.feed(chunk)
+            new = self.reader.feed(chunk)
+            recs += new
+            if any(r[0] == p.END_REQUEST and r[1] == rid for r in new):
+                break
         return recs
 
     def step(self):
@@ -192,6 +195,27 @@ def test_post_body_reaches_the_app_byte_exact_even_when_spooled(pair_factory):
     reply = parse_replies(recs)[1]
     assert reply.head_and_body()[2] == body
     assert reply.head_and_body()[1]["x-terminated"] == "True"   # the whole body is in hand: always terminated
+
+
+def test_response_larger_than_one_writev_goes_out_whole_through_partial_writes(pair_factory):
+    # 24 MiB: more records than one writev takes (1024 buffers), and far
+    # more than the socket buffer, so writes are partial and wait for room.
+    big = os.urandom(1 << 20) * 24
+
+    def large(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [big]
+    pair = pair_factory(large)
+    pair.send(request_bytes(get_params(), keep_conn=True))
+    server = pair.serve_in_background()
+    recs = pair.read_until_end()
+    pair.stopped = True
+    server.join()
+    reply = parse_replies(recs)[1]
+    status, headers, body = reply.head_and_body()
+    assert status == "200 OK" and headers["content-length"] == str(len(big))
+    assert body == big
+    assert reply.protocol_status == p.REQUEST_COMPLETE
 
 
 def test_body_without_content_length_is_read_to_the_end_and_marked_terminated(pair_factory):

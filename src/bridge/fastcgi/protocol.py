@@ -150,19 +150,56 @@ def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:
     n = len(content)
     if n <= MAX_CONTENT:
         return _one_record(rtype, request_id, bytes(content))
-    # One join over headers and memoryview slices: the content is copied
-    # once, not three times (slice, header + content + padding, join).
-    view = memoryview(content)
-    parts = []
-    append = parts.append
-    for i in range(0, n, MAX_CONTENT):
-        chunk = view[i:i + MAX_CONTENT]
-        pad = -len(chunk) & 7
-        append(_pack_header(VERSION_1, rtype, request_id, len(chunk), pad))
-        append(chunk)
+    return b"".join(frame_buffers(rtype, request_id, (content,)))
+
+
+def frame_buffers(rtype: int, request_id: int, pieces) -> list:
+    """Records of ``rtype`` carrying ``pieces`` back to back, as a list of buffers.
+
+    For ``os.writev``: the content is never copied, only sliced (memoryview),
+    however large.  Joining 1 MiB responses into one bytes object cost more
+    than the rest of the request (a fresh allocation per response, its pages
+    faulted in each time).  Records hold at most 65535 bytes, each padded to
+    a multiple of 8 (§3.3); no pieces, or only empty ones, give ``[]``.
+    """
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+    if not total:
+        return []
+    if total <= MAX_CONTENT:
+        pad = -total & 7
+        out = [_pack_header(VERSION_1, rtype, request_id, total, pad)]
+        out += [piece for piece in pieces if piece]
         if pad:
-            append(_PADDING[:pad])
-    return b"".join(parts)
+            out.append(_PADDING[:pad])
+        return out
+    out = []
+    room = pad = 0
+    for piece in pieces:
+        n = len(piece)
+        view = None
+        i = 0
+        while i < n:
+            if not room:
+                if pad:
+                    out.append(_PADDING[:pad])
+                room = MAX_CONTENT if total > MAX_CONTENT else total
+                total -= room
+                pad = -room & 7
+                out.append(_pack_header(VERSION_1, rtype, request_id, room, pad))
+            take = room if room < n - i else n - i
+            if take == n:
+                out.append(piece)
+            else:
+                if view is None:
+                    view = memoryview(piece)
+                out.append(view[i:i + take])
+            i += take
+            room -= take
+    if pad:
+        out.append(_PADDING[:pad])
+    return out
 
 
 class RecordReader:
@@ -182,36 +219,51 @@ class RecordReader:
         self._buf = bytearray()   # an incomplete record, grown in place
         self._need = 0            # bytes that record needs before parsing is worth it
 
-    def feed(self, data: bytes) -> list:
-        """Add ``data``; return the list of records it completed (maybe empty)."""
-        if self._buf:
-            # Bytes trickling into an incomplete record are appended in
-            # place and not looked at until the record can be complete:
-            # linear cost, however small the pieces.
-            self._buf += data
-            if len(self._buf) < self._need:
-                return []
-            buf = bytes(self._buf)
-            self._buf.clear()
-        else:
-            buf = data if type(data) is bytes else bytes(data)
+    def feed(self, data) -> list:
+        """Add ``data`` (bytes, or a memoryview of a reused receive buffer:
+        nothing of it is kept); return the list of records it completed."""
         records = []
         pos = 0
-        end = len(buf)
+        end = len(data)
+        pending = self._buf
+        if pending:
+            # Complete the record begun earlier with only the bytes it lacks;
+            # the rest of ``data`` is parsed where it is.  Bytes trickling in
+            # are appended in place: linear cost, however small the pieces.
+            while True:
+                take = self._need - len(pending)
+                if take > end - pos:
+                    pending += data[pos:]
+                    return records
+                pending += data[pos:pos + take]
+                pos += take
+                version, rtype, request_id, clen, plen = _unpack_header(pending, 0)
+                if version != VERSION_1:
+                    raise ProtocolError(
+                        f"not a FastCGI 1 record: version byte {version} (header {pending[:8].hex()})")
+                full = HEADER_LEN + clen + plen
+                if len(pending) < full:
+                    self._need = full
+                    continue
+                records.append((rtype, request_id, bytes(pending[HEADER_LEN:HEADER_LEN + clen])))
+                pending.clear()
+                break
+        copy = type(data) is not bytes     # slices of a view must become bytes
         need = HEADER_LEN
         while end - pos >= HEADER_LEN:
-            version, rtype, request_id, clen, plen = _unpack_header(buf, pos)
+            version, rtype, request_id, clen, plen = _unpack_header(data, pos)
             if version != VERSION_1:
                 raise ProtocolError(
-                    f"not a FastCGI 1 record: version byte {version} (header {buf[pos:pos + 8].hex()})")
+                    f"not a FastCGI 1 record: version byte {version} (header {data[pos:pos + 8].hex()})")
             stop = pos + HEADER_LEN + clen
             if stop + plen > end:
                 need = HEADER_LEN + clen + plen
                 break
-            records.append((rtype, request_id, buf[pos + HEADER_LEN:stop]))
+            content = data[pos + HEADER_LEN:stop]
+            records.append((rtype, request_id, bytes(content) if copy else content))
             pos = stop + plen
         if pos < end:
-            self._buf += buf[pos:] if pos else buf
+            pending += data[pos:]
             self._need = need
         return records
 
@@ -789,8 +841,12 @@ class ServerConnection:
 
     def stdout(self, request_id: int, data: bytes) -> bytes:
         """FCGI_STDOUT records for ``data`` (never the empty end-of-stream record)."""
+        return b"".join(self.stdout_buffers(request_id, (data,)))
+
+    def stdout_buffers(self, request_id: int, pieces) -> list:
+        """:meth:`stdout` for ``pieces`` back to back, as buffers for ``os.writev`` (no copy)."""
         self._get(request_id)
-        return encode_record(STDOUT, request_id, data) if data else b""
+        return frame_buffers(STDOUT, request_id, pieces)
 
     def stderr(self, request_id: int, data: bytes) -> bytes:
         """FCGI_STDERR records for ``data`` (the web server writes them to its error log)."""
@@ -813,19 +869,18 @@ class ServerConnection:
         A response up to 65535 bytes is a single STDOUT record, so the web
         server gets it, and the end of the request, in one read.
         """
+        return b"".join(self.respond_buffers(request_id, (data,), app_status))
+
+    def respond_buffers(self, request_id: int, pieces, app_status: int = 0) -> list:
+        """:meth:`respond` for ``pieces`` back to back, as buffers for ``os.writev`` (no copy)."""
         request = self._get(request_id)
-        if len(data) <= MAX_CONTENT:
-            pad = -len(data) & 7
-            head = _pack_header(VERSION_1, STDOUT, request_id, len(data), pad)
-            out = [head, data, _PADDING[:pad]] if data else []
-        else:
-            out = [encode_record(STDOUT, request_id, data)]
+        out = frame_buffers(STDOUT, request_id, pieces)
         out.append(_pack_header(VERSION_1, STDOUT, request_id, 0, 0))
         if request.stderr_used:
             out.append(_pack_header(VERSION_1, STDERR, request_id, 0, 0))
         self._close_input(request)
         out.append(self._end_bytes(request, app_status, REQUEST_COMPLETE))
-        return b"".join(out)
+        return out
 
 
 #: Record type -> ServerConnection method handling it: built once, not per

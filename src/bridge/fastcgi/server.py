@@ -47,6 +47,13 @@ LINGER = 2.0
 _local = threading.local()
 _readv = os.readv
 _write = os.write
+_writev = os.writev
+
+#: Output up to this size is joined and written with one write(); larger
+#: output goes out with writev() from the buffers as they are.
+SMALL_WRITE = 32 << 10
+#: Buffers per writev() (the kernel's IOV_MAX is 1024).
+IOV_MAX = 1024
 
 
 def _buffer() -> tuple:
@@ -282,7 +289,7 @@ class Handler:
                                  self.peer, len(self.conn.requests))
                 return False
             try:
-                new = self.conn.receive_data(bytes(view[:n]))
+                new = self.conn.receive_data(view[:n])
             except fcgi.ProtocolError as exc:
                 log.warning("closing the FastCGI connection from %s: %s", self.peer, exc)
                 return False
@@ -425,18 +432,20 @@ class Handler:
         err = self._flush_err() if self.err else b""
         if end:
             self.ended = True
-            out = self.conn.respond(self.rid, head + body if body else head)
+            out = self.conn.respond_buffers(self.rid, (head, body))
         else:
             self._check_incoming()
-            out = self.conn.stdout(self.rid, head + body if body else head)
-        self._send(err + out if err else out)
+            out = self.conn.stdout_buffers(self.rid, (head, body))
+        if err:
+            out.insert(0, err)
+        self._send_buffers(out)
 
     def send_body(self, data: bytes) -> None:
         self._check_incoming()
-        out = self.conn.stdout(self.rid, data)
+        out = self.conn.stdout_buffers(self.rid, (data,))
         if self.err:
-            out = self._flush_err() + out
-        self._send(out)
+            out.insert(0, self._flush_err())
+        self._send_buffers(out)
 
     def finish(self) -> None:
         if not self.ended:
@@ -540,6 +549,38 @@ class Handler:
                 self.dead = True
                 raise
 
+    def _send_buffers(self, buffers: list) -> None:
+        """Write all of ``buffers``: joined when small (one write), else with
+        ``os.writev`` straight from the app's bytes -- no copy of a large body."""
+        size = 0
+        for b in buffers:
+            size += len(b)
+        if size <= SMALL_WRITE:
+            self._send(b"".join(buffers))
+            return
+        fd = self.fd
+        start = 0
+        while start < len(buffers):
+            batch = buffers[start:start + IOV_MAX]
+            try:
+                n = _writev(fd, batch)
+            except BlockingIOError:
+                self._wait_writable()
+                continue
+            except OSError:
+                self.dead = True
+                raise
+            # Drop what was written: whole buffers, then the front of a
+            # partial one (the next writev then usually waits for room).
+            for b in batch:
+                k = len(b)
+                if n < k:
+                    if n:
+                        buffers[start] = memoryview(b)[n:]
+                    break
+                n -= k
+                start += 1
+
     def _wait_writable(self) -> None:
         import select
         timeout = self.sock.gettimeout()
@@ -564,7 +605,7 @@ class Handler:
             raise ClientGone("the web server closed the connection")
         if n:
             try:
-                events = self.conn.receive_data(bytes(view[:n]))
+                events = self.conn.receive_data(view[:n])
             except fcgi.ProtocolError as exc:
                 self.dead = True
                 raise ClientGone(f"protocol error: {exc}") from None
