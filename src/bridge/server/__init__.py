@@ -72,6 +72,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     from bridge.server.logs import setup_logging
     log = logging.getLogger("bridge.server")
     setup_logging(config)
+    from bridge.server import malloc
+    malloc.tune()       # before forking: the workers inherit it
     command = getattr(config, "command", "serve")
     scheme = scheme or default_scheme(config)
     if getattr(config, "workers", 1) > 1 or _needs_master(config):
