@@ -51,6 +51,9 @@ ERROR_HEADERS = [
 ]
 
 _valid_names: set = set()   # header names already checked: they repeat a lot
+#: Whole (name, value) headers already checked -> their Content-Length or
+#: None: an app's constant headers are checked once, not per response.
+_checked: dict = {}
 
 
 class WSGIError(Exception):
@@ -110,6 +113,14 @@ def _check_headers(headers: Any) -> Optional[int]:
         raise WSGIError(f"headers must be a list, not {type(headers).__name__}")
     length = None
     for item in headers:
+        try:
+            if item in _checked:
+                known = _checked[item]
+                if known is not None:
+                    length = known
+                continue
+        except TypeError:       # unhashable: the checks below say what is wrong
+            pass
         if type(item) is not tuple or len(item) != 2:
             raise WSGIError(f"each header must be a (name, value) tuple, got {item!r}")
         name, value = item
@@ -130,6 +141,10 @@ def _check_headers(headers: Any) -> Optional[int]:
             if not value.isdigit() or not value.isascii():
                 raise WSGIError(f"invalid Content-Length {value!r}")
             length = int(value)
+            if len(_checked) < 1024:
+                _checked[item] = length
+        elif len(_checked) < 1024:
+            _checked[item] = None
     return length
 
 

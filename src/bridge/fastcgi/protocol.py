@@ -553,17 +553,21 @@ def _parse_params(data: bytes) -> dict:
     try:
         while pos < end:
             n = data[pos]
-            if n & 0x80:
-                n = unpack(data, pos)[0] & 0x7FFFFFFF
-                pos += 4
+            v = data[pos + 1]
+            if n < 0x80 and v < 0x80:
+                pos += 2        # the common case: two one-byte lengths
             else:
-                pos += 1
-            v = data[pos]
-            if v & 0x80:
-                v = unpack(data, pos)[0] & 0x7FFFFFFF
-                pos += 4
-            else:
-                pos += 1
+                if n & 0x80:
+                    n = unpack(data, pos)[0] & 0x7FFFFFFF
+                    pos += 4
+                else:
+                    pos += 1
+                v = data[pos]
+                if v & 0x80:
+                    v = unpack(data, pos)[0] & 0x7FFFFFFF
+                    pos += 4
+                else:
+                    pos += 1
             mid = pos + n
             stop = mid + v
             if stop > end:
@@ -841,7 +845,8 @@ class ServerConnection:
 
     def stdout(self, request_id: int, data: bytes) -> bytes:
         """FCGI_STDOUT records for ``data`` (never the empty end-of-stream record)."""
-        return b"".join(self.stdout_buffers(request_id, (data,)))
+        self._get(request_id)
+        return encode_record(STDOUT, request_id, data) if data else b""
 
     def stdout_buffers(self, request_id: int, pieces) -> list:
         """:meth:`stdout` for ``pieces`` back to back, as buffers for ``os.writev`` (no copy)."""
@@ -869,15 +874,23 @@ class ServerConnection:
         A response up to 65535 bytes is a single STDOUT record, so the web
         server gets it, and the end of the request, in one read.
         """
-        return b"".join(self.respond_buffers(request_id, (data,), app_status))
+        if len(data) > MAX_CONTENT:
+            return b"".join(self.respond_buffers(request_id, (data,), app_status))
+        request = self._get(request_id)
+        pad = -len(data) & 7
+        out = [_pack_header(VERSION_1, STDOUT, request_id, len(data), pad), data, _PADDING[:pad]] if data else []
+        return b"".join(self._end_streams(request, out, app_status))
 
     def respond_buffers(self, request_id: int, pieces, app_status: int = 0) -> list:
         """:meth:`respond` for ``pieces`` back to back, as buffers for ``os.writev`` (no copy)."""
         request = self._get(request_id)
-        out = frame_buffers(STDOUT, request_id, pieces)
-        out.append(_pack_header(VERSION_1, STDOUT, request_id, 0, 0))
+        return self._end_streams(request, frame_buffers(STDOUT, request_id, pieces), app_status)
+
+    def _end_streams(self, request: Request, out: list, app_status: int) -> list:
+        """Append the end of STDOUT (and STDERR if used) and END_REQUEST to ``out``."""
+        out.append(_pack_header(VERSION_1, STDOUT, request.id, 0, 0))
         if request.stderr_used:
-            out.append(_pack_header(VERSION_1, STDERR, request_id, 0, 0))
+            out.append(_pack_header(VERSION_1, STDERR, request.id, 0, 0))
         self._close_input(request)
         out.append(self._end_bytes(request, app_status, REQUEST_COMPLETE))
         return out

@@ -289,7 +289,9 @@ class Handler:
                                  self.peer, len(self.conn.requests))
                 return False
             try:
-                new = self.conn.receive_data(view[:n])
+                # A small read is copied once (records are then slices of
+                # it); a large one is parsed from the buffer itself.
+                new = self.conn.receive_data(view[:n] if n > SMALL_WRITE else bytes(view[:n]))
             except fcgi.ProtocolError as exc:
                 log.warning("closing the FastCGI connection from %s: %s", self.peer, exc)
                 return False
@@ -430,6 +432,17 @@ class Handler:
     def send_head(self, status: str, headers: list, body: bytes, end: bool) -> None:
         head = b"Status: " + status.encode("latin-1") + b"\r\n" + encode_headers(headers) + b"\r\n"
         err = self._flush_err() if self.err else b""
+        if len(body) <= SMALL_WRITE:
+            # The common case: one buffer, one write.
+            data = head + body if body else head
+            if end:
+                self.ended = True
+                out = self.conn.respond(self.rid, data)
+            else:
+                self._check_incoming()
+                out = self.conn.stdout(self.rid, data)
+            self._send(err + out if err else out)
+            return
         if end:
             self.ended = True
             out = self.conn.respond_buffers(self.rid, (head, body))

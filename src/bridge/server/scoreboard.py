@@ -43,6 +43,7 @@ _TEXT_MAX = _THREAD_SIZE - _THREAD.size
 _START = struct.Struct("<dd")
 _LEN = struct.Struct("<H")
 _COUNT = struct.Struct("<Q")
+_FINISHED = struct.Struct("<ddQ")   # idle again: both starts zeroed, the count
 
 
 class Scoreboard:
@@ -135,7 +136,7 @@ class Scoreboard:
 class Slot:
     """A worker's view of its own slot (the writer side, on the request path)."""
 
-    __slots__ = ("board", "index", "off", "mem", "_thread_off")
+    __slots__ = ("board", "index", "off", "mem", "_thread_off", "_text", "_counts")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.board = board
@@ -144,6 +145,10 @@ class Slot:
         self.mem = board.mem
         base = self.off + _SLOT_HEAD_SIZE
         self._thread_off = [base + t * _THREAD_SIZE for t in range(board.threads)]
+        # Per thread: the (method, uri) whose text is in the record, and the
+        # request count (each written only by its own thread).
+        self._text: list = [None] * board.threads
+        self._counts = [_COUNT.unpack_from(self.mem, off + 16)[0] for off in self._thread_off]
 
     def set_state(self, state: int) -> None:
         struct.pack_into("<I", self.mem, self.off + 12, state)
@@ -170,17 +175,19 @@ class Slot:
             qs = environ.get("QUERY_STRING")
             if qs:
                 uri += "?" + qs
-        text = f"{method} {uri}".encode("latin-1", "replace")[:_TEXT_MAX]
         mem = self.mem
-        text_off = toff + _THREAD.size
-        mem[text_off:text_off + len(text)] = text
-        _LEN.pack_into(mem, toff + 24, len(text))
+        key = (method, uri)
+        if key != self._text[thread]:   # the same request line as last time: already there
+            self._text[thread] = key
+            text = f"{method} {uri}".encode("latin-1", "replace")[:_TEXT_MAX]
+            text_off = toff + _THREAD.size
+            mem[text_off:text_off + len(text)] = text
+            _LEN.pack_into(mem, toff + 24, len(text))
         _START.pack_into(mem, toff, now, time.time())
 
     def request_finished(self, thread: int) -> None:
         if thread >= len(self._thread_off):
             return
-        toff = self._thread_off[thread]
-        mem = self.mem
-        _START.pack_into(mem, toff, 0.0, 0.0)
-        _COUNT.pack_into(mem, toff + 16, _COUNT.unpack_from(mem, toff + 16)[0] + 1)
+        counts = self._counts
+        counts[thread] += 1
+        _FINISHED.pack_into(self.mem, self._thread_off[thread], 0.0, 0.0, counts[thread])
