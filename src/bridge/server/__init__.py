@@ -103,10 +103,11 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         board = Scoreboard(1, threads)
         board.write_header(master_pid=0, target=1, generation=1)
         slot_index = board.claim(os.getpid(), 1)
-        log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
-                 threads, "" if threads == 1 else "s", os.getpid())
+        def ready() -> None:
+            log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
+                     threads, "" if threads == 1 else "s", os.getpid())
         worker = run_worker(listeners, app, factory_builder, config, board=board,
-                            slot_index=slot_index, max_requests=0)
+                            slot_index=slot_index, max_requests=0, on_ready=ready)
         log.info("Stopped (%d requests served)", worker.state.requests)
         return 0
     finally:

@@ -150,9 +150,11 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
         stop(graceful)
     worker.stop = stop_and_say
     slot.set_state(READY)
-    if on_ready is not None:
-        on_ready()
     with WorkerSignals(worker, prefork=master_pid is not None):
+        # Only now say so: a USR1 or TERM sent on seeing it must find the
+        # handlers in place (SIGUSR1's default action ends the process).
+        if on_ready is not None:
+            on_ready()
         worker.run()
     slot.set_state(STOPPING)
     return worker
