@@ -1,6 +1,6 @@
 """One worker process: a pool of threads sharing one epoll (gthread's contract, done lean).
 
-Every idle pool thread waits in ``epoll_wait`` on the worker's epoll, which
+Every running pool thread waits in ``epoll_wait`` on the worker's epoll, which
 holds the listening sockets and every *idle* connection.  The kernel hands
 each event to exactly one waiting thread, and that thread serves it itself:
 it accepts (a new connection) or calls ``handler.on_readable()``, which reads
@@ -28,7 +28,7 @@ blocked (in the app's I/O, a sleep, a slow client), and one more parked
 thread is let in to poll and serve.  When a thread finishes a request and
 more threads are running than that rule allows, it parks again.  A
 CPU-bound or blocking app therefore still gets all ``threads`` at once,
-within a millisecond or two; a fast app runs on one thread without GIL
+within a few milliseconds; a fast app runs on one thread without GIL
 ping-pong.
 
 Why each detail:
