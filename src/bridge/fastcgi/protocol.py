@@ -18,7 +18,7 @@ import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, List, Optional, Tuple, Union
+    from typing import Iterable, Tuple, Union
     Pairs = Union[dict, Iterable[Tuple[bytes, bytes]]]
     Record = Tuple[int, int, bytes]
 
