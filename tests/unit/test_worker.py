@@ -431,3 +431,27 @@ def test_threads_let_in_for_a_blocked_request_park_again_when_it_ends():
         assert worker._slots._value == 0
         for i in range(20):
             assert ask(other, b"after %d" % i) == b"after %d" % i
+
+
+def test_a_request_polled_together_with_one_that_blocks_is_still_served():
+    # Two threads, both held in a request while two idle connections get
+    # theirs: the next poll returns both events at once.  The first blocks;
+    # the second must not wait behind it (a thread let in takes it).
+    with Running(threads=2) as running:
+        worker = running.worker
+        first, second = running.connect(), running.connect()
+        assert ask(first, b"warm") == b"warm"
+        assert ask(second, b"warm") == b"warm"
+        busy = [running.connect(), running.connect()]
+        for conn in busy:
+            conn.sendall(b"sleep 0.5\n")
+        wait_until(lambda: all(worker._serving))
+        first.sendall(b"block\n")
+        second.sendall(b"meanwhile\n")
+        assert EchoHandler.started.wait(5)
+        assert read_line(second) == b"meanwhile"
+        assert not EchoHandler.release.is_set()
+        EchoHandler.release.set()
+        assert read_line(first) == b"block"
+        for conn in busy:
+            assert read_line(conn) == b"sleep 0.5"

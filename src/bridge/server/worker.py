@@ -2,7 +2,9 @@
 
 Every running pool thread waits in ``epoll_wait`` on the worker's epoll, which
 holds the listening sockets and every *idle* connection.  The kernel hands
-each event to exactly one waiting thread, and that thread serves it itself:
+each event to exactly one waiting thread, and that thread serves it itself
+(it takes up to ``POLL_BATCH`` events per call; those it does not serve at
+once wait in a queue that every running thread takes from first):
 it accepts (a new connection) or calls ``handler.on_readable()``, which reads
 what is there, runs any complete request(s) -- the app runs in that thread --
 and returns ``True`` ("wake me when readable again") or ``False`` ("close
@@ -68,6 +70,7 @@ Why each detail:
 """
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import logging
@@ -112,6 +115,13 @@ MONITOR_INTERVAL = 0.001
 MONITOR_MAX = 0.005
 MONITOR_QUIET = 50
 MONITOR_LINGER = 0.1
+
+#: Events taken per ``epoll_wait``.  Under load most connections are ready
+#: at once; one event per call made the call a syscall per request.  The
+#: rest wait, in the order the kernel reported them, in a queue that every
+#: running pool thread takes from before it polls again, so one blocked
+#: request does not hold up the events polled with it.
+POLL_BATCH = 64
 
 #: accept() errors that mean "out of descriptors or memory": pause, do not spin.
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -291,6 +301,7 @@ class Worker:
         self._lock = threading.Lock()
         self._conns: dict = {}
         self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
+        self._ready = collections.deque()   # polled events not served yet (under _lock)
         self._in_hand = 0             # connections running or in the backlog (under _lock)
         self._idle = 0                # pool threads waiting in epoll (under _lock)
         # One pool thread runs (polls and serves) at a time; the loop's monitor
@@ -683,8 +694,9 @@ class Worker:
 
         Every running pool thread waits in ``epoll_wait`` on the same epoll;
         the kernel hands each (one-shot) event to exactly one of them.  The
-        thread that got it serves it: no queue, no wake-up of a second
-        thread.  Usually one thread runs (see the module doc).
+        thread that got it serves it: no hand-off, no wake-up of a second
+        thread; the other events of the same poll wait in ``_ready`` for the
+        next running thread.  Usually one thread runs (see the module doc).
         """
         self.state.register_thread(index)
         slots = self._slots
@@ -703,6 +715,8 @@ class Worker:
         conns = self._conns
         by_fd = self._by_fd
         backlog = self._backlog
+        ready = self._ready
+        claim = self._claim
         stop_r = self._stop_r
         serving = self._serving
         tags = self._tags
@@ -730,43 +744,39 @@ class Worker:
                         return True
                     current[0] = 0
                 if backlog:
-                    conn = backlog.pop(0)
+                    item = backlog.pop(0)
+                elif ready:
+                    item = claim(ready.popleft())
                 else:
-                    conn = None
+                    item = None
                     self._idle += 1
-            if conn is not None:
-                serve(conn)
-                continue
-            try:
-                events = poll(-1, 1)
-            except InterruptedError:    # pragma: no cover - PEP 475 retries
-                events = ()
-            except (OSError, ValueError):   # epoll closed under us at shutdown
+            if item is None:
+                try:
+                    events = poll(-1, POLL_BATCH)
+                except InterruptedError:    # pragma: no cover - PEP 475 retries
+                    events = ()
+                except (OSError, ValueError):   # epoll closed under us at shutdown
+                    with lock:
+                        self._idle -= 1
+                    return False
                 with lock:
                     self._idle -= 1
-                return False
-            if not events:
-                with lock:
-                    self._idle -= 1
-                continue
-            fd = events[0][0]
-            conn = conns.get(fd)
-            if conn is not None:
-                with lock:
-                    self._idle -= 1
-                    if conn.closed or conn.busy:
-                        # A stale event for a reused descriptor, or one the
-                        # sweep closed meanwhile: its owner re-arms it.
+                    if not events:
                         continue
-                    conn.busy = True
-                    self._in_hand += 1
-                serve(conn)
+                    for fd, _ in events[1:]:
+                        # The Connection as it is now: if the sweep closes it
+                        # before its turn, the stale event is dropped.
+                        ready.append(conns.get(fd, fd))
+                    fd = events[0][0]
+                    item = claim(conns.get(fd, fd))
+                if item is None:
+                    continue
+            if item.__class__ is Connection:
+                serve(item)
                 continue
-            with lock:
-                self._idle -= 1
-            if fd == stop_r:
+            if item == stop_r:
                 return False
-            listener = by_fd.get(fd)
+            listener = by_fd.get(item)
             if listener is None or self._stop is not None:
                 continue
             conn = self._accept(listener)
@@ -774,11 +784,26 @@ class Worker:
                 self._accept_more(listener)
             if self.accept_limit is None and not self._paused:
                 try:
-                    self._epoll.modify(fd, _ARM)   # next connection: next idle thread
+                    self._epoll.modify(item, _ARM)   # next connection: next idle thread
                 except (OSError, ValueError):
                     pass
             if conn is not None:
                 serve(conn)
+
+    def _claim(self, item):
+        """An event's Connection, marked busy, or its descriptor (a listener,
+        the stop pipe); None for a stale event (caller holds ``_lock``).
+
+        A connection closed meanwhile, or busy (a reused descriptor's old
+        event; its owner re-arms it), is dropped.
+        """
+        if item.__class__ is not Connection:
+            return item
+        if item.closed or item.busy:
+            return None
+        item.busy = True
+        self._in_hand += 1
+        return item
 
     def _serve(self, conn: Connection) -> None:
         try:
