@@ -1,4 +1,4 @@
 """``python -m bridge`` is the ``bridge`` command."""
-from bridge.cli import main
+from bridge import main
 
 raise SystemExit(main())

@@ -63,28 +63,7 @@ def build_parser():
     return parser
 
 
-def _plain_cgi_app(argv: Sequence[str]) -> Optional[str]:
-    """APP when the command is exactly ``bridge cgi APP`` with no BRIDGE_* settings.
-
-    That is how a web server runs bridge once per request, so it skips
-    argparse (which imports ``re``) and the settings declarations (which
-    import every component's options): ~15 ms a request.  Anything else
-    takes the general path below, so both give the same result.
-    """
-    if len(argv) != 2 or argv[0] != "cgi" or argv[1].startswith("-"):
-        return None
-    import os
-    if any(key.startswith("BRIDGE_") for key in os.environ):
-        return None
-    return argv[1]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    app_spec = _plain_cgi_app(sys.argv[1:] if argv is None else list(argv))
-    if app_spec is not None:
-        from bridge.cgi.gateway import main as cgi_main
-        return cgi_main(Config("cgi", {"app": app_spec, "pythonpath": [], "chdir": None,
-                                       "script_name": None})) or 0
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command

@@ -7,8 +7,6 @@
 ``/error``   raises, to see a 500 that leaks nothing
 any other   the environ page with status 404 (shows the SCRIPT_NAME/PATH_INFO a mount produced)
 """
-from __future__ import annotations
-
 
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "") or "/"

@@ -5,11 +5,12 @@
 failure is an :class:`AppLoadError` whose message is one line a user can act
 on; the CLI prints it and exits with status 2.
 """
-from __future__ import annotations
-
 import os
 import sys
 
+# Annotations that name typing's types are strings, and there is no
+# `from __future__ import annotations`: that line imports the __future__
+# module, one more import every CGI request would pay (bridge cgi's path).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Iterable, Optional
@@ -19,7 +20,7 @@ class AppLoadError(Exception):
     """The app could not be loaded; ``str(exc)`` is the one line to show."""
 
 
-def prepare_path(pythonpath: Iterable[str] = (), chdir: Optional[str] = None) -> None:
+def prepare_path(pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None) -> None:
     """Working directory first on ``sys.path`` (like ``python -m``), then ``--pythonpath``."""
     if chdir:
         try:
@@ -32,7 +33,7 @@ def prepare_path(pythonpath: Iterable[str] = (), chdir: Optional[str] = None) ->
         sys.path.insert(0, entry)
 
 
-def load_app(spec: str, pythonpath: Iterable[str] = (), chdir: Optional[str] = None) -> Callable:
+def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None) -> "Callable":
     if not spec or not isinstance(spec, str):
         raise AppLoadError("no application given: pass APP as module:callable")
     prepare_path(pythonpath, chdir)
@@ -80,7 +81,7 @@ def _with_traceback(message: str) -> str:
     return message + "\n" + traceback.format_exc().rstrip()
 
 
-def load_from_config(config) -> Callable:
+def load_from_config(config) -> "Callable":
     """The app a command serves: ``config.app`` wrapped by what the settings ask for.
 
     Exits with status 2 and one line on stderr when it cannot be loaded.

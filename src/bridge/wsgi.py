@@ -11,11 +11,12 @@ sent for an empty first chunk, validation raises real exceptions (never
 ``assert``), and this module imports nothing beyond ``sys`` and ``io`` at
 start-up, because a CGI request pays for every import.
 """
-from __future__ import annotations
-
 import io
 import sys
 
+# Annotations that name typing's types are strings, and there is no
+# `from __future__ import annotations`: that line imports the __future__
+# module, one more import every CGI request would pay (bridge cgi's path).
 TYPE_CHECKING = False
 if TYPE_CHECKING:   # typing costs ~7 ms (it imports re): never at run time on the CGI path
     from typing import Any, Callable, Optional
@@ -93,7 +94,7 @@ def status_has_body(status: str, method: str) -> bool:
     return not (code[0] == "1" or code == "204" or code == "304")
 
 
-def _check_status(status: Any) -> None:
+def _check_status(status: "Any") -> None:
     if type(status) is not str:
         raise WSGIError(f"status must be a str, not {type(status).__name__}: {status!r}")
     # PEP 3333: "999 Message here": three digits, a space, a reason phrase.
@@ -107,7 +108,7 @@ def _check_status(status: Any) -> None:
         raise WSGIError(f"status is not latin-1 encodable (PEP 3333 bytes as str): {status!r}")
 
 
-def _check_headers(headers: Any) -> Optional[int]:
+def _check_headers(headers: "Any") -> "Optional[int]":
     """Validate the app's header list; return its Content-Length, if any."""
     if type(headers) is not list:
         raise WSGIError(f"headers must be a list, not {type(headers).__name__}")
@@ -163,7 +164,7 @@ class Response:
                  "content_length", "bytes_sent", "body_allowed", "disconnected",
                  "failed", "is_head")
 
-    def __init__(self, environ: dict, transport: Transport) -> None:
+    def __init__(self, environ: dict, transport: "Transport") -> None:
         self.environ = environ
         self.transport = transport
         self.status: Optional[str] = None
@@ -176,7 +177,7 @@ class Response:
         self.disconnected = False   # the client went away
         self.failed = False         # the app raised or broke the contract
 
-    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(self, status: str, headers: list, exc_info: "Any" = None) -> "Callable[[bytes], None]":
         if exc_info is not None:
             try:
                 if self.headers_sent:
@@ -280,7 +281,7 @@ def _describe(environ: dict) -> str:
     return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
 
 
-def call_app(app: Callable, environ: dict, transport: Transport) -> Response:
+def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Response":
     """Run ``app`` for one request and send its response through ``transport``.
 
     Never raises for the application's faults: an error before any output
@@ -337,7 +338,7 @@ def _is_disconnect(exc: OSError) -> bool:
     return getattr(exc, "client_gone", False)
 
 
-def _fail(response: Response, environ: dict) -> None:
+def _fail(response: "Response", environ: dict) -> None:
     response.failed = True
     _log_error(environ, f"error while serving {_describe(environ)}")
     try:
@@ -357,7 +358,7 @@ def _fail(response: Response, environ: dict) -> None:
         _log_error(environ, "error while sending the error response")
 
 
-def _send_file_wrapper(response: Response, wrapper: "FileWrapper") -> None:
+def _send_file_wrapper(response: "Response", wrapper: "FileWrapper") -> None:
     """Let the gateway use ``os.sendfile`` for a real file (PEP 3333 optional extension)."""
     import os
     filelike = wrapper.filelike
@@ -394,7 +395,7 @@ class FileWrapper:
 
     __slots__ = ("filelike", "blksize")
 
-    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+    def __init__(self, filelike: "Any", blksize: int = 65536) -> None:
         self.filelike = filelike
         self.blksize = blksize
 
@@ -439,7 +440,7 @@ class InputStream:
             self._eof = True
         return data
 
-    def read(self, size: Optional[int] = -1) -> bytes:
+    def read(self, size: "Optional[int]" = -1) -> bytes:
         if size is None or size < 0:
             parts = [self._buf]
             self._buf = b""
@@ -467,7 +468,7 @@ class InputStream:
         self._buf = buf[size:]
         return buf[:size]
 
-    def readline(self, size: Optional[int] = -1) -> bytes:
+    def readline(self, size: "Optional[int]" = -1) -> bytes:
         if size is None:
             size = -1
         buf = self._buf
@@ -524,7 +525,7 @@ class BoundedInput(InputStream):
     request right behind it.
     """
 
-    def __init__(self, raw: Any, length: int) -> None:
+    def __init__(self, raw: "Any", length: int) -> None:
         super().__init__()
         self._raw = raw
         self._left = length
@@ -569,13 +570,13 @@ def decode_path(raw: bytes) -> str:
 def make_environ(
     cgi_vars: dict,
     *,
-    input: Any,
-    errors: Any,
+    input: "Any",
+    errors: "Any",
     multithread: bool,
     multiprocess: bool,
     run_once: bool = False,
     input_terminated: bool = False,
-    url_scheme: Optional[str] = None,
+    url_scheme: "Optional[str]" = None,
 ) -> dict:
     """Complete a dict of CGI meta-variables (str → latin-1 str) into a WSGI environ.
 
@@ -631,5 +632,5 @@ def apply_script_name(environ: dict, prefix: str) -> None:
         environ["PATH_INFO"] = path[len(prefix):]
 
 
-def empty_input() -> io.BytesIO:
+def empty_input() -> "io.BytesIO":
     return io.BytesIO(b"")

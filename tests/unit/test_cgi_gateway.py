@@ -301,3 +301,43 @@ def test_run_under_cgi_with_a_connected_socket_on_stdin_serves_cgi():
         a.close()
         b.close()
     assert proc.stdout.endswith(b"\r\n\r\nHello, world!\n")
+
+
+# What the plain `bridge cgi APP` imports is paid by every request: the app
+# below answers with the modules loaded by then, minus those of a bare
+# interpreter (`python -c pass` under the same environment).
+MODULES_APP = '''\
+import sys
+
+def application(environ, start_response):
+    body = "\\n".join(sorted(sys.modules)).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+'''
+
+COLD_START_FORBIDDEN = {"re", "typing", "argparse", "enum", "socket", "__future__",
+                        "bridge.cli", "bridge.config", "bridge.options"}
+
+
+@pytest.mark.parametrize("entry", [["-m", "bridge"], [str(ROOT / "scripts" / "bridge")]],
+                         ids=["python -m bridge", "scripts/bridge"])
+def test_plain_bridge_cgi_imports_no_parser_settings_or_typing(tmp_path, entry):
+    (tmp_path / "modules_app.py").write_text(MODULES_APP)
+    env = cgi_env(path=b"/")
+    env[b"PYTHONPATH"] = b"%s:%s" % (str(SRC).encode(), str(tmp_path).encode())
+    bare = subprocess.run([sys.executable, "-c", "import sys; print('\\n'.join(sys.modules))"],
+                          env=env, capture_output=True, text=True, timeout=30, check=True)
+    r = run_cgi([sys.executable, *entry, "cgi", "modules_app:application"], env)
+    assert r.status == "200 OK"
+    loaded = set(r.body.decode().split()) - set(bare.stdout.split())
+    assert {"bridge", "bridge.cgi.gateway", "bridge.wsgi", "modules_app"} <= loaded
+    assert not loaded & COLD_START_FORBIDDEN, sorted(loaded & COLD_START_FORBIDDEN)
+
+
+def test_bridge_cgi_with_a_setting_takes_the_full_command_line_and_answers_the_same(tmp_path):
+    plain = run_cgi([sys.executable, "-m", "bridge", "cgi", "bridge.demo:app"], cgi_env(path=b"/hello"))
+    env = cgi_env(path=b"/hello")
+    env[b"BRIDGE_CHDIR"] = str(tmp_path).encode()      # any BRIDGE_* setting: the general path
+    full = run_cgi([sys.executable, "-m", "bridge", "cgi", "bridge.demo:app"], env)
+    assert plain.status == full.status == "200 OK"
+    assert plain.stdout == full.stdout

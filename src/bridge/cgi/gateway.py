@@ -15,13 +15,14 @@ Start-up is every request's cost, so this module imports only ``os`` and
 ``sys`` (already loaded by the interpreter) and ``bridge.wsgi``; the loader
 only when the app is given by name, ``traceback`` only on failure.
 """
-from __future__ import annotations
-
 import os
 import sys
 
 from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ
 
+# Annotations that name typing's types are strings, and there is no
+# `from __future__ import annotations`: that line imports the __future__
+# module, one more import every CGI request would pay (bridge cgi's path).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO, Callable, Iterable, Optional, TextIO, Union
@@ -37,7 +38,7 @@ class CGITransport:
 
     __slots__ = ("out", "started")
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: "BinaryIO") -> None:
         self.out = out
         self.started = False
 
@@ -73,7 +74,7 @@ class InputToEOF(InputStream):
     convention for such bodies) instead of losing it.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: "BinaryIO") -> None:
         super().__init__()
         self._raw = raw
 
@@ -81,7 +82,7 @@ class InputToEOF(InputStream):
         return self._raw.read(min(n, 1 << 20))
 
 
-def cgi_environ(source: Optional[dict] = None) -> dict:
+def cgi_environ(source: "Optional[dict]" = None) -> dict:
     """CGI meta-variables as latin-1 "bytes as str" (PEP 3333), from ``os.environb``.
 
     httpoxy (CVE-2016-5385): a ``Proxy:`` request header arrives as
@@ -98,7 +99,7 @@ def cgi_environ(source: Optional[dict] = None) -> dict:
     return environ
 
 
-def write_error_response(out: BinaryIO, message: str, errors: Optional[TextIO] = None) -> None:
+def write_error_response(out: "BinaryIO", message: str, errors: "Optional[TextIO]" = None) -> None:
     """A valid 500 when the app could not even be loaded; the reason goes to stderr."""
     errors = errors if errors is not None else sys.stderr
     try:
@@ -110,8 +111,8 @@ def write_error_response(out: BinaryIO, message: str, errors: Optional[TextIO] =
     out.flush()
 
 
-def _load(app: Union[str, Callable, None], pythonpath: Iterable[str], chdir: Optional[str],
-          config: object = None) -> Callable:
+def _load(app: "Union[str, Callable, None]", pythonpath: "Iterable[str]", chdir: "Optional[str]",
+          config: object = None) -> "Callable":
     if isinstance(app, str):
         from bridge.loader import load_app
         app = load_app(app, pythonpath, chdir)
@@ -129,10 +130,10 @@ def _load(app: Union[str, Callable, None], pythonpath: Iterable[str], chdir: Opt
     return app
 
 
-def run_cgi(app: Union[str, Callable], *, stdin: Optional[BinaryIO] = None,
-            stdout: Optional[BinaryIO] = None, stderr: Optional[TextIO] = None,
-            environ: Optional[dict] = None, script_name: Optional[str] = None,
-            pythonpath: Iterable[str] = (), chdir: Optional[str] = None,
+def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
+            stdout: "Optional[BinaryIO]" = None, stderr: "Optional[TextIO]" = None,
+            environ: "Optional[dict]" = None, script_name: "Optional[str]" = None,
+            pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None,
             config: object = None) -> int:
     """Handle the one request of this CGI process; returns 0 (a response was written).
 
@@ -212,3 +213,15 @@ def main(config) -> int:
         return 2
     return run_cgi(config.app, script_name=config.script_name, pythonpath=config.pythonpath,
                    chdir=config.chdir, config=config)
+
+
+def main_plain(app: str) -> int:
+    """``bridge cgi APP`` with every setting at its default (see :func:`bridge.main`).
+
+    The same as :func:`main` with a default config: no settings module is
+    loaded, so there is no ``APP_WRAPPERS`` hook to apply.
+    """
+    if "GATEWAY_INTERFACE" not in os.environ:
+        sys.stderr.write(NOT_CGI)
+        return 2
+    return run_cgi(app)
