@@ -21,6 +21,14 @@ def errors_text(row: dict) -> str:
     return ", ".join(parts) or "0"
 
 
+def cpu_text(row: dict) -> str:
+    """CPU per request of server, nginx and load client ("" if not measured)."""
+    cpu = row.get("cpu_ms_per_request")
+    if not cpu:
+        return ""
+    return "CPU ms/req " + " / ".join(f"{k} {cpu[k]:.1f}" for k in ("server", "nginx", "client") if k in cpu)
+
+
 def fmt_num(value, digits=0) -> str:
     if value is None:
         return "-"
@@ -41,6 +49,8 @@ def table_rows(results: list[dict]) -> list[list[str]]:
                          str(r["conc"]), r["status"], "", "", "", "", r.get("reason", "")[:60]])
             continue
         extra = f"{r['mb_per_s']:.0f} MB/s" if r["mode"] == "bodies" else ""
+        if cpu_text(r):
+            extra += ", " + cpu_text(r)
         if r.get("loadavg"):
             # The machine's 1-minute load when the case started: 2 cores, so
             # anything well above 2 means other programs shared them.

@@ -360,6 +360,17 @@ class Running:
     def command(self) -> str:
         return self.launched.command if self.launched else "(nginx only)"
 
+    def cpu_seconds(self) -> dict:
+        """CPU time so far of the server's processes and of nginx's."""
+        from procs import children, cpu_seconds
+        out = {}
+        if self.launched is not None:
+            proc = self.launched.proc
+            out["server"] = cpu_seconds(sorted({proc.pid, *children(proc.pid), *proc.extra_pids}))
+        if self.nginx is not None:
+            out["nginx"] = cpu_seconds([self.nginx.proc.pid, *children(self.nginx.proc.pid)])
+        return out
+
     def log_tail(self) -> str:
         return self.launched.proc.tail() if self.launched else ""
 
