@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     if len(args) == 2 and args[0] == "cgi" and not args[1].startswith("-"):
         import os
         if not any(key.startswith("BRIDGE_") for key in os.environ):
-            from bridge.cgi.gateway import main_plain
-            return main_plain(args[1])
+            from bridge.cgi.gateway import serve_one
+            return serve_one(args[1])
     from bridge.cli import main as cli_main
     return cli_main(args)
 

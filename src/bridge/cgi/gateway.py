@@ -203,25 +203,21 @@ NOT_CGI = (
 
 
 def main(config) -> int:
-    """``bridge cgi APP``: load the app and serve this process's one request.
+    """``bridge cgi APP [options]``: :func:`serve_one` with the command line's settings."""
+    return serve_one(config.app, script_name=config.script_name, pythonpath=config.pythonpath,
+                     chdir=config.chdir, config=config)
+
+
+def serve_one(app: str, **options) -> int:
+    """Load the app and serve this process's one request; 2 if it is not a CGI request.
 
     If the app cannot be loaded the web server still gets a valid 500, and
-    the reason goes to stderr (Apache's error log).
+    the reason goes to stderr (Apache's error log).  Called directly (no
+    ``config``) by :func:`bridge.main` for the plain ``bridge cgi APP``: no
+    settings module is loaded then, so there is no ``APP_WRAPPERS`` hook to
+    apply.
     """
     if "GATEWAY_INTERFACE" not in os.environ:
         sys.stderr.write(NOT_CGI)
         return 2
-    return run_cgi(config.app, script_name=config.script_name, pythonpath=config.pythonpath,
-                   chdir=config.chdir, config=config)
-
-
-def main_plain(app: str) -> int:
-    """``bridge cgi APP`` with every setting at its default (see :func:`bridge.main`).
-
-    The same as :func:`main` with a default config: no settings module is
-    loaded, so there is no ``APP_WRAPPERS`` hook to apply.
-    """
-    if "GATEWAY_INTERFACE" not in os.environ:
-        sys.stderr.write(NOT_CGI)
-        return 2
-    return run_cgi(app)
+    return run_cgi(app, **options)
