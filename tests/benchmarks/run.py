@@ -501,8 +501,8 @@ def targets(results: list[dict], extra: dict) -> list[dict]:
     # The bodies target names the 10 MiB upload and download.  The
     # 1 MiB rows are in the table with their CPU split, not a target: nginx
     # (temporary files for the body and the response) and the client spend
-    # about 8 ms of CPU on each 1 MiB request whatever the server, so no
-    # server can be 2x flup end to end there (docs/performance.md, section 9).
+    # about 8.5 ms of CPU on each 1 MiB request whatever the server, which
+    # caps any server near 2x flup there (docs/performance.md, section 13).
     for size in (10 << 20,):
         for conc in (1, 4):
             b = find(results, mode="bodies", server="bridge", size=size, conc=conc)
