@@ -725,6 +725,9 @@ def main(argv=None) -> int:
         log(f"cannot run without {', '.join(missing_tools)} (apt-get install {' '.join(missing_tools)})")
         return 1
     python = benchenv.ensure_venv(Path(args.venv))
+    # Read now: the commit of the sources just installed, not of whatever
+    # src/ holds when the run ends 20 minutes later.
+    facts = benchenv.machine_facts(python)
     load_at_start, others = benchenv.loadavg(), benchenv.neighbours()
     if others:
         log(f"warning: {len(others)} other program(s) are loading this machine (figures will be low and noisy):")
@@ -751,7 +754,7 @@ def main(argv=None) -> int:
     add_ratios(results)
     data = {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "duration": args.duration,
             "command": command, "elapsed_s": round(time.monotonic() - deadline_note, 1),
-            "machine": benchenv.machine_facts(python), "results": results, "extra": extra, "profiles": profiles}
+            "machine": facts, "results": results, "extra": extra, "profiles": profiles}
     data["machine"]["loadavg"] = f"{load_at_start} at the start, {benchenv.loadavg()} at the end"
     data["machine"]["neighbours"] = others
     data["targets"] = targets(results, extra)
