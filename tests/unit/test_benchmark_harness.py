@@ -7,6 +7,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
@@ -81,3 +83,19 @@ def test_docs_keep_the_prose_around_the_generated_part(tmp_path):
     text = doc.read_text()
     assert "new figures" in text and "old figures" not in text
     assert text.startswith("# Intro by hand") and text.endswith("prose\n")
+
+
+def test_ab_trees_take_their_own_worker_count_or_the_default(tmp_path):
+    import ab
+    trees = ab.parse_trees(f"before={tmp_path}/a@2,after={tmp_path}/b", workers=1)
+    assert trees == [("before", str(tmp_path / "a"), 2), ("after", str(tmp_path / "b"), 1)]
+    for bad in ("nosrc", "=src", "name="):
+        with pytest.raises(ValueError, match="NAME=SRC"):
+            ab.parse_trees(bad, workers=1)
+
+
+def test_upload_rows_show_who_spent_the_cpu():
+    r = row("bridge", 95, mode="bodies", size=1 << 20, mb_per_s=99.0,
+            cpu_ms_per_request={"server": 3.4, "nginx": 6.4, "client": 2.2})
+    assert report.cpu_text(r) == "CPU ms/req server 3.4 / nginx 6.4 / client 2.2"
+    assert report.cpu_text(row("bridge", 95)) == ""
