@@ -117,36 +117,40 @@ def _wait_gone(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _stat_fields(pid) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (None if gone).
+
+    The command name may hold spaces and parentheses: split after the last ')'.
+    So field 0 here is the state, 1 the parent, 11/12 utime/stime (man 5 proc
+    numbers them 3, 4, 14, 15).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2:].split()
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (from /proc)."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
+        if entry.isdigit():
+            fields = _stat_fields(entry)
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry))
     return found
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time so far of the processes ``pids`` (all their threads)."""
-    total = 0
+    ticks = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])      # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int | None:
