@@ -51,10 +51,15 @@ ERROR_HEADERS = [
     ("Content-Length", str(len(ERROR_BODY))),
 ]
 
-_valid_names: set = set()   # header names already checked: they repeat a lot
+#: Header names already checked (a token, not hop-by-hop): they repeat a lot.
+_valid_names: set = set()
 #: Whole (name, value) headers already checked -> their Content-Length or
-#: None: an app's constant headers are checked once, not per response.
+#: None: an app's constant headers are checked once, not per response.  Both
+#: caches are consulted only once the pair is known to be a tuple of two
+#: exact ``str``: a subclass may compare equal to a checked pair while
+#: encoding to something else, and a cache answers only for what it checked.
 _checked: dict = {}
+_UNCHECKED = object()
 
 
 class WSGIError(Exception):
@@ -114,26 +119,25 @@ def _check_headers(headers: "Any") -> "Optional[int]":
         raise WSGIError(f"headers must be a list, not {type(headers).__name__}")
     length = None
     for item in headers:
-        try:
-            if item in _checked:
-                known = _checked[item]
-                if known is not None:
-                    length = known
-                continue
-        except TypeError:       # unhashable: the checks below say what is wrong
-            pass
         if type(item) is not tuple or len(item) != 2:
             raise WSGIError(f"each header must be a (name, value) tuple, got {item!r}")
         name, value = item
+        if type(name) is not str:
+            raise WSGIError(f"invalid header name {name!r}")
+        if type(value) is not str:
+            raise WSGIError(f"header {name!r} value must be a str, got {value!r}")
+        known = _checked.get(item, _UNCHECKED)
+        if known is not _UNCHECKED:
+            if known is not None:
+                length = known
+            continue
         if name not in _valid_names:
-            if type(name) is not str or not name or not all(c in TCHAR for c in name):
+            if not name or not all(c in TCHAR for c in name):
                 raise WSGIError(f"invalid header name {name!r}")
             if name.lower() in HOP_BY_HOP:
                 raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")
             if len(_valid_names) < 512:
                 _valid_names.add(name)
-        if type(value) is not str:
-            raise WSGIError(f"header {name!r} value must be a str, got {value!r}")
         if "\n" in value or "\r" in value or "\0" in value:
             raise WSGIError(f"header {name!r} value contains CR, LF or NUL: {value!r}")
         if not value.isascii() and max(value) > "\xff":

@@ -334,6 +334,32 @@ def test_malformed_request_gets_its_status_and_a_closing_response(raw, status):
     assert conn.their_state is ERROR and not conn.keep_alive
 
 
+# A field name seen valid before must not excuse a bad line that carries it:
+# the cache of checked names says nothing about the colon or the whitespace.
+NAME_SEEN_BEFORE = [
+    ("no_colon", b"X-Seen\r\n"),
+    ("no_colon_other_case", b"x-seen\r\n"),
+    ("space_before_colon", b"X-Seen : 1\r\n"),
+    ("tab_before_colon", b"X-Seen\t: 1\r\n"),
+    ("obs_fold_of_the_name", b"X-Seen: 1\r\n X-Seen: 2\r\n"),
+    ("name_with_space_inside", b"X-Seen X: 1\r\n"),
+]
+
+
+@pytest.mark.parametrize("line", [c[1] for c in NAME_SEEN_BEFORE], ids=[c[0] for c in NAME_SEEN_BEFORE])
+@pytest.mark.parametrize("where", ["header", "trailer"])
+def test_a_bad_field_line_is_refused_even_after_its_name_was_seen_valid(line, where):
+    for _ in range(3):   # the same names valid, in this process, several times
+        parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-Seen: 1\r\nx-seen: 2\r\n\r\n")
+        parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"0\r\nX-Seen: 1\r\n\r\n")
+    if where == "header":
+        raw = b"GET / HTTP/1.1\r\nHost: h\r\n" + line + b"\r\n"
+    else:
+        raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + line + b"\r\n"
+    assert rejected(raw) == 400
+
+
 # --------------------------------------------------------------------------
 # Limits
 

@@ -402,6 +402,34 @@ def test_a_hop_by_hop_header_from_the_app_is_a_500(name):
     assert "hop-by-hop" in log
 
 
+class Lookalike(str):
+    """A str that claims to equal (and hashes like) a header already checked."""
+
+    def __new__(cls, text, like):
+        self = super().__new__(cls, text)
+        self.like = like
+        return self
+
+    def __eq__(self, other):
+        return True
+
+    def __hash__(self):
+        return hash(self.like)
+
+
+@pytest.mark.parametrize("header", [
+    ("X-Cached", Lookalike("a\r\nSet-Cookie: x=1", "fine")),
+    (Lookalike("Bad Name\r\nSet-Cookie: x=1", "X-Cached"), "fine"),
+    ("Content-Length", Lookalike("5, 6", "5")),
+])
+def test_the_header_cache_answers_only_for_the_exact_pair_it_checked(header):
+    for _ in range(3):   # the genuine pairs checked and cached first
+        assert run(simple(headers=[("X-Cached", "fine"), ("Content-Length", "5")]))[0].status == "200 OK"
+    t, _, log = run(simple(headers=[header]))
+    assert t.status == "500 Internal Server Error"
+    assert b"Set-Cookie" not in t.wire and b"5, 6" not in t.wire
+
+
 @pytest.mark.parametrize("headers", [(("Content-Type", "text/plain"),), [["Content-Type", "text/plain"]],
                                      [("Content-Type", "text/plain", "extra")], "Content-Type: text/plain"])
 def test_headers_must_be_a_list_of_name_value_tuples(headers):

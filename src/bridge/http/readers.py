@@ -40,8 +40,11 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-# Header names seen before, mapped to their lower-case form: real traffic
-# repeats a few dozen names, so the token check runs once per name.
+# Field names that passed the token check, mapped to their lower-case form:
+# real traffic repeats a few dozen names, so the check runs once per name.
+# The key is the name alone, so a hit says nothing about the rest of the
+# line: only a line that has its colon may use it (``X-Foo`` with no colon
+# must be refused whether or not ``X-Foo: 1`` came before).
 _names: dict = {}
 _methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
 # Fields that decide framing and connection handling (RFC 9112 §6, §9).
@@ -59,7 +62,7 @@ def parse_fields(lines: list, limits: Limits) -> list:
         if len(line) > size:
             raise RemoteProtocolError(f"a header field line is longer than {size} bytes", 431)
         name, colon, value = line.partition(":")
-        lname = _names.get(name)
+        lname = _names.get(name) if colon else None
         if lname is None:
             lname = _check_name(line, name, colon)
         append((lname, value.strip(" \t")))
