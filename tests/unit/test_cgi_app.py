@@ -51,6 +51,28 @@ def test_folded_header_lines_are_joined():
     assert head.headers[-1] == ("X-Long", "one two")
 
 
+CONTROLS = [("ESC", b"\x1b[2J"), ("BEL", b"\x07"), ("NUL", b"\x00"), ("DEL", b"\x7f"),
+            ("CR_alone", b"\rX-Evil: 1"), ("VT", b"\x0b"), ("FF", b"\x0c")]
+
+
+@pytest.mark.parametrize("ctl", [c[1] for c in CONTROLS], ids=[c[0] for c in CONTROLS])
+@pytest.mark.parametrize("shape", [
+    b"Content-Type: a/b\nX-A: one%s two",               # plain line
+    b"Content-Type: a/b\nX-A: one\n  two%s",            # in a folded continuation
+    b"Content-Type: a/b\nX-A: one\n\t%s two",          # tab fold, control first
+    b"Content-Type: a/b\r\nX-A: one\r\n %s\r\n",     # CRLF lines, folded
+    b"Content-Type: a/b\nX%s-A: one",                   # in a name
+])
+def test_a_control_character_anywhere_in_the_header_block_is_refused(ctl, shape):
+    with pytest.raises(BadResponse):
+        parse_head(shape % ctl)
+
+
+def test_obs_fold_becomes_one_space_and_keeps_the_rest_as_it_was():
+    head = parse_head(b"Content-Type: a/b\r\nX-A: one\r\n \t two\t\r\n\tthree")
+    assert head.headers[-1] == ("X-A", "one two three")
+
+
 @pytest.mark.parametrize("garbage", [
     b"hello world",
     b"<html><body>oops</body></html>",
