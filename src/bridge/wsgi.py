@@ -24,7 +24,7 @@ if TYPE_CHECKING:   # typing costs ~7 ms (it imports re): never at run time on t
 __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
-    "status_has_body", "decode_path",
+    "status_has_body", "decode_path", "merge_content_length", "single_content_length",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -113,11 +113,47 @@ def _check_status(status: "Any") -> None:
         raise WSGIError(f"status is not latin-1 encodable (PEP 3333 bytes as str): {status!r}")
 
 
-def _check_headers(headers: "Any") -> "Optional[int]":
-    """Validate the app's header list; return its Content-Length, if any."""
+def merge_content_length(length: "Optional[int]", value: "Any") -> int:
+    """One more ``Content-Length`` field of a response, checked against those before it.
+
+    RFC 9110 §8.6: ``Content-Length = 1*DIGIT``; a message whose fields
+    disagree has no length a recipient can trust.  A response with two
+    differing values framed by the last one is response splitting for any
+    proxy that reads the first, so differing values are refused (ValueError:
+    a 500 for an app, a 502 for a CGI script or a FastCGI backend), and
+    identical ones count as one field (the caller keeps only the first).
+    ``length`` is the value of the fields seen so far (None: none yet).
+    """
+    if type(value) is int:
+        new = value
+    elif type(value) is str and value.isdigit() and value.isascii():
+        new = int(value)
+    else:
+        raise ValueError(f"invalid Content-Length {value!r}")
+    if length is not None and new != length:
+        raise ValueError(f"two Content-Length fields that differ: {length} and {new}")
+    return new
+
+
+def single_content_length(headers: list) -> list:
+    """A copy of ``headers`` with only the first ``Content-Length`` field (the others identical)."""
+    out = []
+    seen = False
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == "content-length":
+            if seen:
+                continue
+            seen = True
+        out.append((name, value))
+    return out
+
+
+def _check_headers(headers: "Any") -> "tuple":
+    """Validate the app's header list: ``(Content-Length or None, whether it came twice)``."""
     if type(headers) is not list:
         raise WSGIError(f"headers must be a list, not {type(headers).__name__}")
     length = None
+    repeated = False
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise WSGIError(f"each header must be a (name, value) tuple, got {item!r}")
@@ -129,7 +165,11 @@ def _check_headers(headers: "Any") -> "Optional[int]":
         known = _checked.get(item, _UNCHECKED)
         if known is not _UNCHECKED:
             if known is not None:
-                length = known
+                repeated = length is not None
+                try:
+                    length = merge_content_length(length, known)
+                except ValueError as exc:
+                    raise WSGIError(str(exc)) from None
             continue
         if name not in _valid_names:
             if not name or not all(c in TCHAR for c in name):
@@ -143,14 +183,16 @@ def _check_headers(headers: "Any") -> "Optional[int]":
         if not value.isascii() and max(value) > "\xff":
             raise WSGIError(f"header {name!r} value is not latin-1 encodable (PEP 3333 bytes as str): {value!r}")
         if len(name) == 14 and name.lower() == "content-length":
-            if not value.isdigit() or not value.isascii():
-                raise WSGIError(f"invalid Content-Length {value!r}")
-            length = int(value)
+            repeated = length is not None
+            try:
+                length = merge_content_length(length, value)
+            except ValueError as exc:
+                raise WSGIError(str(exc)) from None
             if len(_checked) < 1024:
                 _checked[item] = length
         elif len(_checked) < 1024:
             _checked[item] = None
-    return length
+    return length, repeated
 
 
 def encode_headers(headers: list) -> bytes:
@@ -192,7 +234,9 @@ class Response:
         elif self.status is not None:
             raise WSGIError("start_response called a second time without exc_info")
         _check_status(status)
-        self.content_length = _check_headers(headers)
+        self.content_length, repeated = _check_headers(headers)
+        if repeated:
+            headers = single_content_length(headers)   # never two on the wire; the app's list unchanged
         self.status = status
         self.headers = headers
         self.body_allowed = status_has_body(status, self.environ.get("REQUEST_METHOD", "GET"))

@@ -46,6 +46,22 @@ def test_hop_by_hop_fields_from_the_script_are_dropped():
     assert head.headers == [("Content-Type", "a/b"), ("X-A", "1")]
 
 
+@pytest.mark.parametrize("block", [
+    b"Content-Type: a/b\nContent-Length: 3\nContent-Length: 30",
+    b"Content-Type: a/b\ncontent-length: 5\nContent-Length: 5\nCONTENT-LENGTH: 6",
+    b"Content-Type: a/b\nContent-Length: 3\nX-A: 1\nContent-Length: 03x",
+    b"Content-Type: a/b\nContent-Length: 5, 5",
+])
+def test_differing_or_malformed_content_lengths_from_a_script_are_refused(block):
+    with pytest.raises(BadResponse):
+        parse_head(block)
+
+
+def test_identical_content_lengths_from_a_script_count_as_one():
+    head = parse_head(b"Content-Type: a/b\r\nContent-Length: 5\r\nX-A: 1\r\ncontent-length: 5\r\n")
+    assert head.headers == [("Content-Type", "a/b"), ("Content-Length", "5"), ("X-A", "1")]
+
+
 def test_folded_header_lines_are_joined():
     head = parse_head(b"Content-Type: a/b\nX-Long: one\n  two")
     assert head.headers[-1] == ("X-Long", "one two")

@@ -577,6 +577,31 @@ def test_the_apps_own_content_length_is_kept_and_its_header_list_never_changed()
     assert headers == [("Content-Type", "text/plain")]
 
 
+@pytest.mark.parametrize("lengths", [("3", "30"), ("5", "6"), ("5", "5", "6"), ("0", "5")])
+@pytest.mark.parametrize("cached", [False, True])
+def test_differing_content_lengths_from_an_app_are_a_500(lengths, cached):
+    names = ["Content-Length", "content-length", "CONTENT-LENGTH"]
+    headers = [(names[i % 3], v) for i, v in enumerate(lengths)]
+    if cached:   # each pair alone already checked (and cached) by earlier responses
+        for h in headers:
+            run(simple(headers=[h], body=[b"x" * int(h[1])]))
+    t, response, log = run(simple(headers=headers, body=[b"x" * int(lengths[-1])]))
+    assert t.status == "500 Internal Server Error" and response.failed
+    assert [v for k, v in t.head[2] if k.lower() == "content-length"] == [str(len(ERROR_BODY))]
+    assert "Content-Length fields that differ" in log
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_identical_content_lengths_from_an_app_go_out_as_one(cached):
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("content-length", "5")]
+    for _ in range(2 if cached else 1):
+        for app in (simple(headers=headers), closing_app(Closing([b"hel", b"lo"]), headers=headers)):
+            t, _, _ = run(app)
+            assert t.status == "200 OK" and t.body == b"hello"
+            assert [v for k, v in t.head[2] if k.lower() == "content-length"] == ["5"]
+    assert headers == [("Content-Type", "text/plain"), ("Content-Length", "5"), ("content-length", "5")]
+
+
 def test_a_body_shorter_than_its_content_length_is_cut_off():
     t, response, log = run(simple(headers=[("Content-Type", "text/plain"), ("Content-Length", "10")],
                                   body=[b"a", b"b"]))

@@ -8,6 +8,7 @@ Nothing here does I/O; the tests feed it byte strings.
 from __future__ import annotations
 
 from bridge.http.abnf import HEAD_ALLOWED_BYTES
+from bridge.wsgi import HOP_BY_HOP, TCHAR, merge_content_length
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,15 +19,6 @@ __all__ = ["cgi_variables", "find_head_end", "head_search_resume", "parse_head",
 
 #: A header block larger than this is garbage, not a CGI response.
 MAX_HEAD = 64 * 1024
-
-#: RFC 9110 §7.6.1: connection-specific fields; the gateway owns the connection.
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-))
-
-# RFC 9110 §5.6.2:  token = 1*tchar
-TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 #: Variables a web server commonly adds beyond RFC 3875 §4.1 (Apache, nginx's
 #: fastcgi_params) that scripts rely on; passed through from the environ.
@@ -209,6 +201,7 @@ def parse_head(head: bytes) -> CGIHead:
     location = None
     headers: list = []
     has_type = False
+    length = None
     # RFC 9110 §5.5: CR, LF, NUL and the other CTLs (HTAB aside) are invalid
     # in a field.  One check over every byte of the block, before any line
     # is looked at, so no kind of line (folded or not) can carry one past it.
@@ -262,8 +255,16 @@ def parse_head(head: bytes) -> CGIHead:
         else:
             if lower == "content-type":
                 has_type = True
-            elif lower == "content-length" and not (value_s.isdigit() and value_s.isascii()):
-                raise BadResponse(f"invalid Content-Length {value_s[:80]!r}")
+            elif lower == "content-length":
+                # The WSGI core's rule: differing values are refused (502 here),
+                # identical ones count as one field.
+                seen = length is not None
+                try:
+                    length = merge_content_length(length, value_s)
+                except ValueError as exc:
+                    raise BadResponse(str(exc)[:120]) from None
+                if seen:
+                    continue
             headers.append((name_s, value_s))
     if status is None and location is None and not has_type:
         raise BadResponse("no Status, Location or Content-Type header: not a CGI response")

@@ -31,7 +31,7 @@ from bridge.http.protocol import (
     DONE, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
-from bridge.wsgi import call_app, status_has_body
+from bridge.wsgi import WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -500,6 +500,10 @@ class HTTPConnection:
             if n == 14 or n == 4 or n == 6:
                 low = name.lower()
                 if low == "content-length":
+                    if length is not None:
+                        # The WSGI core leaves one; framing by either of two
+                        # is response splitting (issue 15): never send them.
+                        raise WSGIError("two Content-Length fields in one response")
                     length = int(value)
                 elif low == "date":
                     has_date = True
@@ -508,7 +512,6 @@ class HTTPConnection:
         try:
             block = "".join(parts).encode("latin-1")
         except UnicodeEncodeError as exc:
-            from bridge.wsgi import WSGIError
             raise WSGIError(f"response header not encodable as latin-1: {exc}") from None
         request = conn.request
         body_allowed = status_has_body(status, request.method if request is not None else "GET")

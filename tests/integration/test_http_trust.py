@@ -1,0 +1,81 @@
+"""What a client, a CGI script or a proxy can make bridge http say, through real sockets.
+
+Each test starts ``bridge http`` (and nginx where the shipped config is the
+subject) and looks at the bytes on the wire or in the error log: a forged
+response, a spoofed host or a forged log line is only visible there.
+"""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from support.http_proc import BridgeHTTP
+
+SMUGGLED = b"HTTP/1.1 200 OK\r\nX-Evil: 1\r\n\r\n"
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        part = sock.recv(65536)
+        if not part:
+            return data
+        data += part
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` (which ends with Connection: close) and read until bridge closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return read_all(s)
+
+
+def field_lines(head: bytes, name: bytes) -> list:
+    """The lines of field ``name`` (lower case) in one response's head."""
+    lines = head.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    return [line for line in lines if line.lower().startswith(name + b":")]
+
+
+def cgi_script(tmp_path, name: str, head: bytes, body: bytes) -> str:
+    """A shell CGI script that prints ``head`` (CRLF lines), a blank line and ``body``."""
+    data = tmp_path / (name + ".out")
+    data.write_bytes(head + b"\r\n" + body)
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\nexec cat '{data}'\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.fixture()
+def framing_server(tmp_path):
+    two = cgi_script(tmp_path, "two", b"Content-Type: text/plain\r\nContent-Length: 3\r\n"
+                     b"Content-Length: %d\r\n" % (3 + len(SMUGGLED)), b"abc" + SMUGGLED)
+    same = cgi_script(tmp_path, "same", b"Content-Type: text/plain\r\nContent-Length: 5\r\n"
+                      b"content-length: 5\r\n", b"hello")
+    with BridgeHTTP("--mount", f"/cgi=cgi:{two}", "--mount", f"/same=cgi:{same}", "--threads", "1") as server:
+        yield server
+
+
+def test_a_cgi_script_with_two_differing_content_lengths_gets_one_502_and_no_forged_response(framing_server):
+    for keep_alive in (False, True):
+        # The second request on the connection is where a forged response
+        # would be taken for the answer; bridge must answer each once.
+        request = b"GET /cgi HTTP/1.1\r\nHost: t\r\n\r\n" if keep_alive else b""
+        wire = raw_exchange(framing_server.port, request + b"GET /cgi HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        responses = wire.count(b"HTTP/1.1 ")
+        assert responses == (2 if keep_alive else 1), wire
+        assert b"X-Evil" not in wire and b"abc" not in wire
+        assert wire.startswith(b"HTTP/1.1 502 ")
+        for head in wire.split(b"HTTP/1.1 ")[1:]:
+            assert len(field_lines(head, b"content-length")) == 1
+    framing_server.wait_output("Content-Length fields that differ")
+
+
+def test_a_cgi_script_with_identical_content_lengths_sends_one(framing_server):
+    wire = raw_exchange(framing_server.port, b"GET /same HTTP/1.1\r\nHost: t\r\n\r\n"
+                                             b"GET /same HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert wire.count(b"HTTP/1.1 200 ") == 2
+    for head in wire.split(b"HTTP/1.1 ")[1:]:
+        assert field_lines(head, b"content-length") == [b"Content-Length: 5"]
+        assert head.endswith(b"\r\n\r\nhello")
