@@ -9,8 +9,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+import requests
 
+from support import ROOT, free_port
 from support.http_proc import BridgeHTTP
+from support.nginx import include_file, start_nginx
 
 SMUGGLED = b"HTTP/1.1 200 OK\r\nX-Evil: 1\r\n\r\n"
 
@@ -79,3 +82,31 @@ def test_a_cgi_script_with_identical_content_lengths_sends_one(framing_server):
     for head in wire.split(b"HTTP/1.1 ")[1:]:
         assert field_lines(head, b"content-length") == [b"Content-Length: 5"]
         assert head.endswith(b"\r\n\r\nhello")
+
+
+# --------------------------------------------------------------------------
+# Forwarded headers through the shipped nginx config (issue 15 item 1)
+
+SPOOFS = {
+    "X-Forwarded-Host": "evil.example/pwn?x=1 junk",
+    "Forwarded": "for=6.6.6.6;proto=https;host=evil.example",
+    "X-Forwarded-For": "6.6.6.6",
+    "X-Forwarded-Proto": "https",
+}
+
+
+@pytest.mark.parametrize("bridge_args", [(), ("--forwarded-host",)], ids=["default", "forwarded_host_on"])
+def test_a_clients_forwarded_headers_through_operations_nginx_conf_do_not_reach_the_app(bridge_args):
+    with BridgeHTTP("--threads", "2", *bridge_args) as bridge:
+        port = free_port()
+        nginx = start_nginx(include_file(ROOT / "docs" / "operations-nginx.conf", port=port,
+                                         backend=f"127.0.0.1:{bridge.port}"), port)
+        try:
+            for spoof in [{name: value} for name, value in SPOOFS.items()] + [SPOOFS]:
+                env = requests.get(f"http://127.0.0.1:{port}/environ", headers=spoof, timeout=10).json()
+                assert env["HTTP_HOST"] == "127.0.0.1", spoof       # nginx's $host
+                assert "HTTP_X_FORWARDED_HOST" not in env and "HTTP_FORWARDED" not in env
+                assert env["REMOTE_ADDR"] == "127.0.0.1"             # the rightmost X-Forwarded-For
+                assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
+        finally:
+            nginx.stop()

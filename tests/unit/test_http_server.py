@@ -86,14 +86,28 @@ def test_forwarded_headers_from_a_trusted_peer_are_applied(server):
                               b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: www.example.com\r\n\r\n")
     assert env["REMOTE_ADDR"] == "203.0.113.9"
     assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
-    assert env["HTTP_HOST"] == "www.example.com"
+    assert env["HTTP_HOST"] == "internal"   # X-Forwarded-Host only with --forwarded-host
+    assert env["HTTP_X_FORWARDED_HOST"] == "www.example.com"
 
 
 def test_rfc7239_forwarded_header_from_a_trusted_peer_is_applied(server):
     env = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\n"
                               b"Forwarded: for=\"[2001:db8::1]:4711\";proto=https;host=fw.example\r\n\r\n")
     assert env["REMOTE_ADDR"] == "2001:db8::1"
-    assert env["wsgi.url_scheme"] == "https" and env["HTTP_HOST"] == "fw.example"
+    assert env["wsgi.url_scheme"] == "https" and env["HTTP_HOST"] == "internal"
+
+
+def test_forwarded_host_setting_applies_only_a_valid_host_from_a_trusted_peer():
+    with RunningHTTP(http_apps.app, forwarded_host=True) as server:
+        good = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\n"
+                                   b"X-Forwarded-Host: www.example.com:8443\r\n\r\n")
+        bad = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\n"
+                                  b"X-Forwarded-Host: evil.example/pwn?x=1 junk\r\n\r\n")
+        rfc = get_environ(server, b"GET /environ HTTP/1.1\r\nHost: internal\r\n"
+                                  b"Forwarded: for=192.0.2.1;host=\"[2001:db8::1]:8080\"\r\n\r\n")
+    assert good["HTTP_HOST"] == "www.example.com:8443"
+    assert bad["HTTP_HOST"] == "internal"
+    assert rfc["HTTP_HOST"] == "[2001:db8::1]:8080"
 
 
 def test_forwarded_headers_from_an_untrusted_peer_are_ignored():

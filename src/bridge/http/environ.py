@@ -111,6 +111,7 @@ class ServerContext:
         self.keepalive = getattr(config, "keepalive", 5.0) or None
         self.io_timeout = getattr(config, "io_timeout", 30.0) or None
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
+        self.forwarded_host = bool(getattr(config, "forwarded_host", False))
         self.script_name = getattr(config, "script_name", None)
         self.tls_context = None
         certfile = getattr(config, "certfile", None)
@@ -195,7 +196,7 @@ def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: b
         del env["HTTP_PROXY"]   # httpoxy (CVE-2016-5385)
     if trusted and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env
                          or "HTTP_X_FORWARDED_HOST" in env or "HTTP_FORWARDED" in env):
-        apply_forwarded(env, ctx.trusted)
+        apply_forwarded(env, ctx.trusted, ctx.forwarded_host)
     if unix:
         host = env.get("HTTP_HOST")
         if host:

@@ -1,18 +1,36 @@
 """What a trusted proxy says about the client: X-Forwarded-* and Forwarded (RFC 7239).
 
-Only a peer listed in ``--forwarded-allow-ips`` (or a unix socket peer: a
-local process such as nginx) may change REMOTE_ADDR, ``wsgi.url_scheme`` and
-HTTP_HOST; anyone else's headers stay in the environ untouched and unused.
+Only a peer listed in ``--forwarded-allow-ips`` (default ``127.0.0.1,::1``,
+gunicorn's default) or a unix socket peer (a local process such as nginx:
+only what may open the socket file can connect) may change REMOTE_ADDR,
+``wsgi.url_scheme`` and HTTP_HOST; anyone else's headers stay in the environ
+untouched and unused.
 
-The client address is found the way nginx's realip module does with
-``real_ip_recursive on``: walk the list from the right (each proxy appends
-the address it received the request from) and take the first address that
-is not itself a trusted proxy.  Taking the leftmost entry, as some servers
-do, lets any client choose its own REMOTE_ADDR.
+What each header may change, and why:
+
+* ``X-Forwarded-For`` / ``Forwarded: for=``: REMOTE_ADDR, only to a valid IP
+  address.  The client address is found the way nginx's realip module does
+  with ``real_ip_recursive on``: walk the list from the right (each proxy
+  appends the address it received the request from) and take the first
+  address that is not itself a trusted proxy.  Taking the leftmost entry, as
+  some servers do, lets any client choose its own REMOTE_ADDR.
+* ``X-Forwarded-Proto`` / ``proto=``: ``wsgi.url_scheme``, only to ``http``
+  or ``https``.
+* ``X-Forwarded-Host`` / ``host=``: HTTP_HOST, only with
+  ``--forwarded-host`` (off by default, like werkzeug's ProxyFix
+  ``x_host=0``; gunicorn never applies it).  A proxy that does not set the
+  header passes the client's own value on, and the host is what password
+  reset links, absolute redirects and cache keys are built from; behind
+  nginx, ``proxy_set_header Host $host`` already says it.  Even when on,
+  only a value of RFC 9110 Host syntax (:data:`bridge.http.abnf.FORWARDED_HOST`)
+  is taken, the rightmost of a list (the nearest proxy's); anything else is
+  ignored.
 """
 from __future__ import annotations
 
 import ipaddress
+
+from bridge.http.abnf import FORWARDED_HOST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,7 +81,12 @@ class TrustedProxies:
 
 
 def _last(value: str) -> str:
-    return value.rpartition(",")[2].strip(" \t")
+    """The rightmost non-empty element of a comma list (RFC 9110 §5.6.1): the nearest proxy's."""
+    for item in reversed(value.split(",")):
+        item = item.strip(" \t")
+        if item:
+            return item
+    return ""
 
 
 def _client_from_list(addresses: list, trusted: TrustedProxies) -> Optional[str]:
@@ -75,12 +98,24 @@ def _client_from_list(addresses: list, trusted: TrustedProxies) -> Optional[str]
 
 
 def _node_address(node: str) -> Optional[str]:
-    """RFC 7239 §6 node → IP string: ``192.0.2.60``, ``"[2001:db8::1]:4711"``, ``_hidden``, ``unknown``."""
+    """RFC 7239 §6 node → address string: ``192.0.2.60``, ``"[2001:db8::1]:4711"``, ``_hidden``, ``unknown``.
+
+    ``node = nodename [ ":" node-port ]``, ``node-port = port / obfport``;
+    anything else after the address (or after ``]``) makes it no address.
+    """
     node = node.strip().strip('"')
+    port = ""
     if node.startswith("["):
-        node = node[1:].partition("]")[0]
+        node, bracket, port = node[1:].partition("]")
+        if not bracket or port and port[0] != ":":
+            return None
+        port = port[1:] if port else None
     elif node.count(":") == 1:
-        node = node.partition(":")[0]
+        node, _, port = node.partition(":")
+    else:
+        port = None
+    if port is not None and not (port.isdigit() and port.isascii()) and not port.startswith("_"):
+        return None
     if not node or node == "unknown" or node.startswith("_"):
         return None
     return node
@@ -104,11 +139,36 @@ def parse_forwarded(value: str) -> list:
     return elements
 
 
-def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
-    """Rewrite REMOTE_ADDR, wsgi.url_scheme/HTTPS and HTTP_HOST from a trusted proxy's headers."""
+def _ip(address: Optional[str]) -> Optional[str]:
+    """``address`` if it is an IPv4 or IPv6 address, else None (a name, garbage)."""
+    if not address or "%" in address:   # no IPv6 zone id: it names an interface of the proxy
+        return None
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
+def _host(value: Optional[str]) -> Optional[str]:
+    """The rightmost element of a forwarded host list, if it is of Host syntax."""
+    if value is None:
+        return None
+    value = _last(value)
+    return value if FORWARDED_HOST.fullmatch(value) else None
+
+
+def apply_forwarded(environ: dict, trusted: TrustedProxies, forwarded_host: bool = False) -> None:
+    """Rewrite REMOTE_ADDR, wsgi.url_scheme/HTTPS and (with ``forwarded_host``) HTTP_HOST.
+
+    Call only for a trusted peer.  A value that is not what its header may
+    say (an address that is not an IP, a scheme other than http/https, a
+    host that is not of Host syntax) is ignored: the connection's own value
+    stays.
+    """
     xff = environ.get("HTTP_X_FORWARDED_FOR")
     proto = environ.get("HTTP_X_FORWARDED_PROTO")
-    host = environ.get("HTTP_X_FORWARDED_HOST")
+    host = environ.get("HTTP_X_FORWARDED_HOST") if forwarded_host else None
     if xff is None and proto is None and host is None:
         forwarded = environ.get("HTTP_FORWARDED")
         if forwarded is None:
@@ -123,22 +183,22 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
         if chosen is None:
             chosen = 0
         element = elements[chosen]
-        if addresses[chosen]:
-            environ["REMOTE_ADDR"] = addresses[chosen]
+        client = _ip(addresses[chosen])
+        if client:
+            environ["REMOTE_ADDR"] = client
             environ.pop("REMOTE_PORT", None)
         proto = element.get("proto")
-        host = element.get("host")
+        if forwarded_host:
+            host = element.get("host")
     else:
         if xff is not None:
             addresses = [a.strip(" \t") for a in xff.split(",") if a.strip(" \t")]
-            client = _node_address(_client_from_list(addresses, trusted) or "")
-            if client:      # "unknown" or an obfuscated name leaves the peer address
+            client = _ip(_node_address(_client_from_list(addresses, trusted) or ""))
+            if client:      # "unknown", an obfuscated name or garbage leaves the peer address
                 environ["REMOTE_ADDR"] = client
                 environ.pop("REMOTE_PORT", None)
         if proto is not None:
             proto = _last(proto)
-        if host is not None:
-            host = _last(host)
     if proto:
         proto = proto.lower()
         if proto in ("http", "https"):
@@ -147,5 +207,6 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
                 environ["HTTPS"] = "on"
             else:
                 environ.pop("HTTPS", None)
+    host = _host(host)
     if host:
         environ["HTTP_HOST"] = host

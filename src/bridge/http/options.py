@@ -38,8 +38,14 @@ setting("ca_certs", "--ca-certs", metavar="FILE", commands=HTTP, section="tls",
 # Behind a proxy.
 setting("forwarded_allow_ips", "--forwarded-allow-ips", default="127.0.0.1,::1", metavar="IPS",
         commands=HTTP, section="proxy",
-        help="peers (comma separated addresses or networks, * for all) whose X-Forwarded-For/-Proto/-Host "
-             "or Forwarded headers are applied; unix socket peers are always trusted")
+        help="peers (comma separated addresses or networks, * for all) whose X-Forwarded-For/-Proto "
+             "(and, with --forwarded-host, -Host) or Forwarded headers are applied; unix socket peers "
+             "are always trusted")
+# Off by default, as werkzeug's ProxyFix (x_host=0) and gunicorn: a proxy that
+# does not set X-Forwarded-Host passes the client's own value on.
+setting("forwarded_host", "--forwarded-host", default=False, type=bool, commands=HTTP, section="proxy",
+        help="let a trusted peer's X-Forwarded-Host (or Forwarded host=) set HTTP_HOST, when it is a "
+             "valid host[:port]; only for a proxy that sets or clears that header on every request")
 
 # Logs.
 setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",
