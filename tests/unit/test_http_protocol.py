@@ -403,6 +403,55 @@ def test_endless_head_is_431_without_waiting_for_its_end():
     raise AssertionError("no 431")
 
 
+def head_of(size: int) -> bytes:
+    """A GET head of exactly ``size`` bytes, in fields of at most 1,000 bytes."""
+    start, end = b"GET / HTTP/1.1\r\n" + H, b"\r\n"
+    fields, left, i = [], size - len(start) - len(end), 0
+    while left:
+        n = min(1000, left)
+        if left - n and left - n < 12:
+            n -= 12
+        fields.append(b"X-%03d: " % i + b"v" * (n - 9) + b"\r\n")
+        left -= n
+        i += 1
+    raw = start + b"".join(fields) + end
+    assert len(raw) == size
+    return raw
+
+
+@pytest.mark.parametrize("limits, cap", [(Limits(), 64 * 1024), (Limits(header_size=4096), 4096)],
+                         ids=["default_64k", "4k"])
+def test_the_whole_head_is_capped_not_only_each_field(limits, cap):
+    parse(head_of(cap), limits)
+    assert rejected(head_of(cap + 1), limits) == 431
+    # A head that never ends is refused once it passes the cap, not at the end.
+    conn = Connection(limits)
+    conn.receive_data(head_of(cap + 1000)[:-2])
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.status == 431
+
+
+CHUNKED = b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+
+
+@pytest.mark.parametrize("field", [b"Content-Length: 5", b"content-length: 0", b"Transfer-Encoding: chunked",
+                                   b"Host: evil.example", b"Trailer: X-A", b"Connection: close", b"TE: trailers",
+                                   b"Upgrade: h2c", b"Expect: 100-continue", b"Authorization: Basic eA==",
+                                   b"Cookie: a=1", b"Content-Type: text/evil", b"Content-Encoding: gzip",
+                                   b"Range: bytes=0-1", b"Keep-Alive: timeout=1"])
+def test_a_trailer_section_may_not_carry_framing_routing_or_control_fields(field):
+    assert rejected(CHUNKED + b"X-Fine: 1\r\n" + field + b"\r\n\r\n") == 400
+
+
+def test_ordinary_trailer_fields_are_accepted_and_the_trailer_section_is_capped():
+    _, body, trailers = parse(CHUNKED + b"X-Checksum: abc\r\nServer-Timing: db;dur=5\r\n\r\n")
+    assert body == b"hello" and trailers == [("x-checksum", "abc"), ("server-timing", "db;dur=5")]
+    limits = Limits(header_size=2048)
+    many = b"".join(b"X-%d: " % i + b"v" * 90 + b"\r\n" for i in range(30))
+    assert rejected(CHUNKED + many + b"\r\n", limits) == 431
+
+
 def test_body_over_the_limit_is_413_by_content_length_and_by_chunks():
     limits = Limits(body=10)
     parse(b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 10\r\n\r\n0123456789", limits)

@@ -325,6 +325,18 @@ def test_request_line_and_header_limits_give_414_and_431():
         assert exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 300 + b"\r\n\r\n")[0].startswith("HTTP/1.1 431")
 
 
+def test_the_whole_request_head_is_capped_by_its_setting_and_defaults_to_64k():
+    def head(n: int) -> bytes:   # n fields of about 1 KiB each: every one far below its own limit
+        return b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: " % i + b"v" * 1000 + b"\r\n"
+                                                          for i in range(n)) + b"\r\n"
+    with RunningHTTP(http_apps.app) as server:
+        assert exchange(server, head(70))[0].startswith("HTTP/1.1 431")
+        assert exchange(server, head(60))[0].startswith("HTTP/1.1 404")   # the app answered
+    with RunningHTTP(http_apps.app, limit_request_header_size=2048) as server:
+        assert exchange(server, head(3))[0].startswith("HTTP/1.1 431")
+        assert exchange(server, head(1))[0].startswith("HTTP/1.1 404")
+
+
 def test_malformed_request_is_rejected_and_the_server_keeps_serving(server):
     status, headers, body = exchange(server, b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
                                              b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")

@@ -106,6 +106,7 @@ class ServerContext:
             fields=getattr(config, "limit_request_fields", 100),
             field_size=getattr(config, "limit_request_field_size", 8190),
             body=getattr(config, "limit_request_body", 1 << 30),
+            header_size=getattr(config, "limit_request_header_size", 64 * 1024),
         )
         self.header_timeout = getattr(config, "header_timeout", 10.0) or None
         self.keepalive = getattr(config, "keepalive", 5.0) or None

@@ -23,6 +23,10 @@ setting("limit_request_fields", "--limit-request-fields", default=100, type=int,
 setting("limit_request_field_size", "--limit-request-field-size", default=8190, type=int,
         validate=positive_int, commands=HTTP, section="http", metavar="BYTES",
         help="longest header field line; longer gets 431")
+setting("limit_request_header_size", "--limit-request-header-size", default=64 * 1024, type=size,
+        validate=positive_int, commands=HTTP, section="http", metavar="BYTES",
+        help="largest request head (request line and header fields together; also the trailer section "
+             "of a chunked body; k/M suffixes); larger gets 431")
 setting("limit_request_body", "--limit-request-body", default=1 << 30, type=size, validate=non_negative,
         commands=HTTP, section="http", metavar="BYTES",
         help="largest request body (k/M/G suffixes; 0 = no limit); larger gets 413")

@@ -286,14 +286,14 @@ class Connection:
             if n > limits.request_line + 2 and buf.find(b"\n", 0, limits.request_line + 2) < 0:
                 raise RemoteProtocolError(f"request line longer than {limits.request_line} bytes", 414)
             if n > limits.head:
-                raise RemoteProtocolError("request head too large", 431)
+                raise RemoteProtocolError(f"request head larger than {limits.head} bytes", 431)
             self._scan = n - 2 if n > 2 else 0
             return NEED_DATA
+        if end > self.limits.head:   # the whole head, its final empty line included
+            raise RemoteProtocolError(f"request head larger than {self.limits.head} bytes", 431)
         head = bytes(buf[:head_len])
         del buf[:end]
         self._scan = 0
-        if head_len > self.limits.head:
-            raise RemoteProtocolError("request head too large", 431)
         return parse_head(_split_lines(head), self.limits)
 
     # ---- output

@@ -29,13 +29,16 @@ class Limits:
     __slots__ = ("request_line", "fields", "field_size", "body", "chunk_line", "head")
 
     def __init__(self, request_line: int = 8190, fields: int = 100, field_size: int = 8190,
-                 body: int = 1 << 30, chunk_line: int = 4096) -> None:
+                 body: int = 1 << 30, chunk_line: int = 4096, header_size: int = 64 * 1024) -> None:
         self.request_line = request_line   # 414 beyond (bytes, without CRLF)
         self.fields = fields               # 431 beyond (header or trailer lines)
         self.field_size = field_size       # 431 beyond (bytes of one field line)
         self.body = body                   # 413 beyond; 0 = no limit
         self.chunk_line = chunk_line       # 400 beyond (chunk size + extensions)
-        self.head = request_line + 2 + fields * (field_size + 2) + 2
+        # 431 beyond: the whole head (request line, fields, line ends), and
+        # the whole trailer section.  Without it the per-field limits alone
+        # let 100 fields of 8 KiB make an 800 KiB head, held per connection.
+        self.head = min(header_size, request_line + 2 + fields * (field_size + 2) + 2)
 
 
 DEFAULT_LIMITS = Limits()
@@ -49,6 +52,26 @@ _names: dict = {}
 _methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
 # Fields that decide framing and connection handling (RFC 9112 §6, §9).
 _SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
+
+# RFC 9110 §6.5.1: "Many fields cannot be processed outside the header
+# section because their evaluation is necessary prior to receiving the
+# content, such as those that describe message framing, routing,
+# authentication, request modifiers, response controls, or content format.
+# A sender MUST NOT generate a trailer field unless the sender knows the
+# corresponding header field name's definition permits the field to be sent
+# in trailers."  A chunked request whose trailer section carries one of these
+# is refused (400): a front end that merges trailers into the header section
+# and bridge would not agree on the message.
+TRAILER_FORBIDDEN = frozenset((
+    # framing (RFC 9112 §6, RFC 9110 §6.6.2)
+    "content-length", "transfer-encoding", "trailer",
+    # routing and connection control (RFC 9110 §7.2, §7.6, §7.8, §10.1.1)
+    "host", "connection", "keep-alive", "proxy-connection", "te", "upgrade", "expect",
+    # authentication (RFC 9110 §11.6, §11.7) and state (RFC 6265)
+    "authorization", "proxy-authorization", "cookie",
+    # content format and request modifiers (RFC 9110 §8.3, §8.4, §14.2)
+    "content-type", "content-encoding", "content-range", "range",
+))
 
 
 def parse_fields(lines: list, limits: Limits) -> list:
@@ -246,6 +269,14 @@ def parse_head(lines: list, limits: Limits) -> Request:
                    expect_continue, content_length, chunked)
 
 
+def _check_trailers(fields: list) -> list:
+    """Refuse a trailer section that carries a field only the header section may carry."""
+    for name, _ in fields:
+        if name in TRAILER_FORBIDDEN:
+            raise RemoteProtocolError(f"{name} is not allowed in a trailer section")
+    return fields
+
+
 # --------------------------------------------------------------------------
 # Body readers, one per framing (RFC 9112 §6.3).  Each is called with the
 # receive buffer and returns Data, EndOfMessage or NEED_DATA.
@@ -348,8 +379,11 @@ class ChunkedReader:
                 self.trailer_lines.append(line)
                 if len(self.trailer_lines) > self.limits.fields:
                     raise RemoteProtocolError(f"more than {self.limits.fields} trailer fields", 431)
+                self.trailer_bytes += len(line) + 2
+                if self.trailer_bytes > self.limits.head:
+                    raise RemoteProtocolError(f"trailer section larger than {self.limits.head} bytes", 431)
             else:
-                return EndOfMessage(parse_fields(self.trailer_lines, self.limits))
+                return EndOfMessage(_check_trailers(parse_fields(self.trailer_lines, self.limits)))
 
     def _line(self, buf: bytearray) -> Optional[str]:
         # Chunk lines and trailers must end in CRLF: a bare LF here is where
