@@ -326,7 +326,9 @@ def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None
 
 
 def _describe(environ: dict) -> str:
-    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+    # Only on the error path: the import costs a CGI request nothing otherwise.
+    from bridge.logtext import describe_request   # the decoded path may hold a LF or ESC
+    return describe_request(environ)
 
 
 def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Response":

@@ -110,3 +110,34 @@ def test_a_clients_forwarded_headers_through_operations_nginx_conf_do_not_reach_
                 assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
         finally:
             nginx.stop()
+
+
+# --------------------------------------------------------------------------
+# Client data in the error log (issue 21 item 4)
+
+FORGED_PATH = (b"/x%0a[2026-01-01 00:00:00 +0000] [1] [INFO] admin password reset"
+               b"%0d%1b[2J%07%00%08%7f%c3%a9%ff%e2%80%a8")
+FORGED_TEXT = "[INFO] admin password reset"
+
+
+def test_a_path_with_line_breaks_and_escapes_gives_one_escaped_error_log_line(tmp_path):
+    (tmp_path / "boomapp.py").write_text(
+        "def app(environ, start_response):\n    raise RuntimeError('boom')\n")
+    closed = free_port()   # nothing listens there: the FastCGI client logs its failure
+    with BridgeHTTP("--pythonpath", str(tmp_path), "--mount", f"/php=fcgi://127.0.0.1:{closed}",
+                    app="boomapp:app") as bridge:
+        for prefix, marker in ((b"/app", "error while serving GET /app/x"),
+                               (b"/php", "no FastCGI backend could take GET /php/x")):
+            wire = raw_exchange(bridge.port, b"GET " + prefix + FORGED_PATH.replace(b" ", b"%20")
+                                + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert wire.startswith(b"HTTP/1.1 50")
+            bridge.wait_output(marker)
+        log = bridge.output()
+    lines = [line for line in log.split("\n") if "admin password reset" in line]
+    assert len(lines) == 2, lines                      # one line per request, nothing split off
+    for line in lines:
+        assert not line.lstrip().startswith("[2026-01-01")
+        assert line.isascii() and line.isprintable(), repr(line)
+        assert "/x\\x0a[2026-01-01 00:00:00 +0000] [1] " + FORGED_TEXT + "\\x0d\\x1b[2J\\x07\\x00\\x08\\x7f\\xc3\\xa9\\xff" in line
+    for ch in "\r\x1b\x07\x00\x08\x7f":
+        assert ch not in log

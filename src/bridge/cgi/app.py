@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 
+from bridge.logtext import escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 
@@ -113,7 +114,7 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
     depth = environ.get("bridge.cgi.redirects", 0) + 1
     if depth > max_redirects:
         _log(environ, f"bridge: more than {max_redirects} CGI local redirects "
-                      f"(last to {location}); giving up (500)")
+                      f"(last to {escape(location)}); giving up (500)")
         return _plain(start_response, "500 Internal Server Error")
     from bridge.middleware.mount import ROOT_KEY
     from bridge.wsgi import decode_path
@@ -128,7 +129,7 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
         base = environ.get("SCRIPT_NAME", "")
     if base and not (path == base or path.startswith(base + "/")):
         # Outside anything this process serves: let the client follow it.
-        _log(environ, f"bridge: CGI local redirect to {location} is outside {base or '/'}; "
+        _log(environ, f"bridge: CGI local redirect to {escape(location)} is outside {escape(base) or '/'}; "
                       f"sent as a 302 instead")
         start_response("302 Found", [("Location", location), ("Content-Length", "0")])
         return [b""]
@@ -362,7 +363,7 @@ class _Run:
         name = os.path.basename(self.script)
         for line in lines:
             if line or not end:
-                _log(self.environ, f"[cgi {name}] " + line)
+                _log(self.environ, f"[cgi {name}] " + escape(line))
 
     def read_head(self) -> CGIHead:
         import time

@@ -32,6 +32,7 @@ import threading
 import time
 
 from bridge.cgi.app import UpstreamError, _log, _plain, local_redirect, request_body
+from bridge.logtext import describe_request, escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 from bridge.fastcgi.protocol import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
@@ -279,7 +280,7 @@ class FastCGIApp:
         if body is None:
             head += encode_record(STDIN, REQUEST_ID, b"")
         failures = []
-        describe = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+        describe = describe_request(environ)   # escaped: the decoded path may hold a LF or ESC
         for backend in self._candidates():
             attempts = 0
             while True:
@@ -493,7 +494,7 @@ class _Exchange:
         lines, self.err_buf = split_log_lines(self.err_buf, data, end)
         for line in lines:
             if line:
-                _log(self.environ, f"[fcgi {self.backend.name}] " + line)
+                _log(self.environ, f"[fcgi {self.backend.name}] " + escape(line))
 
     def read_head(self):
         try:

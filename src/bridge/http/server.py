@@ -31,6 +31,7 @@ from bridge.http.protocol import (
     DONE, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
+from bridge.logtext import escape
 from bridge.wsgi import WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
@@ -345,7 +346,7 @@ class HTTPConnection:
                 state.request_finished()
         error = self.body_error
         if error is not None:
-            log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), error)
+            log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), escape(str(error)))
             if not conn.response_started:
                 page = conn.error_response(error.status, date_lines(True))
                 if page:
@@ -441,7 +442,7 @@ class HTTPConnection:
         """A request the parser refused: answer its status (if possible), then close."""
         status = exc.status
         peer = self.base.get("REMOTE_ADDR")
-        log.info("%d from %s: %s", status, peer, exc)
+        log.info("%d from %s: %s", status, peer, escape(str(exc)))   # it may quote the request
         page = self.conn.error_response(status, date_lines(True))
         if page is None:
             return

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from bridge import logtext
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -116,12 +118,8 @@ class Watchdog:
 
 
 def describe_request(environ: dict) -> str:
-    uri = environ.get("REQUEST_URI")
-    if uri is None:
-        uri = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        if environ.get("QUERY_STRING"):
-            uri += "?" + environ["QUERY_STRING"]
-    return f"{environ.get('REQUEST_METHOD', '?')} {uri} from {environ.get('REMOTE_ADDR', '?')}"
+    """``METHOD /path?query from ADDRESS`` for the slow-request log, escaped like every log line."""
+    return f"{logtext.describe_request(environ)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
 
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
