@@ -325,6 +325,14 @@ def test_request_line_and_header_limits_give_414_and_431():
         assert exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"v" * 300 + b"\r\n\r\n")[0].startswith("HTTP/1.1 431")
 
 
+def test_a_field_line_without_a_colon_is_400_even_after_the_name_was_served(server):
+    for _ in range(3):
+        assert exchange(server, b"GET / HTTP/1.1\r\nHost: h\r\nX-Foo: 1\r\n\r\n")[0].startswith("HTTP/1.1 404")
+    for line in (b"X-Foo", b"X-Foo : 1", b"x-foo\t: 1"):
+        status = exchange(server, b"GET /environ HTTP/1.1\r\nHost: h\r\n" + line + b"\r\n\r\n")[0]
+        assert status.startswith("HTTP/1.1 400"), (line, status)
+
+
 def test_the_whole_request_head_is_capped_by_its_setting_and_defaults_to_64k():
     def head(n: int) -> bytes:   # n fields of about 1 KiB each: every one far below its own limit
         return b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: " % i + b"v" * 1000 + b"\r\n"
