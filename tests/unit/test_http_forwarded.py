@@ -178,3 +178,15 @@ def test_forwarded_client_addresses_with_ports_and_brackets(xff, expected):
     e = env(HTTP_X_FORWARDED_FOR=xff)
     apply_forwarded(e, TrustedProxies("127.0.0.1"))
     assert e["REMOTE_ADDR"] == expected
+
+
+@pytest.mark.parametrize("xff, expected", [
+    ("198.51.100.7, [::1]:4711", "198.51.100.7"),     # a trusted proxy written with brackets and port
+    ("198.51.100.7, 127.0.0.1:80", "198.51.100.7"),
+    ("198.51.100.7, garbage, 127.0.0.1", "127.0.0.1"),  # garbage next to the proxy: the peer stays
+    ("198.51.100.7, unknown", "127.0.0.1"),
+])
+def test_the_trust_walk_reads_each_node_as_an_address(xff, expected):
+    e = env(HTTP_X_FORWARDED_FOR=xff)
+    apply_forwarded(e, TrustedProxies("127.0.0.1,::1"))
+    assert e["REMOTE_ADDR"] == expected

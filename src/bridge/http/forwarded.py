@@ -89,12 +89,17 @@ def _last(value: str) -> str:
     return ""
 
 
-def _client_from_list(addresses: list, trusted: TrustedProxies) -> Optional[str]:
-    """Rightmost address that is not a trusted proxy (or the leftmost if all are)."""
-    for address in reversed(addresses):
-        if not trusted.trusts(address):
-            return address
-    return addresses[0] if addresses else None
+def _client_index(nodes: list, trusted: TrustedProxies) -> int:
+    """Index of the rightmost node that is not a trusted proxy (the leftmost if all are).
+
+    ``nodes`` are addresses from :func:`_node_address` (None: unknown, hidden
+    or garbage).  Such a node stops the walk: what is left of it was said by
+    someone bridge cannot vouch for, so the caller keeps the peer's address.
+    """
+    for i in range(len(nodes) - 1, -1, -1):
+        if nodes[i] is None or not trusted.trusts(nodes[i]):
+            return i
+    return 0
 
 
 def _node_address(node: str) -> Optional[str]:
@@ -104,7 +109,6 @@ def _node_address(node: str) -> Optional[str]:
     anything else after the address (or after ``]``) makes it no address.
     """
     node = node.strip().strip('"')
-    port = ""
     if node.startswith("["):
         node, bracket, port = node[1:].partition("]")
         if not bracket or port and port[0] != ":":
@@ -174,16 +178,10 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies, forwarded_host: bool
         if forwarded is None:
             return
         elements = parse_forwarded(forwarded)
-        addresses = [_node_address(e.get("for", "")) for e in elements]
-        chosen = None
-        for i in range(len(elements) - 1, -1, -1):
-            if addresses[i] is None or not trusted.trusts(addresses[i]):
-                chosen = i
-                break
-        if chosen is None:
-            chosen = 0
+        nodes = [_node_address(e.get("for", "")) for e in elements]
+        chosen = _client_index(nodes, trusted)
         element = elements[chosen]
-        client = _ip(addresses[chosen])
+        client = _ip(nodes[chosen])
         if client:
             environ["REMOTE_ADDR"] = client
             environ.pop("REMOTE_PORT", None)
@@ -192,8 +190,8 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies, forwarded_host: bool
             host = element.get("host")
     else:
         if xff is not None:
-            addresses = [a.strip(" \t") for a in xff.split(",") if a.strip(" \t")]
-            client = _ip(_node_address(_client_from_list(addresses, trusted) or ""))
+            nodes = [_node_address(a) for a in xff.split(",") if a.strip(" \t")]
+            client = _ip(nodes[_client_index(nodes, trusted)]) if nodes else None
             if client:      # "unknown", an obfuscated name or garbage leaves the peer address
                 environ["REMOTE_ADDR"] = client
                 environ.pop("REMOTE_PORT", None)
