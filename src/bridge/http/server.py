@@ -503,7 +503,7 @@ class HTTPConnection:
                 if low == "content-length":
                     if length is not None:
                         # The WSGI core leaves one; framing by either of two
-                        # is response splitting (issue 15): never send them.
+                        # is response splitting: never send them.
                         raise WSGIError("two Content-Length fields in one response")
                     length = int(value)
                 elif low == "date":
