@@ -34,9 +34,13 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
-def describe_request(environ: dict) -> str:
-    """``METHOD /script/path?query`` of a request, escaped, for an error-log line."""
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    query = environ.get("QUERY_STRING", "")
-    target = path + ("?" + query if query else "")
+def describe_request(environ: dict, query: bool = False) -> str:
+    """``METHOD /script/path`` (``?query`` too if asked) of a request, escaped, for a log line.
+
+    The query is left out unless asked for: it is in the access log already,
+    and it is where tokens travel.
+    """
+    target = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    if query and environ.get("QUERY_STRING"):
+        target += "?" + environ["QUERY_STRING"]
     return f"{escape(str(environ.get('REQUEST_METHOD', '?')))} {escape(target) or '/'}"

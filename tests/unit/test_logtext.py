@@ -26,7 +26,7 @@ def test_characters_beyond_latin1_are_escaped_too():
 
 def test_a_forged_path_gives_one_printable_line():
     line = describe_request({"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/php", "PATH_INFO": FORGED,
-                             "QUERY_STRING": "q=\x1b"})
+                             "QUERY_STRING": "q=\x1b"}, query=True)
     assert line.isprintable() and line.isascii() and "\n" not in line
     assert line.startswith("GET /php/x\\x0a[2026-01-01") and line.endswith("?q=\\x1b")
 

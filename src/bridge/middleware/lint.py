@@ -31,7 +31,7 @@ PREFIX = "bridge lint: "
 
 def describe_request(environ: dict) -> str:
     """``GET /script/path?query`` as the app saw it, escaped as every log line is."""
-    return logtext.describe_request(environ)
+    return logtext.describe_request(environ, query=True)
 
 
 def _checker() -> Callable:

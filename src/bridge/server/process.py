@@ -119,7 +119,7 @@ class Watchdog:
 
 def describe_request(environ: dict) -> str:
     """``METHOD /path?query from ADDRESS`` for the slow-request log, escaped like every log line."""
-    return f"{logtext.describe_request(environ)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
+    return f"{logtext.describe_request(environ, query=True)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
 
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
