@@ -158,18 +158,19 @@ def _check_headers(headers: "Any") -> "tuple":
         if type(item) is not tuple or len(item) != 2:
             raise WSGIError(f"each header must be a (name, value) tuple, got {item!r}")
         name, value = item
-        if type(name) is not str:
-            raise WSGIError(f"invalid header name {name!r}")
-        if type(value) is not str:
+        if type(name) is not str or type(value) is not str:
+            if type(name) is not str:
+                raise WSGIError(f"invalid header name {name!r}")
             raise WSGIError(f"header {name!r} value must be a str, got {value!r}")
         known = _checked.get(item, _UNCHECKED)
-        if known is not _UNCHECKED:
-            if known is not None:
-                repeated = length is not None
-                try:
-                    length = merge_content_length(length, known)
-                except ValueError as exc:
-                    raise WSGIError(str(exc)) from None
+        if known is None:
+            continue
+        if known is not _UNCHECKED:   # a Content-Length checked before
+            if length is not None:
+                if known != length:
+                    raise WSGIError(f"two Content-Length fields that differ: {length} and {known}")
+                repeated = True
+            length = known
             continue
         if name not in _valid_names:
             if not name or not all(c in TCHAR for c in name):
