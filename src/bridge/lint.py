@@ -11,6 +11,11 @@ client gets.
 Each message starts with whose fault it is: ``app:`` (the application broke
 the contract) or ``gateway:`` (the server that built the environ did).
 
+The contract is PEP 3333, not PEP 333: ``wsgi.input.read()`` without a size
+is allowed ("A server should allow read() to be called without an
+argument, and return the entire remainder of the client's input stream"),
+where ``wsgiref.validate`` asserts exactly one argument.
+
 Used by ``bridge check`` (:mod:`bridge.check`) and by the ``Lint``
 middleware.  Standard library only; nothing heavy imported.
 """
