@@ -9,6 +9,7 @@ from bridge.cgi.app import CGIApp
 from bridge.cgi.rfc3875 import BadResponse, cgi_variables, find_head_end, head_search_resume, parse_head
 from bridge.middleware.mount import mount
 from bridge.wsgi import call_app
+from support.procs import kill_marked, new_marker, wait_gone
 
 
 # -- the response grammar (byte strings) --------------------------------------
@@ -303,6 +304,31 @@ def test_a_silent_script_is_killed_and_answered_504(script, tmp_path):
     import subprocess
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(marker) not in ps
+
+
+@pytest.mark.parametrize("after_head", [False, True], ids=["before-its-head", "in-its-body"])
+def test_a_script_gone_but_its_children_holding_the_pipes_are_killed_at_the_timeout(
+        script, after_head):
+    # The script itself exits; what it started in the background keeps stdout
+    # open, so the response never ends.  At the CGI timeout its group goes too.
+    marker = new_marker()
+    head = "printf 'Content-Type: text/plain\\n\\nstart'" if after_head else ":"
+    app = CGIApp(script(f"""
+        #!/bin/sh
+        export MARK={marker}
+        {head}
+        sleep 300 &
+        exit 0
+    """), timeout=0.5)
+    try:
+        out = run(app)
+        if after_head:
+            assert out.status == "200 OK" and out.aborted
+        else:
+            assert out.status == "504 Gateway Timeout"
+        assert wait_gone(marker, 5) == []
+    finally:
+        kill_marked(marker)
 
 
 def test_a_script_that_is_not_executable_is_refused_at_start(tmp_path):

@@ -30,6 +30,7 @@ reason goes to ``wsgi.errors``; the client only sees the status.
 from __future__ import annotations
 
 import os
+import sys
 
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
@@ -257,6 +258,13 @@ class CGIApp:
         return run
 
 
+#: Each script runs in its own process group, so a timeout kills its children
+#: too; and in the worker's session (Python 3.11's ``process_group``), so a
+#: worker killed by the master takes them along (bridge.server.process.kill_session).
+#: Python 3.10 has only ``start_new_session``: the group, not the session.
+_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+
+
 class _Run:
     """One running script: feeds stdin, drains stderr, hands out stdout; the response iterable."""
 
@@ -272,8 +280,7 @@ class _Run:
         self.proc = subprocess.Popen(
             [script], executable=script, env=env, cwd=os.path.dirname(script),
             stdin=subprocess.PIPE if self.left else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)   # its own process group: a timeout kills its children too
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_OWN_GROUP)
         self.sel = selectors.DefaultSelector()
         self.out_fd = self.proc.stdout.fileno()
         self.err_fd = self.proc.stderr.fileno()
@@ -414,11 +421,11 @@ class _Run:
                 self._step(deadline)
         except (_Timeout, OSError):
             pass
-        import subprocess
-        try:
-            self.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        # Still running, or gone but its pipes still held by what it started
+        # (``sleep 300 &`` keeps stdout open): past its time, the group goes.
+        if not self._exited_by(deadline) or self.sel.get_map():
             self.kill()
+        self.proc.wait()
         if self.sel.get_map():
             # Killed (or it closed stdout but kept stderr): collect its last words.
             end = time.monotonic() + 1.0
@@ -437,10 +444,30 @@ class _Run:
             self._stderr(b"", end=True)
         self.sel.close()
 
+    def _exited_by(self, deadline: float) -> bool:
+        """Whether the script has ended by ``deadline``, *without* reaping it.
+
+        Unreaped, its pid stays reserved as its process group's id, so a
+        later ``killpg`` cannot hit another process that took the number.
+        """
+        import time
+        delay = 0.0005
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True          # reaped already
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
     def kill(self) -> None:
-        """SIGKILL the script's process group (it runs in its own session)."""
+        """SIGKILL the script's process group: the script and whatever it started in it."""
         import signal
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:     # not reaped: the group id is still its
             self.killed = True
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
