@@ -24,7 +24,7 @@ if TYPE_CHECKING:   # typing costs ~7 ms (it imports re): never at run time on t
 __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
-    "status_has_body", "decode_path",
+    "status_has_body", "decode_path", "remove_dot_segments",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -565,6 +565,34 @@ def decode_path(raw: bytes) -> str:
         except ValueError:
             out.append(b"%" + part)
     return b"".join(out).decode("latin-1")
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on a *decoded* path: ``/admin/../public`` → ``/public``.
+
+    Applied after the whole path was percent-decoded (``%2e%2e`` and
+    ``..%2F`` are dot segments too, as nginx sees them) and before any
+    routing, by every gateway and by :class:`bridge.mount`, so that a prefix
+    matched here is the one a front proxy's ``location`` matched: without
+    it ``/admin/%2e%2e/public`` passes nginx's ``location /admin/ { deny
+    all; }`` as ``/public`` and reaches the app mounted at ``/admin``.
+    ``..`` above the root is dropped (``/../x`` → ``/x``), as the RFC says.
+    Empty segments, ``..;``, ``...`` and backslashes are ordinary characters,
+    as for nginx on POSIX.  A path not starting with ``/`` is left alone.
+    """
+    if "/." not in path or path[:1] != "/":
+        return path
+    segments = path.split("/")
+    out: list = []
+    for segment in segments[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")      # "/a/b/.." is the directory "/a/", not "/a"
+    return "/" + "/".join(out)
 
 
 def make_environ(

@@ -117,11 +117,11 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
                       f"(last to {location}); giving up (500)")
         return _plain(start_response, "500 Internal Server Error")
     from bridge.middleware.mount import ROOT_KEY
-    from bridge.wsgi import decode_path
+    from bridge.wsgi import decode_path, remove_dot_segments
     import io
     uri = location.partition("#")[0]
     raw_path, _, query = uri.partition("?")
-    path = decode_path(raw_path.encode("latin-1"))
+    path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
     root = environ.get(ROOT_KEY)
     if root is not None:
         app, base = root
