@@ -122,7 +122,7 @@ def _load(app: "Union[str, Callable, None]", pythonpath: "Iterable[str]", chdir:
     if config is not None:
         # --mount, middleware flags...: hooks(app, config) -> app
         import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
+        for hook in _config.app_wrappers():
             app = hook(app, config)
     if not callable(app):
         from bridge.loader import AppLoadError
