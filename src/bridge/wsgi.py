@@ -25,6 +25,7 @@ __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "remove_dot_segments",
+    "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -281,6 +282,45 @@ def _describe(environ: dict) -> str:
     return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
 
 
+#: environ key set by :func:`call_app`: the SCRIPT_NAME the gateway gave,
+#: before any mount moved a prefix into it.  Its presence says that raising
+#: :class:`InternalRedirect` is served (elsewhere an app falls back to a
+#: redirect of its own, see ``bridge.cgi.app.local_redirect``).
+INTERNAL_REDIRECT_ROOT = "bridge.internal_redirect_root"
+#: A bound for apps that raise InternalRedirect without counting (CGIApp and
+#: FastCGIApp count, and stop at their ``max_redirects``).
+MAX_INTERNAL_REDIRECTS = 20
+
+
+class InternalRedirect(Exception):
+    """Raised by an app *before* it starts a response: serve ``environ`` instead.
+
+    RFC 3875 §6.2.2 (a CGI local redirect) wants the server to serve the new
+    path "as if the client had asked for it": :func:`call_app` runs its whole
+    app again -- status paths, Static, Gzip, every mount -- with ``environ``,
+    as Apache's internal redirect does, and the response goes to the client
+    without passing through the first pass's middleware.  The access log
+    keeps the request the client sent.
+    """
+
+    def __init__(self, environ: dict) -> None:
+        super().__init__(environ.get("REQUEST_URI", ""))
+        self.environ = environ
+
+
+def _follow_internal_redirects(app: "Callable", redirect: InternalRedirect,
+                               response: "Response") -> "Any":
+    for _ in range(MAX_INTERNAL_REDIRECTS):
+        if response.status is not None:
+            raise RuntimeError("InternalRedirect raised after start_response")
+        try:
+            return app(redirect.environ, response.start_response)
+        except InternalRedirect as again:
+            redirect = again
+    raise RuntimeError(f"more than {MAX_INTERNAL_REDIRECTS} internal redirects "
+                       f"(last to {redirect.environ.get('REQUEST_URI', '')})")
+
+
 def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Response":
     """Run ``app`` for one request and send its response through ``transport``.
 
@@ -292,8 +332,12 @@ def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Respons
     """
     response = Response(environ, transport)
     result = None
+    environ[INTERNAL_REDIRECT_ROOT] = environ.get("SCRIPT_NAME", "")
     try:
-        result = app(environ, response.start_response)
+        try:
+            result = app(environ, response.start_response)
+        except InternalRedirect as redirect:
+            result = _follow_internal_redirects(app, redirect, response)
         rtype = type(result)
         if (rtype is list or rtype is tuple) and len(result) == 1 and response.status is not None and not response.headers_sent:
             body = result[0]

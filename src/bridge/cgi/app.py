@@ -17,7 +17,7 @@ What the RFC asks of the server, and where it is done here:
   string (§4.4 leaves it to the server; it was CVE-2012-1823).
 - §6 the response: :mod:`bridge.cgi.rfc3875` (``find_head_end``, ``parse_head``, also used
   by the FastCGI client for STDOUT); ``Status:``, ``Location:`` (§6.2.2 local
-  redirects are served again from the top, §6.2.3 client redirects get a
+  redirects are served again by the whole stack, §6.2.3 client redirects get a
   302), everything else passed on, hop-by-hop fields dropped.
 
 Streams are pumped with ``selectors`` in the calling thread: the body goes
@@ -107,9 +107,13 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
                    max_redirects: int = 10) -> Iterable[bytes]:
     """§6.2.2: serve ``location`` as if the client had asked for it, with GET and no body.
 
-    From the top of the outermost :func:`bridge.mount` if there is one (the
-    new path may belong to another app), else through ``app`` itself when
-    the path is under its SCRIPT_NAME, else as a 302 the client follows.
+    Under bridge's gateways, by raising :class:`bridge.wsgi.InternalRedirect`:
+    the whole stack -- status paths, Static, Gzip, every mount -- serves the
+    new path from the top, as Apache's internal redirect does.  Under
+    another WSGI server, from the top of the outermost :func:`bridge.mount`
+    if there is one, else through ``app`` itself.  A path outside all of
+    it becomes a 302 the client follows.  More than ``max_redirects`` in a
+    row (a loop): 500, and a log line naming the last location.
     """
     depth = environ.get("bridge.cgi.redirects", 0) + 1
     if depth > max_redirects:
@@ -117,14 +121,17 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
                       f"(last to {location}); giving up (500)")
         return _plain(start_response, "500 Internal Server Error")
     from bridge.middleware.mount import ROOT_KEY
-    from bridge.wsgi import decode_path, remove_dot_segments
+    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, InternalRedirect, decode_path, remove_dot_segments
     import io
     uri = location.partition("#")[0]
     raw_path, _, query = uri.partition("?")
     path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
-    root = environ.get(ROOT_KEY)
-    if root is not None:
-        app, base = root
+    whole_stack = environ.get(INTERNAL_REDIRECT_ROOT)
+    mount_root = environ.get(ROOT_KEY)
+    if whole_stack is not None:
+        base = whole_stack
+    elif mount_root is not None:
+        app, base = mount_root
     else:
         base = environ.get("SCRIPT_NAME", "")
     if base and not (path == base or path.startswith(base + "/")):
@@ -134,7 +141,7 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
         start_response("302 Found", [("Location", location), ("Content-Length", "0")])
         return [b""]
     new = dict(environ)
-    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated"):
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated", ROOT_KEY):
         new.pop(key, None)
     new["REQUEST_METHOD"] = "GET"
     new["wsgi.input"] = io.BytesIO(b"")
@@ -143,6 +150,8 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
     new["QUERY_STRING"] = query
     new["REQUEST_URI"] = uri
     new["bridge.cgi.redirects"] = depth
+    if whole_stack is not None:
+        raise InternalRedirect(new)
     return app(new, start_response)
 
 
