@@ -25,8 +25,16 @@ OPTION_MODULES = [
 ]
 
 #: Functions ``hook(app, config) -> app`` applied, in order, to the loaded app
-#: (mounts, static files, gzip...).  Options modules append to it.
+#: (mounts, static files, gzip...).  Options modules append to it.  A hook
+#: marked ``outermost = True`` is applied after all the others, whatever the
+#: import order: bridge's own paths (status, ping) are answered before any
+#: mount or middleware sees the request.  :func:`app_wrappers` gives the order.
 APP_WRAPPERS: list = []
+
+
+def app_wrappers() -> list:
+    """The APP_WRAPPERS hooks in the order they apply: inner first, ``outermost`` ones last."""
+    return sorted(APP_WRAPPERS, key=lambda hook: bool(getattr(hook, "outermost", False)))
 
 COMMANDS = ("cgi", "fcgi", "http", "check")
 SERVERS = ("fcgi", "http")

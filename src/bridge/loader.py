@@ -89,7 +89,7 @@ def load_from_config(config) -> "Callable":
     try:
         app = load_app(config.app, config.pythonpath, config.chdir) if config.app else None
         import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
+        for hook in _config.app_wrappers():
             app = hook(app, config)
         if app is None:
             raise AppLoadError("no application given: pass APP as module:callable")

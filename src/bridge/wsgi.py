@@ -25,6 +25,7 @@ __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "merge_content_length", "single_content_length",
+    "remove_dot_segments", "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -332,6 +333,45 @@ def _describe(environ: dict) -> str:
     return describe_request(environ)
 
 
+#: environ key set by :func:`call_app`: the SCRIPT_NAME the gateway gave,
+#: before any mount moved a prefix into it.  Its presence says that raising
+#: :class:`InternalRedirect` is served (elsewhere an app falls back to a
+#: redirect of its own, see ``bridge.cgi.app.local_redirect``).
+INTERNAL_REDIRECT_ROOT = "bridge.internal_redirect_root"
+#: A bound for apps that raise InternalRedirect without counting (CGIApp and
+#: FastCGIApp count, and stop at their ``max_redirects``).
+MAX_INTERNAL_REDIRECTS = 20
+
+
+class InternalRedirect(Exception):
+    """Raised by an app *before* it starts a response: serve ``environ`` instead.
+
+    RFC 3875 §6.2.2 (a CGI local redirect) wants the server to serve the new
+    path "as if the client had asked for it": :func:`call_app` runs its whole
+    app again -- status paths, Static, Gzip, every mount -- with ``environ``,
+    as Apache's internal redirect does, and the response goes to the client
+    without passing through the first pass's middleware.  The access log
+    keeps the request the client sent.
+    """
+
+    def __init__(self, environ: dict) -> None:
+        super().__init__(environ.get("REQUEST_URI", ""))
+        self.environ = environ
+
+
+def _follow_internal_redirects(app: "Callable", redirect: InternalRedirect,
+                               response: "Response") -> "Any":
+    for _ in range(MAX_INTERNAL_REDIRECTS):
+        if response.status is not None:
+            raise RuntimeError("InternalRedirect raised after start_response")
+        try:
+            return app(redirect.environ, response.start_response)
+        except InternalRedirect as again:
+            redirect = again
+    raise RuntimeError(f"more than {MAX_INTERNAL_REDIRECTS} internal redirects "
+                       f"(last to {redirect.environ.get('REQUEST_URI', '')})")
+
+
 def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Response":
     """Run ``app`` for one request and send its response through ``transport``.
 
@@ -343,8 +383,12 @@ def call_app(app: "Callable", environ: dict, transport: "Transport") -> "Respons
     """
     response = Response(environ, transport)
     result = None
+    environ[INTERNAL_REDIRECT_ROOT] = environ.get("SCRIPT_NAME", "")
     try:
-        result = app(environ, response.start_response)
+        try:
+            result = app(environ, response.start_response)
+        except InternalRedirect as redirect:
+            result = _follow_internal_redirects(app, redirect, response)
         rtype = type(result)
         if (rtype is list or rtype is tuple) and len(result) == 1 and response.status is not None and not response.headers_sent:
             body = result[0]
@@ -644,6 +688,34 @@ def decode_path(raw: bytes) -> str:
         except ValueError:
             out.append(b"%" + part)
     return b"".join(out).decode("latin-1")
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 on a *decoded* path: ``/admin/../public`` → ``/public``.
+
+    Applied after the whole path was percent-decoded (``%2e%2e`` and
+    ``..%2F`` are dot segments too, as nginx sees them) and before any
+    routing, by every gateway and by :class:`bridge.mount`, so that a prefix
+    matched here is the one a front proxy's ``location`` matched: without
+    it ``/admin/%2e%2e/public`` passes nginx's ``location /admin/ { deny
+    all; }`` as ``/public`` and reaches the app mounted at ``/admin``.
+    ``..`` above the root is dropped (``/../x`` → ``/x``), as the RFC says.
+    Empty segments, ``..;``, ``...`` and backslashes are ordinary characters,
+    as for nginx on POSIX.  A path not starting with ``/`` is left alone.
+    """
+    if "/." not in path or path[:1] != "/":
+        return path
+    segments = path.split("/")
+    out: list = []
+    for segment in segments[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")      # "/a/b/.." is the directory "/a/", not "/a"
+    return "/" + "/".join(out)
 
 
 def make_environ(

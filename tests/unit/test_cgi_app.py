@@ -9,6 +9,7 @@ from bridge.cgi.app import CGIApp
 from bridge.cgi.rfc3875 import BadResponse, cgi_variables, find_head_end, head_search_resume, parse_head
 from bridge.middleware.mount import mount
 from bridge.wsgi import call_app
+from support.procs import kill_marked, new_marker, wait_gone
 
 
 # -- the response grammar (byte strings) --------------------------------------
@@ -343,6 +344,31 @@ def test_a_silent_script_is_killed_and_answered_504(script, tmp_path):
     assert str(marker) not in ps
 
 
+@pytest.mark.parametrize("after_head", [False, True], ids=["before-its-head", "in-its-body"])
+def test_a_script_gone_but_its_children_holding_the_pipes_are_killed_at_the_timeout(
+        script, after_head):
+    # The script itself exits; what it started in the background keeps stdout
+    # open, so the response never ends.  At the CGI timeout its group goes too.
+    marker = new_marker()
+    head = "printf 'Content-Type: text/plain\\n\\nstart'" if after_head else ":"
+    app = CGIApp(script(f"""
+        #!/bin/sh
+        export MARK={marker}
+        {head}
+        sleep 300 &
+        exit 0
+    """), timeout=0.5)
+    try:
+        out = run(app)
+        if after_head:
+            assert out.status == "200 OK" and out.aborted
+        else:
+            assert out.status == "504 Gateway Timeout"
+        assert wait_gone(marker, 5) == []
+    finally:
+        kill_marked(marker)
+
+
 def test_a_script_that_is_not_executable_is_refused_at_start(tmp_path):
     path = tmp_path / "x.sh"
     path.write_text("#!/bin/sh\n")
@@ -394,6 +420,83 @@ def test_a_local_redirect_loop_stops(script):
     out = run(app, "/again")
     assert out.status == "500 Internal Server Error"
     assert "more than 3" in out.errors
+
+
+def whole_stack(tmp_path, script_path, **extra):
+    """The app ``bridge http`` builds: status paths, Static, Gzip, the mounts."""
+    from bridge.config import Config
+    from bridge.loader import load_from_config
+    static = tmp_path / "static"
+    static.mkdir(exist_ok=True)
+    (static / "a.txt").write_text("the static file " * 40)
+    values = {"app": "support.mount_apps:public", "mount": [f"/cgi=cgi:{script_path}"],
+              "static": [f"/s={static}"], "gzip": True, "ping_path": "/ping", **extra}
+    return load_from_config(Config.build("http", values, environ={}))
+
+
+@pytest.mark.parametrize("location, served", [
+    ("/s/a.txt", b"the static file " * 40),         # by Static, in front of the mounts
+    ("/ping", b"pong\n"),                           # by the status wrapper, outermost
+    ("/cgi/../s/./a.txt", b"the static file " * 40),  # normalised like any request path
+])
+def test_a_local_redirect_reenters_the_whole_stack(script, tmp_path, location, served):
+    app = whole_stack(tmp_path, script(f"""
+        #!/bin/sh
+        printf 'Location: {location}\\n\\n'
+    """))
+    out = run(app, "/cgi", method="POST", body=b"dropped")
+    assert out.status == "200 OK", out.errors
+    assert out.body == served
+
+
+def test_a_local_redirect_is_compressed_once_not_by_each_pass(script, tmp_path):
+    import gzip
+    import json
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /page?x=1\\n\\n'
+    """), gzip_min_size=0)
+    out = run(app, "/cgi", headers={"Accept-Encoding": "gzip"})
+    assert ("Content-Encoding", "gzip") in out.headers
+    seen = json.loads(gzip.decompress(out.body))
+    assert (seen["app"], seen["path_info"], seen["request_uri"]) == ("public", "/page", "/page?x=1")
+
+
+def test_a_local_redirect_of_a_head_request_sends_no_body(script, tmp_path):
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /s/a.txt\\n\\n'
+    """))
+    out = run(app, "/cgi", method="HEAD")
+    assert out.status == "200 OK" and out.body == b""
+
+
+def test_a_local_redirect_loop_through_the_whole_stack_ends_in_a_500(script, tmp_path):
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /cgi/again\\n\\n'
+    """))
+    out = run(app, "/cgi")
+    assert out.status == "500 Internal Server Error"
+    assert out.errors.count("more than 10 CGI local redirects (last to /cgi/again)") == 1
+
+
+def test_under_another_server_a_local_redirect_starts_from_the_mount(script):
+    # No bridge gateway (no call_app): the outermost mount serves it, as before.
+    redirector = CGIApp(script("""
+        #!/bin/sh
+        printf 'Location: /py/x\\n\\n'
+    """, name="redir.sh"))
+
+    def target(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [(environ["SCRIPT_NAME"] + "|" + environ["PATH_INFO"]).encode()]
+    site = mount({"/cgi": redirector, "/py": target})
+    got = {}
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/cgi", "QUERY_STRING": "",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO()}
+    body = b"".join(site(environ, lambda status, headers, exc_info=None: got.setdefault("s", status)))
+    assert got["s"] == "200 OK" and body == b"/py|/x"
 
 
 def test_head_request_gets_the_headers_and_the_script_is_reaped(script):

@@ -818,3 +818,50 @@ def test_file_wrapper_to_head_sends_no_body():
 
 def test_wsgi_error_is_a_real_exception_not_an_assertion():
     assert issubclass(WSGIError, Exception) and not issubclass(WSGIError, AssertionError)
+
+
+# -- internal redirects (RFC 3875 §6.2.2 local redirects, served by the gateway) -----------
+
+
+def test_an_internal_redirect_runs_the_whole_app_again_with_the_new_environ():
+    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, InternalRedirect
+    seen = []
+
+    def app(env, start_response):
+        seen.append((env["PATH_INFO"], env[INTERNAL_REDIRECT_ROOT]))
+        if env["PATH_INFO"] == "/old":
+            raise InternalRedirect(dict(env, PATH_INFO="/new", REQUEST_URI="/new"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"new page"]
+    t = Recorder()
+    env = environ(PATH_INFO="/old", SCRIPT_NAME="/root", REQUEST_METHOD="HEAD")
+    response = call_app(app, env, t)
+    assert seen == [("/old", "/root"), ("/new", "/root")]
+    assert t.head[1] == "200 OK" and t.body == b""        # still the client's HEAD
+    assert response.environ is env                         # the access log keeps the request sent
+
+
+def test_an_app_redirecting_forever_is_stopped_with_a_500():
+    from bridge.wsgi import MAX_INTERNAL_REDIRECTS, InternalRedirect
+    calls = []
+
+    def app(env, start_response):
+        calls.append(1)
+        raise InternalRedirect(dict(env))
+    t = Recorder()
+    errors = io.StringIO()
+    call_app(app, environ(errors=errors), t)
+    assert t.head[1] == "500 Internal Server Error"
+    assert len(calls) == MAX_INTERNAL_REDIRECTS + 1
+    assert "internal redirects" in errors.getvalue()
+
+
+def test_an_internal_redirect_after_start_response_is_an_error():
+    from bridge.wsgi import InternalRedirect
+
+    def app(env, start_response):
+        start_response("200 OK", [])
+        raise InternalRedirect(dict(env))
+    t = Recorder()
+    call_app(app, environ(), t)
+    assert t.head[1] == "500 Internal Server Error"

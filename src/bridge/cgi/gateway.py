@@ -18,7 +18,7 @@ only when the app is given by name, ``traceback`` only on failure.
 import os
 import sys
 
-from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ
+from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ, remove_dot_segments
 
 # Annotations that name typing's types are strings, and there is no
 # `from __future__ import annotations`: that line imports the __future__
@@ -122,7 +122,7 @@ def _load(app: "Union[str, Callable, None]", pythonpath: "Iterable[str]", chdir:
     if config is not None:
         # --mount, middleware flags...: hooks(app, config) -> app
         import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
+        for hook in _config.app_wrappers():
             app = hook(app, config)
     if not callable(app):
         from bridge.loader import AppLoadError
@@ -175,6 +175,10 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
                 body, terminated = BoundedInput(stdin, 0), False
         env = make_environ(env, input=body, errors=errors, multithread=False,
                            multiprocess=True, run_once=True, input_terminated=terminated)
+        if "/." in env["PATH_INFO"]:
+            # Apache and nginx normalise before they route; a server that
+            # did not must not let a mount route differently (RFC 3986 §5.2.4).
+            env["PATH_INFO"] = remove_dot_segments(env["PATH_INFO"])
         if script_name:
             from bridge.wsgi import apply_script_name
             apply_script_name(env, script_name)

@@ -26,7 +26,7 @@ import socket
 import threading
 
 from bridge.fastcgi import protocol as fcgi
-from bridge.wsgi import apply_script_name, call_app, decode_path, encode_headers, make_environ
+from bridge.wsgi import apply_script_name, call_app, decode_path, encode_headers, make_environ, remove_dot_segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -80,15 +80,21 @@ class ClientGone(OSError):
 
 
 def _path_from_uri(uri: str) -> str:
-    """The percent-decoded path of REQUEST_URI (origin-form or absolute-form), no query."""
+    """The decoded, dot-segment-free path of REQUEST_URI (origin-form or absolute-form), no query.
+
+    nginx's ``$request_uri`` is the raw target: nginx routed on its own
+    normalised ``$uri``, so the same normalisation is done here (RFC 3986
+    §5.2.4 after decoding) or a mount would see a path nginx never matched.
+    """
     path = uri.partition("?")[0].partition("#")[0]
     if path[:1] == "/" and "%" not in path:
-        return path   # the common case: nothing to decode (str is already latin-1)
+        # the common case: nothing to decode (str is already latin-1)
+        return remove_dot_segments(path) if "/." in path else path
     if not path.startswith("/"):
         scheme, sep, rest = path.partition("://")
         if sep and scheme.isalpha():
             path = "/" + rest.partition("/")[2]   # absolute-form: drop scheme://authority
-    return decode_path(path.encode("latin-1"))
+    return remove_dot_segments(decode_path(path.encode("latin-1")))
 
 
 def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> None:
@@ -103,7 +109,13 @@ def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> 
       be mounted at the root.
     * ``--script-name PREFIX`` then moves PREFIX from PATH_INFO to
       SCRIPT_NAME, for mounts the web server cannot describe.
+
+    Either way PATH_INFO has no dot segments (RFC 3986 §5.2.4), so bridge
+    routes on the path the web server routed on.
     """
+    path_info = environ.get("PATH_INFO")
+    if path_info is not None and "/." in path_info:
+        environ["PATH_INFO"] = remove_dot_segments(path_info)
     if "PATH_INFO" not in environ:
         uri = environ.get("REQUEST_URI")
         if uri:

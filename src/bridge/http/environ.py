@@ -15,7 +15,7 @@ import socket
 from bridge.http.events import Request
 from bridge.http.forwarded import TrustedProxies, apply_forwarded
 from bridge.http.readers import Limits
-from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ
+from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ, remove_dot_segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -169,7 +169,10 @@ def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: b
     env = base.copy()
     env["REQUEST_METHOD"] = request.method
     path = request.path
-    env["PATH_INFO"] = decode_path(path.encode("latin-1")) if "%" in path else path
+    if "%" in path:
+        path = decode_path(path.encode("latin-1"))
+    # RFC 3986 §5.2.4 after decoding, before any routing (REQUEST_URI stays raw).
+    env["PATH_INFO"] = remove_dot_segments(path) if "/." in path else path
     env["QUERY_STRING"] = request.query
     env["REQUEST_URI"] = env["RAW_URI"] = request.target
     env["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version

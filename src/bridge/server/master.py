@@ -35,6 +35,7 @@ import signal
 import sys
 import time
 
+from bridge.server.process import become_session_leader, kill_session
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -415,6 +416,7 @@ class Master:
     def _child(self, slot: int, generation: int, max_requests: int, old_mask) -> None:
         code = 1
         try:
+            become_session_leader()     # what it starts can be found when it dies
             for name in SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             signal.signal(signal.SIGTTIN, signal.SIG_IGN)
@@ -488,7 +490,21 @@ class Master:
             if w is None:
                 continue
             self.board.release(w.slot)
-            self._worker_exited(w, os.waitstatus_to_exitcode(status))
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                self._kill_leftovers(w)
+            self._worker_exited(w, code)
+
+    def _kill_leftovers(self, w: WorkerProc) -> None:
+        """A killed or crashed worker's CGI scripts and subprocesses die with it.
+
+        Else a hung script (and its ``sleep 300 &``) outlives the worker
+        that ``--timeout`` killed, reparented to init.  A clean exit has
+        finished its requests: what they left detached is theirs."""
+        count = kill_session(w.pid)
+        if count:
+            log.warning("worker %d left %d process%s behind (CGI scripts, subprocesses): killed",
+                        w.pid, count, "" if count == 1 else "es")
 
     def _worker_exited(self, w: WorkerProc, code: int) -> None:
         now = time.monotonic()

@@ -79,11 +79,17 @@ setting("ping_path", "--ping-path", metavar="PATH", commands=S, section="status"
 
 
 def _status_hook(app, config):
-    """APP_WRAPPERS hook: the status and ping paths answered before the app (lazy import)."""
+    """APP_WRAPPERS hook: the status and ping paths answered before everything (lazy import).
+
+    Outermost, so they answer whatever serves the rest: a positional APP,
+    only ``--mount`` options (the mount map is built by then), ``--static``.
+    No app at all is left for the loader to refuse.
+    """
     if app is None or not (getattr(config, "status_path", None) or getattr(config, "ping_path", None)):
         return app
     from bridge.server.status import wrap
     return wrap(app, config)
 
 
+_status_hook.outermost = True
 APP_WRAPPERS.append(_status_hook)

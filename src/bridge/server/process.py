@@ -117,6 +117,77 @@ class Watchdog:
                 self.slot.add_slow()
 
 
+def become_session_leader() -> None:
+    """A pre-fork worker starts its own session, so that whatever it starts stays marked as its.
+
+    CGI scripts (each in its own process group, for the CGI timeout) and
+    the app's own subprocesses inherit the session; only a deliberate
+    ``setsid`` leaves it.  When the master has to kill the worker, or it
+    crashes, :func:`kill_session` finds and kills them all, however deep
+    (a script's ``sleep 300 &`` included): PR_SET_PDEATHSIG would only
+    reach direct children, and only when the forking *thread* exits.
+    Terminal signals then reach the master alone, which passes TERM/QUIT on.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass   # already a group leader (not forked by the master): nothing to mark
+
+
+def session_members(sid: int) -> dict:
+    """``{pid: pgid}`` of the live processes in session ``sid`` (Linux ``/proc``; empty elsewhere).
+
+    Zombies are left out: they are dead already, their parent reaps them."""
+    found: dict = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue           # gone meanwhile, or not ours to read
+        # "pid (comm) state ppid pgrp session ...": comm may hold spaces and ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            found[int(name)] = int(fields[2])
+    return found
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process left in session ``sid`` (a dead worker's); how many there were.
+
+    By process group first (a group is killed at once, so a script that
+    forks meanwhile loses the race), then by pid; a few rounds catch
+    what was forked during a scan.  Never this process itself.
+    """
+    me = os.getpid()
+    killed: set = set()
+    if sid <= 1 or sid == os.getsid(0):
+        return 0           # never our own session (the shell's, for a foreground master)
+    for _ in range(5):
+        members = {pid: pgid for pid, pgid in session_members(sid).items() if pid != me}
+        if not members:
+            break
+        for pgid in set(members.values()):
+            if pgid != os.getpgrp():
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        killed.update(members)
+    return len(killed)
+
+
 def describe_request(environ: dict) -> str:
     """``METHOD /path?query from ADDRESS`` for the slow-request log, escaped like every log line."""
     return f"{logtext.describe_request(environ, query=True)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
