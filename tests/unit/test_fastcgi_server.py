@@ -411,6 +411,36 @@ def test_file_wrapper_is_sent_with_sendfile_in_records(pair_factory):
     assert body == data
 
 
+def test_file_that_shrinks_during_sendfile_cuts_the_connection_off(pair_factory, caplog):
+    """A STDOUT record announced 65,528 bytes and the file ran out inside it: nothing
+    may follow on that connection (no END_REQUEST, no next request's records inside
+    the record), so the web server sees an upstream error, and it is logged."""
+    from support.http_apps import ShrinkingFile, pattern
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](ShrinkingFile(200_000, 1000))
+    pair = pair_factory(app)
+    pair.send(request_bytes(get_params(), keep_conn=True)
+              + request_bytes(get_params(), request_id=2, keep_conn=True))
+    logging.getLogger("bridge").propagate = True
+    with caplog.at_level(logging.ERROR, logger="bridge"):
+        assert pair.step() is False
+    raw = b""
+    while True:
+        chunk = pair.client.recv(1 << 20)
+        if not chunk:
+            break
+        raw += chunk
+    reader = p.RecordReader()
+    recs = reader.feed(raw)
+    assert [r[0] for r in recs] == [p.STDOUT]           # the head; then the cut-off record
+    with pytest.raises(p.ProtocolError):
+        reader.check_complete()                         # EOF inside the record: upstream error
+    assert raw.endswith(pattern(1000))
+    assert "file shrank" in caplog.text
+
+
 @pytest.mark.parametrize("params, script_name, expected", [
     ({"SCRIPT_NAME": "/app", "PATH_INFO": "/x"}, None, ("/app", "/x")),
     ({"SCRIPT_NAME": "/a/b", "REQUEST_URI": "/a/b?q=1"}, None, ("", "/a/b")),

@@ -229,6 +229,29 @@ def test_file_wrapper_goes_out_with_sendfile_byte_exact(server, monkeypatch):
     assert calls
 
 
+def test_file_that_shrinks_during_sendfile_cuts_the_connection_off(server, caplog):
+    """The head announced 200,000 bytes; the file has 1,000 when they are sent.  The
+    pipelined request behind it must not appear inside that body: the connection ends."""
+    import logging
+    logging.getLogger("bridge").propagate = True
+    with caplog.at_level(logging.ERROR, logger="bridge.http"):
+        with server.connect() as c:
+            c.sendall(b"GET /shrinking-file?size=200000&to=1000 HTTP/1.1\r\nHost: h\r\n\r\n"
+                      b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 200000" in head
+    assert body == http_apps.pattern(1000)       # what there was, then the end
+    assert b"HTTP/1.1" not in body
+    assert "file shrank" in caplog.text
+    assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
 def test_client_gone_mid_response_closes_the_result_and_others_are_served(server):
     before = len(http_apps.closed_events)
     c = server.connect()

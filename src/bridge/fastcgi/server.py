@@ -26,7 +26,7 @@ import socket
 import threading
 
 from bridge.fastcgi import protocol as fcgi
-from bridge.wsgi import apply_script_name, call_app, decode_path, encode_headers, make_environ
+from bridge.wsgi import FileShrank, apply_script_name, call_app, decode_path, encode_headers, make_environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -480,7 +480,15 @@ class Handler:
             pass
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
-        """``wsgi.file_wrapper`` on a regular file: os.sendfile between record headers."""
+        """``wsgi.file_wrapper`` on a regular file: os.sendfile between record headers.
+
+        Each record header announces its length before the data is sent, so
+        a failure inside a record (the file shrank, the write failed) leaves
+        the stream in the middle of it: nothing more may be written on this
+        connection, not even END_REQUEST, or the web server would read it as
+        STDOUT data.  The connection is marked dead and shut down;
+        :class:`~bridge.wsgi.FileShrank` makes ``call_app`` log it.
+        """
         self._check_incoming()
         if self.err:
             self._send(self._flush_err())
@@ -488,22 +496,34 @@ class Handler:
         chunk = 65528   # a multiple of 8: no padding between header and data
         while count > 0:
             n = min(chunk, count)
-            header = fcgi._pack_header(fcgi.VERSION_1, fcgi.STDOUT, rid, n, -n & 7)
+            header = fcgi.record_header(fcgi.STDOUT, rid, n)
             self._send(header)
             sent = 0
-            while sent < n:
-                try:
-                    k = os.sendfile(self.fd, fd, offset + sent, n - sent)
-                except BlockingIOError:
-                    self._wait_writable()
-                    continue
-                if k == 0:
-                    raise ClientGone("file shrank while being sent")
-                sent += k
+            try:
+                while sent < n:
+                    try:
+                        k = os.sendfile(self.fd, fd, offset + sent, n - sent)
+                    except BlockingIOError:
+                        self._wait_writable()
+                        continue
+                    if k == 0:
+                        raise FileShrank(count - sent)
+                    sent += k
+            except BaseException:
+                self._cut_off()
+                raise
             if -n & 7:
                 self._send(bytes(-n & 7))
             offset += n
             count -= n
+
+    def _cut_off(self) -> None:
+        """Stop all output on this connection at once (the stream is mid-record)."""
+        self.dead = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     # ---- wsgi.errors ----------------------------------------------------------
 

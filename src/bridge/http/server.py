@@ -31,7 +31,7 @@ from bridge.http.protocol import (
     DONE, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
-from bridge.wsgi import call_app, status_has_body
+from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -508,7 +508,6 @@ class HTTPConnection:
         try:
             block = "".join(parts).encode("latin-1")
         except UnicodeEncodeError as exc:
-            from bridge.wsgi import WSGIError
             raise WSGIError(f"response header not encodable as latin-1: {exc}") from None
         request = conn.request
         body_allowed = status_has_body(status, request.method if request is not None else "GET")
@@ -552,13 +551,20 @@ class HTTPConnection:
                     pass
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
-        """``wsgi.file_wrapper`` over a real file: ``os.sendfile``, no copy through Python."""
+        """``wsgi.file_wrapper`` over a real file: ``os.sendfile``, no copy through Python.
+
+        The head announced ``count`` bytes.  A file that shrinks meanwhile
+        (truncated, rewritten) cannot keep that promise: returning short would
+        leave the client counting the next response as the rest of this body.
+        :class:`FileShrank` makes ``call_app`` log it and :meth:`abort`, which
+        cuts the connection off.
+        """
         conn = self.conn
         if self.tls is not None or not conn.raw_body(count):
             while count > 0:
                 data = os.pread(fd, min(count, 1 << 20), offset)
                 if not data:
-                    break
+                    raise FileShrank(count)
                 self.send_body(data)
                 offset += len(data)
                 count -= len(data)
@@ -577,7 +583,7 @@ class HTTPConnection:
                 except OSError as exc:
                     raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
                 if sent == 0:
-                    break
+                    raise FileShrank(count)
                 offset += sent
                 count -= sent
         finally:
