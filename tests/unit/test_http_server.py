@@ -298,6 +298,51 @@ def test_unread_small_body_is_drained_and_the_connection_reused(server):
         assert reader.response()[2] == b"one"
 
 
+def _chunked(body: bytes, size: int = 16384) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+UNREAD_BODIES = {
+    "chunked-2MiB": (b"Transfer-Encoding: chunked\r\n", _chunked(b"x" * (2 << 20))),
+    "length-300KiB": (b"Content-Length: 307200\r\n", b"x" * 307200),
+    "length-2MiB": (b"Content-Length: 2097152\r\n", b"x" * (2 << 20)),
+}
+
+
+def send_body_the_app_ignores(server, framing: bytes, body: bytes) -> tuple:
+    """The whole request in one sendall (from a thread: more than the socket buffers
+    hold) to an app that answers without reading it; (response, sender's error)."""
+    import threading
+    errors = []
+    with server.connect() as c:
+        def send():
+            try:
+                c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\n" + framing + b"\r\n" + body)
+                c.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                errors.append(exc)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        try:
+            response = read_response(c)
+        except OSError as exc:
+            response = exc
+        t.join(10)
+    return response, errors
+
+
+@pytest.mark.parametrize("name", sorted(UNREAD_BODIES))
+def test_big_unread_body_gets_the_whole_response_and_no_reset(server, name):
+    framing, body = UNREAD_BODIES[name]
+    for _ in range(5):
+        response, errors = send_body_the_app_ignores(server, framing, body)
+        assert not isinstance(response, Exception), response
+        status, headers, data = response
+        assert status.startswith("HTTP/1.1 200") and data == b"ignored\n"
+        assert errors == []
+
+
 def test_readline_over_a_chunked_body(server):
     status, headers, body = exchange(server, b"POST /echo?readline=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                                              b"4\r\nab\nc\r\n3\r\nd\ne\r\n0\r\n\r\n")

@@ -28,7 +28,7 @@ from bridge.http.accesslog import Record
 from bridge.http.environ import HTTPInput, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
 from bridge.http.protocol import (
-    DONE, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
+    DONE, DRAIN_LIMIT, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
 from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
@@ -410,31 +410,41 @@ class HTTPConnection:
             conn.receive_data(data)
 
     def _drain(self) -> bool:
-        """Read and drop the body the app left unread, so the next request can follow."""
-        from bridge.http.protocol import DRAIN_LIMIT
+        """Read and drop the body the app left unread, so the next request can follow.
+
+        The protocol kept the connection only when at most DRAIN_LIMIT bytes
+        of that body were still to come, so that is what may be read here
+        (what was already buffered does not count).  Giving up (more than
+        that, a bad chunk, a stalled client) closes with a lingering close:
+        the client may still be sending, and closing with unread input would
+        reset the connection under the response it has not read yet.
+        """
         conn = self.conn
-        total = 0
+        received = 0
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError:
+                self._linger()
                 return False
             kind = type(event)
             if kind is EndOfMessage:
                 return True
             if kind is Data:
-                total += len(event.data)
-                if total > DRAIN_LIMIT:
-                    return False
                 continue
             if event is not NEED_DATA:
+                return False
+            if received > DRAIN_LIMIT:
+                self._linger()
                 return False
             try:
                 data = self._read_wait()
             except OSError:
+                self._linger()
                 return False
             if not data:
                 return False
+            received += len(data)
             conn.receive_data(data)
 
     def _reject(self, exc: RemoteProtocolError) -> None:
