@@ -495,6 +495,21 @@ def test_body_is_received_in_memory_or_an_unlinked_spool_file_and_reaches_the_ap
             assert len(made) == 2 * spooled, size
 
 
+def test_body_that_cannot_be_spooled_gets_500_and_the_server_goes_on(monkeypatch):
+    import errno
+    import tempfile
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    with RunningHTTP(http_apps.app, body_spool_threshold=1000) as server:
+        with server.connect() as c:
+            c.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 500") and headers["connection"] == "close"
+        assert exchange(server, b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")[2] == b"abc"
+
+
 def test_chunked_body_received_whole_has_its_content_length(server):
     env = get_environ(server, b"POST /environ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
