@@ -358,13 +358,14 @@ class Handler:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return False
-        import time
         self.lingering = True
-        self.idle_deadline = time.monotonic() + LINGER
+        self.idle_deadline = _monotonic() + LINGER
         return True
 
     def _discard(self, buf) -> bool:
-        while True:
+        if _monotonic() >= self.idle_deadline:
+            return False
+        for _ in range(16):     # a peer sending flat out gets no thread to itself
             try:
                 n = _readv(self.fd, (buf,))
             except BlockingIOError:
@@ -373,6 +374,7 @@ class Handler:
                 return False
             if n == 0:
                 return False
+        return True
 
     def close(self) -> None:
         """The Worker closed the connection: close the bodies of the requests

@@ -637,14 +637,18 @@ class HTTPConnection:
         if deadline is not None and _monotonic() >= deadline:
             return False
         buf = _thread_buffer()
-        while True:
+        budget = BODY_READ_BUDGET     # a client sending flat out gets no thread to itself
+        while budget > 0:
             try:
-                if not _readv(self.fd, (buf,)):
-                    return False
+                n = _readv(self.fd, (buf,))
             except BlockingIOError:
                 return True
             except OSError:
                 return False
+            if not n:
+                return False
+            budget -= n
+        return True
 
     # ---- bridge.wsgi transport
 

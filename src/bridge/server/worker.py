@@ -316,8 +316,6 @@ class Worker:
         self._conns: dict = {}
         self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
         self._ready = collections.deque()   # polled events not served yet (under _lock)
-        self._tasks = collections.deque()   # submit()ted Tasks, taken before events (under _lock)
-        self._task_r = self._task_w = -1    # a byte per task: wakes a pool thread idle in epoll
         self._in_hand = 0             # connections running or in the backlog (under _lock)
         self._idle = 0                # pool threads waiting in epoll (under _lock)
         # One pool thread runs (polls and serves) at a time; the loop's monitor
@@ -326,6 +324,8 @@ class Worker:
         self._extra = 0               # threads let in by the monitor, not yet parked (under _lock)
         self._serving: list = [0] * threads   # per pool thread: a tag of the request it is in, or 0
         self._tags = itertools.count(1)
+        self._tasks = collections.deque()   # submit()ted Tasks, taken before events (under _lock)
+        self._task_r = self._task_w = -1    # a byte per task: wakes a pool thread idle in epoll
         self._monitor_asleep = True   # the loop is not looking often: wake it when a request starts
         self._exiting = False         # parked threads leave
         self._monitor_last: list = [0] * threads
@@ -372,6 +372,20 @@ class Worker:
                 os.write(self._task_w, b"x")
             except OSError:     # pipe full: threads are being woken anyway
                 pass
+
+    def _run_task(self, task: Task) -> None:
+        try:
+            task.fn()
+        except BaseException:       # the task's own failure: keep the thread
+            self.log.exception("a submitted task failed")
+        with self._lock:
+            self._in_hand -= 1
+            self._finished += 1
+            if self._paused:
+                self._may_resume()
+            wake = self._stop is not None and not self._wake_pending
+        if wake:
+            self._wake()
 
     def _max_requests_reached(self) -> None:
         self.log.info("worker %d served %d requests (--max-requests): restarting",
@@ -843,20 +857,6 @@ class Worker:
                     pass
             if conn is not None:
                 serve(conn)
-
-    def _run_task(self, task: Task) -> None:
-        try:
-            task.fn()
-        except BaseException:       # the task's own failure: keep the thread
-            self.log.exception("a submitted task failed")
-        with self._lock:
-            self._in_hand -= 1
-            self._finished += 1
-            if self._paused:
-                self._may_resume()
-            wake = self._stop is not None and not self._wake_pending
-        if wake:
-            self._wake()
 
     def _claim(self, item):
         """An event's Connection, marked busy, or its descriptor (a listener,
