@@ -585,3 +585,17 @@ def test_web_server_closing_a_multiplexed_connection_stops_its_running_requests(
         assert gate.closed == ["/slow-stream"]
         with Client(server.address) as client:
             assert client.request(get_params("/next"), keep_conn=True).head_and_body()[2] == b"fast /next"
+
+
+def test_without_a_spare_descriptor_kept_requests_are_served_in_turn(monkeypatch):
+    import errno
+    from support.fastcgi import Client, RunningFCGI
+
+    def no_dup(self):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(socket.socket, "dup", no_dup)
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=2) as server, Client(server.address) as client:
+        for n in range(3):
+            client.records = []
+            assert client.request(get_params(f"/n{n}"), keep_conn=True).head_and_body()[2] == f"fast /n{n}".encode()

@@ -439,9 +439,14 @@ class Handler:
             return
         with self.lock:
             if not self.own_sock:
-                self.sock = self.sock.dup()
-                self.fd = self.sock.fileno()
-                self.own_sock = True
+                try:
+                    sock = self.sock.dup()
+                except OSError as exc:     # out of descriptors: serve it inline, in turn
+                    log.warning("FastCGI connection from %s: cannot run requests concurrently: %s",
+                                self.peer, exc)
+                    self.pending.append(request)
+                    return
+                self.sock, self.fd, self.own_sock = sock, sock.fileno(), True
             self.tasks += 1
             self.idle_deadline = _FOREVER   # the sweep must not close it under a running request
         self.submit(lambda: self._task(request))
