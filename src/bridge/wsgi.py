@@ -67,6 +67,19 @@ class WSGIError(Exception):
     """The application broke the WSGI contract (bad status, header, call order)."""
 
 
+class FileShrank(WSGIError):
+    """The file behind ``wsgi.file_wrapper`` ended before the length already announced.
+
+    Raised by a gateway's ``send_file``: ``call_app`` logs it and calls the
+    transport's ``abort()``, which cuts the connection off (the client must
+    not take what follows for the rest of the body).
+    """
+
+    def __init__(self, missing: int) -> None:
+        super().__init__(f"the file shrank while being sent: {missing} announced bytes missing; "
+                         "connection cut off")
+
+
 class Transport:
     """What a gateway provides to send one response.
 

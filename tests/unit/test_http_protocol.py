@@ -603,6 +603,27 @@ def test_unread_small_body_keeps_the_connection_and_a_big_one_closes_it():
     assert b"Connection: close" in conn.response_head("200 OK", b"", 0, True)
 
 
+@pytest.mark.parametrize("body, arrived, keeps", [
+    (b"5\r\nhello\r\n0\r\n\r\n", None, True),                   # all there: drained, kept
+    (b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", None, True),         # with a trailer
+    (b"5\r\nhello\r\n0\r\n\r\n", 12, False),                     # the last chunk still to come
+    (b"5\r\nhello\r\n", None, False),                              # more chunks may follow
+    (b"", None, False),                                               # nothing yet: size unknown
+    (b"5\r\nhelloXX", None, False),                                  # malformed: not drainable
+])
+def test_unread_chunked_body_closes_the_connection_unless_its_end_has_arrived(body, arrived, keeps):
+    conn = Connection()
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    conn.receive_data(raw if arrived is None else raw[:len(raw) - len(body) + arrived])
+    conn.next_event()
+    head = conn.response_head("200 OK", b"Content-Length: 0\r\n", 0, True)
+    assert (b"Connection: close" not in head) is keeps
+    if keeps:
+        # The look ahead consumed nothing: the body is still there to read (or drain).
+        got = events(conn)
+        assert [type(e) for e in got] == [Data, EndOfMessage] and got[0].data == b"hello"
+
+
 def test_states_move_only_through_the_tables():
     conn = Connection()
     assert (conn.their_state, conn.our_state) == (IDLE, IDLE)

@@ -19,6 +19,19 @@ def server():
         yield running
 
 
+@pytest.fixture(scope="module")
+def streaming():
+    """--stream-request-body: the app reads the body from the socket."""
+    with RunningHTTP(http_apps.app, threads=4, stream_request_body=True) as running:
+        yield running
+
+
+@pytest.fixture(params=["received", "streamed"])
+def either(request, server, streaming):
+    """The module's server in both body modes."""
+    return server if request.param == "received" else streaming
+
+
 def exchange(server, raw: bytes) -> tuple:
     with server.connect() as c:
         c.sendall(raw)
@@ -243,6 +256,29 @@ def test_file_wrapper_goes_out_with_sendfile_byte_exact(server, monkeypatch):
     assert calls
 
 
+def test_file_that_shrinks_during_sendfile_cuts_the_connection_off(server, caplog):
+    """The head announced 200,000 bytes; the file has 1,000 when they are sent.  The
+    pipelined request behind it must not appear inside that body: the connection ends."""
+    import logging
+    logging.getLogger("bridge").propagate = True
+    with caplog.at_level(logging.ERROR, logger="bridge.http"):
+        with server.connect() as c:
+            c.sendall(b"GET /shrinking-file?size=200000&to=1000 HTTP/1.1\r\nHost: h\r\n\r\n"
+                      b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 200000" in head
+    assert body == http_apps.pattern(1000)       # what there was, then the end
+    assert b"HTTP/1.1" not in body
+    assert "file shrank" in caplog.text
+    assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
 def test_client_gone_mid_response_closes_the_result_and_others_are_served(server):
     before = len(http_apps.closed_events)
     c = server.connect()
@@ -261,7 +297,22 @@ def test_client_gone_mid_response_closes_the_result_and_others_are_served(server
 # Request bodies
 
 
-def test_expect_100_continue_is_sent_when_the_app_reads_the_body(server):
+def test_expect_100_continue_is_sent_when_the_server_starts_receiving(server):
+    """By default the server receives the body before the app runs: the 100 goes
+    out as soon as the head is in, and the app that ignores the body still
+    leaves the connection reusable."""
+    with server.connect() as c:
+        c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        reader = Reader(c)
+        assert reader.response()[0] == "HTTP/1.1 100 Continue"
+        c.sendall(b"dataGET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+        status, headers, body = reader.response()
+        assert status.startswith("HTTP/1.1 200") and "connection" not in headers
+        assert reader.response()[2] == b"one"
+
+
+def test_expect_100_continue_is_sent_when_the_app_reads_the_body(either):
+    server = either
     with server.connect() as c:
         c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         reader = Reader(c)
@@ -272,7 +323,8 @@ def test_expect_100_continue_is_sent_when_the_app_reads_the_body(server):
         assert status.startswith("HTTP/1.1 200") and body == b"data"
 
 
-def test_expect_100_continue_without_reading_gets_no_100_and_a_close(server):
+def test_expect_100_continue_without_reading_gets_no_100_and_a_close(streaming):
+    server = streaming
     with server.connect() as c:
         c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         status, headers, body = read_response(c)
@@ -280,7 +332,8 @@ def test_expect_100_continue_without_reading_gets_no_100_and_a_close(server):
         assert closed_by_peer(c)
 
 
-def test_unread_small_body_is_drained_and_the_connection_reused(server):
+def test_unread_small_body_is_drained_and_the_connection_reused(either):
+    server = either
     with server.connect() as c:
         c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789"
                   b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -289,13 +342,60 @@ def test_unread_small_body_is_drained_and_the_connection_reused(server):
         assert reader.response()[2] == b"one"
 
 
+def _chunked(body: bytes, size: int = 16384) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n\r\n"
+
+
+UNREAD_BODIES = {
+    "chunked-2MiB": (b"Transfer-Encoding: chunked\r\n", _chunked(b"x" * (2 << 20))),
+    "length-300KiB": (b"Content-Length: 307200\r\n", b"x" * 307200),
+    "length-2MiB": (b"Content-Length: 2097152\r\n", b"x" * (2 << 20)),
+}
+
+
+def send_body_the_app_ignores(server, framing: bytes, body: bytes) -> tuple:
+    """The whole request in one sendall (from a thread: more than the socket buffers
+    hold) to an app that answers without reading it; (response, sender's error)."""
+    import threading
+    errors = []
+    with server.connect() as c:
+        def send():
+            try:
+                c.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: h\r\n" + framing + b"\r\n" + body)
+                c.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                errors.append(exc)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        try:
+            response = read_response(c)
+        except OSError as exc:
+            response = exc
+        t.join(10)
+    return response, errors
+
+
+@pytest.mark.parametrize("name", sorted(UNREAD_BODIES))
+def test_big_unread_body_gets_the_whole_response_and_no_reset(either, name):
+    server = either
+    framing, body = UNREAD_BODIES[name]
+    for _ in range(5):
+        response, errors = send_body_the_app_ignores(server, framing, body)
+        assert not isinstance(response, Exception), response
+        status, headers, data = response
+        assert status.startswith("HTTP/1.1 200") and data == b"ignored\n"
+        assert errors == []
+
+
 def test_readline_over_a_chunked_body(server):
     status, headers, body = exchange(server, b"POST /echo?readline=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
                                              b"4\r\nab\nc\r\n3\r\nd\ne\r\n0\r\n\r\n")
     assert body == b"ab\ncd\ne"
 
 
-def test_bad_chunk_while_the_app_reads_is_400_and_close(server):
+def test_bad_chunk_while_the_app_reads_is_400_and_close(either):
+    server = either
     with server.connect() as c:
         c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nxyz\r\n")
         status, headers, body = read_response(c)
@@ -303,8 +403,9 @@ def test_bad_chunk_while_the_app_reads_is_400_and_close(server):
         assert closed_by_peer(c)
 
 
-def test_body_over_the_limit_is_413_before_the_app_runs_and_chunked_too():
-    with RunningHTTP(http_apps.app, limit_request_body=100) as server:
+@pytest.mark.parametrize("stream", [False, True])
+def test_body_over_the_limit_is_413_before_the_app_runs_and_chunked_too(stream):
+    with RunningHTTP(http_apps.app, limit_request_body=100, stream_request_body=stream) as server:
         with server.connect() as c:
             c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n")
             status, headers, _ = read_response(c)
@@ -367,12 +468,101 @@ def test_slow_loris_head_is_cut_off_after_the_header_timeout():
         assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
 
 
-def test_stalled_body_gets_408_after_the_io_timeout():
-    with RunningHTTP(http_apps.app, io_timeout=0.3) as server:
+@pytest.mark.parametrize("stream", [False, True])
+def test_stalled_body_gets_408_after_the_io_timeout(stream):
+    with RunningHTTP(http_apps.app, io_timeout=0.3, stream_request_body=stream) as server:
         with server.connect() as c:
             c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
             status, headers, _ = read_response(c)
             assert status.startswith("HTTP/1.1 408") and headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_trickled_body_gets_408_at_the_body_timeout_however_steady(stream):
+    """One byte every 0.05 s never trips --io-timeout; --body-timeout bounds the whole body."""
+    with RunningHTTP(http_apps.app, io_timeout=5.0, body_timeout=0.4, stream_request_body=stream) as server:
+        with server.connect() as c:
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+            sent = 0
+            try:
+                while sent < 200:           # 10 s of trickling at most: the 408 must come first
+                    c.sendall(b"x")
+                    sent += 1
+                    time.sleep(0.05)
+                    if select_readable(c):
+                        break
+            except OSError:
+                pass
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 408") and headers["connection"] == "close"
+            assert sent < 200
+        assert exchange(server, b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")[2] == b"one"
+
+
+def select_readable(sock) -> bool:
+    import select
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_body_is_received_in_memory_or_an_unlinked_spool_file_and_reaches_the_app_whole(monkeypatch):
+    """Past --body-spool-threshold the body goes to a temporary file; below it, none is
+    made (a small body that came with the head takes no detour)."""
+    import hashlib
+    import tempfile
+    made = []
+    real = tempfile.TemporaryFile
+
+    def counting(*args, **kw):
+        made.append(1)
+        return real(*args, **kw)
+    monkeypatch.setattr(tempfile, "TemporaryFile", counting)
+    with RunningHTTP(http_apps.app, body_spool_threshold=100_000) as server:
+        for size, spooled in ((10, 0), (99_999, 0), (100_001, 1), (3 << 20, 1)):
+            made.clear()
+            body = os.urandom(size)
+            for framing, payload in ((b"Content-Length: %d\r\n" % size, body),
+                                     (b"Transfer-Encoding: chunked\r\n", _chunked(body))):
+                with server.connect() as c:
+                    c.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\n" + framing + b"\r\n" + payload)
+                    status, _, answer = read_response(c)
+                assert answer.decode() == f"{size} {hashlib.sha256(body).hexdigest()}", (size, framing)
+            assert len(made) == 2 * spooled, size
+
+
+def test_body_that_cannot_be_spooled_gets_500_and_the_server_goes_on(monkeypatch):
+    import errno
+    import tempfile
+
+    def full(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    with RunningHTTP(http_apps.app, body_spool_threshold=1000) as server:
+        with server.connect() as c:
+            c.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
+            status, headers, _ = read_response(c)
+            assert status.startswith("HTTP/1.1 500") and headers["connection"] == "close"
+        assert exchange(server, b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")[2] == b"abc"
+
+
+def test_chunked_body_received_whole_has_its_content_length(server):
+    env = get_environ(server, b"POST /environ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert env["CONTENT_LENGTH"] == "5" and env["wsgi.input_terminated"] is True
+
+
+def test_slow_body_holds_no_pool_thread():
+    """With one thread, a request whose body is still coming does not hold up another:
+    that one is answered while the first body is incomplete (an ordering, not a time)."""
+    with RunningHTTP(http_apps.app, threads=1) as server:
+        with server.connect() as slow:
+            slow.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nab")
+            for _ in range(3):
+                with server.connect() as c:
+                    c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+                    assert read_response(c)[2] == b"one"
+                slow.sendall(b"c")
+            slow.sendall(b"f")
+            assert read_response(slow)[2] == b"abcccf"
 
 
 def test_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout():

@@ -9,6 +9,7 @@ only copies that template and adds the request's own variables.
 """
 from __future__ import annotations
 
+import io
 import logging
 import socket
 
@@ -81,7 +82,7 @@ EMPTY_INPUT = _EmptyInput()
 
 
 class HTTPInput(InputStream):
-    """``wsgi.input``: the request body, read from the connection as the app asks for it."""
+    """``wsgi.input`` with --stream-request-body: the body, read from the connection as the app asks for it."""
 
     def __init__(self, connection) -> None:
         super().__init__()
@@ -90,6 +91,52 @@ class HTTPInput(InputStream):
     def _fill(self, n: int) -> bytes:
         return self._connection.read_body()
 
+
+
+class ReceivedBody:
+    """A request body received before the app runs (the default).
+
+    In memory up to ``threshold`` bytes, beyond it in an unlinked temporary
+    file, as the FastCGI server keeps STDIN: a client that sends slowly
+    costs a buffer, never a pool thread.  :meth:`stream` is the app's
+    ``wsgi.input``, positioned at the start.
+    """
+
+    __slots__ = ("parts", "size", "file", "threshold")
+
+    def __init__(self, threshold: int) -> None:
+        self.parts: list = []
+        self.size = 0
+        self.file = None
+        self.threshold = threshold
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        if self.size > self.threshold:
+            import tempfile
+            self.file = tempfile.TemporaryFile(prefix="bridge-body-")
+            self.file.writelines(self.parts)
+            self.parts = []
+
+    def stream(self):
+        if self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            return self.file
+        parts = self.parts
+        return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self) -> None:
+        self.parts = []
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------
@@ -111,6 +158,9 @@ class ServerContext:
         self.header_timeout = getattr(config, "header_timeout", 10.0) or None
         self.keepalive = getattr(config, "keepalive", 5.0) or None
         self.io_timeout = getattr(config, "io_timeout", 30.0) or None
+        self.body_timeout = getattr(config, "body_timeout", 60.0) or None
+        self.spool_threshold = getattr(config, "body_spool_threshold", 1 << 20)
+        self.stream_body = bool(getattr(config, "stream_request_body", False))
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
         self.forwarded_host = bool(getattr(config, "forwarded_host", False))
         self.script_name = getattr(config, "script_name", None)

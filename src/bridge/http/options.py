@@ -11,7 +11,22 @@ setting("keepalive", "--keep-alive", "--keepalive", default=5.0, type=float, val
 setting("header_timeout", "--header-timeout", default=10.0, type=float, validate=non_negative, commands=HTTP,
         section="http", metavar="SECONDS",
         help="close a connection whose request head (or TLS handshake) is not complete this long after it "
-             "began: a slow-loris client cannot hold the server (the body and send timeout is --io-timeout)")
+             "began: a slow-loris client cannot hold the server (for the body see --body-timeout)")
+
+# Request bodies: received by the event loop, not by a pool thread.
+setting("body_timeout", "--body-timeout", default=60.0, type=float, validate=non_negative, commands=HTTP,
+        section="http", metavar="SECONDS",
+        help="a request body must arrive completely within this long after its head (0: no limit); "
+             "past it, or stalled for --io-timeout, the client gets 408 and the connection is closed")
+setting("body_spool_threshold", "--body-spool-threshold", default=1 << 20, type=size, validate=non_negative,
+        commands=HTTP, section="http", metavar="BYTES",
+        help="a request body is received before the app runs: up to this size in memory, a bigger one in "
+             "an unlinked temporary file (k/M/G suffixes)")
+setting("stream_request_body", "--stream-request-body", default=False, type=bool, commands=HTTP,
+        section="http",
+        help="let the app read request bodies from the socket as they arrive instead (large uploads "
+             "handled as a stream, upload progress); a pool thread then waits on a slow client, for up to "
+             "--body-timeout")
 
 # Limits (RFC 9110 §15.5.14/.15, RFC 6585 §5).
 setting("limit_request_line", "--limit-request-line", default=8190, type=int, validate=positive_int,

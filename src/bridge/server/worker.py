@@ -207,6 +207,10 @@ class WorkerState:
         self._index: dict = {}
         self._other_lock = threading.Lock()
         self.on_max_requests: Optional[Callable[[], None]] = None
+        #: Set by the Worker: ``submit(fn)`` runs ``fn()`` on a pool thread (a
+        #: handler's extra work, e.g. FastCGI requests multiplexed on one
+        #: connection); None where there is no pool (handlers then work inline).
+        self.submit: Optional[Callable[[Callable[[], None]], None]] = None
         self.started = time.time()
 
     def register_thread(self, index: int) -> None:
@@ -264,6 +268,15 @@ class Connection:
         self.idle_since = 0.0
 
 
+class Task:
+    """A function :meth:`Worker.submit` queued for a pool thread."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+
 class Worker:
     """Serve ``listeners`` with ``factory``-made handlers until stopped.
 
@@ -295,6 +308,7 @@ class Worker:
         if state is not None and max_requests:
             self.state.max_requests = max_requests
         self.state.on_max_requests = self._max_requests_reached
+        self.state.submit = self.submit
         self.on_tick = on_tick        # called by the loop about once a second (heartbeat)
         self._epoll = None            # connections + listeners, polled by the pool threads
         self._loop_epoll = None       # the loop thread's: wake pipe (+ listeners when the pool is full)
@@ -310,6 +324,8 @@ class Worker:
         self._extra = 0               # threads let in by the monitor, not yet parked (under _lock)
         self._serving: list = [0] * threads   # per pool thread: a tag of the request it is in, or 0
         self._tags = itertools.count(1)
+        self._tasks = collections.deque()   # submit()ted Tasks, taken before events (under _lock)
+        self._task_r = self._task_w = -1    # a byte per task: wakes a pool thread idle in epoll
         self._monitor_asleep = True   # the loop is not looking often: wake it when a request starts
         self._exiting = False         # parked threads leave
         self._monitor_last: list = [0] * threads
@@ -341,6 +357,36 @@ class Worker:
         self._calls.append(fn)
         self._wake()
 
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on a pool thread: the next one to look for work, or
+        an idle one woken for it.  It counts as in hand (the accept limit and
+        a graceful stop wait for it) and as a request for the monitor (if it
+        blocks, another parked thread is let in).  A thread that submits and
+        then returns from its handler takes the task itself: no hand-off."""
+        with self._lock:
+            self._tasks.append(Task(fn))
+            self._in_hand += 1
+            wake = self._idle > 0
+        if wake:
+            try:
+                os.write(self._task_w, b"x")
+            except OSError:     # pipe full: threads are being woken anyway
+                pass
+
+    def _run_task(self, task: Task) -> None:
+        try:
+            task.fn()
+        except BaseException:       # the task's own failure: keep the thread
+            self.log.exception("a submitted task failed")
+        with self._lock:
+            self._in_hand -= 1
+            self._finished += 1
+            if self._paused:
+                self._may_resume()
+            wake = self._stop is not None and not self._wake_pending
+        if wake:
+            self._wake()
+
     def _max_requests_reached(self) -> None:
         self.log.info("worker %d served %d requests (--max-requests): restarting",
                       os.getpid(), self.state.requests)
@@ -365,6 +411,9 @@ class Worker:
         # Readable only at shutdown; level-triggered, so it wakes every pool thread.
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._stop_r, _EPOLLIN)
+        # One-shot: a byte wakes one idle pool thread, which re-arms it.
+        self._task_r, self._task_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._task_r, _ARM)
         for listener in self.listeners:
             listener.sock.setblocking(False)
             self._by_fd[listener.sock.fileno()] = listener
@@ -716,8 +765,10 @@ class Worker:
         by_fd = self._by_fd
         backlog = self._backlog
         ready = self._ready
+        tasks = self._tasks
         claim = self._claim
         stop_r = self._stop_r
+        task_r = self._task_r
         serving = self._serving
         tags = self._tags
 
@@ -745,6 +796,8 @@ class Worker:
                     current[0] = 0
                 if backlog:
                     item = backlog.pop(0)
+                elif tasks:
+                    item = tasks.popleft()
                 elif ready:
                     item = claim(ready.popleft())
                 else:
@@ -774,8 +827,23 @@ class Worker:
             if item.__class__ is Connection:
                 serve(item)
                 continue
+            if item.__class__ is Task:
+                current[0] = next(tags)
+                serving[index] = current[0]
+                if self._monitor_asleep:
+                    self._monitor_asleep = False
+                    self._wake()
+                self._run_task(item)
+                continue
             if item == stop_r:
                 return False
+            if item == task_r:
+                try:
+                    os.read(task_r, 1)      # one task's byte; the task itself is in _tasks
+                    self._epoll.modify(task_r, _ARM)
+                except (OSError, ValueError):
+                    pass
+                continue
             listener = by_fd.get(item)
             if listener is None or self._stop is not None:
                 continue
@@ -892,9 +960,9 @@ class Worker:
                 ep.close()
             except OSError:
                 pass
-        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w, self._task_r, self._task_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._wake_r = self._wake_w = self._stop_r = self._stop_w = -1
+        self._wake_r = self._wake_w = self._stop_r = self._stop_w = self._task_r = self._task_w = -1
