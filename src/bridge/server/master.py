@@ -35,6 +35,8 @@ import signal
 import sys
 import time
 
+from bridge.server.listeners import set_socket_file
+from bridge.server.pidfile import PidFile
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -128,7 +130,7 @@ class Master:
         self.ready_notified = False
         self.idle_since: Optional[float] = None
         self.grow_after = 0.0
-        self.pidfile: Optional[str] = None
+        self.pidfile: Optional[PidFile] = None
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None
         self.app_name = getattr(config, "app", None) or "app"
@@ -174,13 +176,8 @@ class Master:
     def _cleanup(self) -> None:
         for listener in self.listeners or ():
             listener.close()
-        if self.pidfile:
-            try:
-                with open(self.pidfile) as f:
-                    if f.read().strip() == str(self.pid):
-                        os.unlink(self.pidfile)
-            except OSError:
-                pass
+        if self.pidfile is not None:
+            self.pidfile.release()
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -189,27 +186,9 @@ class Master:
         path = getattr(self.config, "pid", None)
         if not path:
             return
-        path = os.path.abspath(path)
-        try:
-            with open(path) as f:
-                other = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            other = 0
-        if other and other != self.pid:
-            try:
-                os.kill(other, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise OSError(f"--pid {path}: process {other} is still running") from None
-            else:
-                raise OSError(f"--pid {path}: process {other} is still running "
-                              f"(another bridge master?)")
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
-        self.pidfile = path
+        pidfile = PidFile(path)
+        pidfile.acquire(self.pid)       # PidFileError (an OSError): one line, exit 2
+        self.pidfile = pidfile
 
     def _drop_privileges(self) -> None:
         user = getattr(self.config, "user", None)
@@ -231,7 +210,8 @@ class Master:
             raise OSError("--user/--group: switching users needs root")
         for listener in self.listeners:
             if listener.kind == "unix" and listener.owned and listener.path:
-                os.chown(listener.path, -1 if uid is None else uid, -1 if gid is None else gid)
+                set_socket_file(listener.path, uid=-1 if uid is None else uid,
+                                gid=-1 if gid is None else gid)
         if gid is not None:
             if name:
                 os.initgroups(name, gid)
