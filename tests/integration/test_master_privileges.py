@@ -108,3 +108,127 @@ def test_an_unsafe_pid_path_stops_the_start_with_one_line_and_status_2(tmp, proc
     out = p.output().strip()
     assert message in out and "\n" not in out, out
     assert target.read_text() == "secret\n"
+
+
+# -- item 7: files opened before the workers switch users --------------------------------
+
+
+def openssl(*args: str, cwd) -> None:
+    out = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture
+def root_only_certs(tmp):
+    """A certificate and key readable by root only, in a root-only directory (/etc/ssl/private)."""
+    d = tmp / "private"
+    d.mkdir(mode=0o700)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "server.key", "-out", "server.pem", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
+    for name in ("server.key", "server.pem"):
+        (d / name).chmod(0o600)
+    return d
+
+
+def https_get(port: int, cafile: Path, path: str = "/") -> tuple:
+    import http.client
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_root_only_key_and_access_log_work_with_user_nobody(tmp, procs, root_only_certs):
+    need_root()
+    logs = tmp / "log"
+    logs.mkdir(mode=0o700)
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "2", "--user", "nobody",
+                             "--certfile", str(root_only_certs / "server.pem"),
+                             "--keyfile", str(root_only_certs / "server.key"),
+                             "--access-log", str(logs / "access.log")))
+    wait_for_port(port, proc=p.proc)
+    answers = {}
+    for _ in range(10):
+        status, body = wait_for(lambda: _try(https_get, port, root_only_certs / "server.pem"),
+                                what=f"an HTTPS answer\n{p.output()}")
+        assert status == 200
+        pid, imported_as, serving_as = map(int, body.split())
+        answers[pid] = (imported_as, serving_as)
+    assert set(answers.values()) == {(NOBODY, NOBODY)}
+    workers = children(p.pid)
+    assert len(workers) == 2 and all(uids(w) == {NOBODY} for w in workers)
+    assert uids(p.pid) == {0}                       # the master keeps root
+    assert "GET / HTTP/1.1\" 200" in (logs / "access.log").read_text()
+    out = p.output()
+    assert "starting another" not in out and "crash loop" not in out, out
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError:
+        return None
+
+
+def test_preload_imports_the_app_as_the_workers_user(tmp, procs):
+    need_root()
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1", "--user", "nobody", "--preload"))
+    wait_for_port(port, proc=p.proc)
+    status, body = wait_for(lambda: _try(get, port, "/"), what=f"an answer\n{p.output()}")
+    pid, imported_as, serving_as = map(int, body.split())
+    assert (imported_as, serving_as) == (NOBODY, NOBODY)
+    assert uids(p.pid) == {0}
+
+
+def test_numeric_user_without_a_passwd_entry_is_accepted(tmp, procs):
+    need_root()
+    import pwd
+    uid = 54321
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1", "--user", str(uid)))
+    wait_for_port(port, proc=p.proc)
+    status, body = wait_for(lambda: _try(get, port, "/"), what=f"an answer\n{p.output()}")
+    assert status == 200 and int(body.split()[2]) == uid
+    [worker] = children(p.pid)
+    status_text = Path(f"/proc/{worker}/status").read_text()
+    gids = [x for x in status_text.splitlines() if x.startswith("Gid:")][0].split()[1:]
+    groups = [x for x in status_text.splitlines() if x.startswith("Groups:")][0].split()[1:]
+    assert set(map(int, gids)) == {uid} and groups == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--access-log", "/nonexistent-dir/access.log"], "cannot open --access-log"),
+    (["--user", "no-such-user-here"], "--user no-such-user-here: no such user"),
+    (["--group", "no-such-group-here"], "--group no-such-group-here: no such group"),
+])
+def test_a_start_that_cannot_work_exits_2_with_one_line(procs, args, message):
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{free_port()}",
+                             "--workers", "2", *args))
+    assert p.proc.wait(30) == 2
+    out = p.output().strip()
+    assert message in out and "\n" not in out, out
+
+
+def test_an_app_the_workers_user_cannot_read_stops_the_master_with_status_2(tmp, procs):
+    need_root()
+    private = tmp / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret_app.py").write_text("def app(environ, start_response):\n    return []\n")
+    p = procs(bridge_command("http", "secret_app:app", "--pythonpath", str(private),
+                             "--bind", f"127.0.0.1:{free_port()}", "--workers", "2",
+                             "--user", "nobody"))
+    assert p.proc.wait(30) == 2
+    assert "crash loop" not in p.output()

@@ -76,6 +76,12 @@ def on_reopen(fn: Callable[[], None]) -> None:
         _reopeners.append(fn)
 
 
+def forget_reopen(fn: Callable[[], None]) -> None:
+    """Undo :func:`on_reopen` (the log was closed)."""
+    if fn in _reopeners:
+        _reopeners.remove(fn)
+
+
 def reopen_logs() -> None:
     """Reopen every log file (SIGUSR1).  Call from the loop, never inside a signal handler."""
     for handler in logging.getLogger("bridge").handlers:

@@ -22,11 +22,21 @@ Signals to the master:
   (a crash loop does not fork hundreds of processes a second); an app that
   no worker could ever import stops the master with status 2.
 
+With ``--user``/``--group`` the master keeps the user it was started as and
+opens, before any worker exists, what the workers could not open themselves
+(the TLS key, the logs: the protocol's ``factory_builder.prepare``); each
+worker switches users right after ``fork``, before importing the app
+(:mod:`bridge.server.privileges` says why).  A worker that cannot start at
+all -- the switch fails, the app cannot be imported, its factory cannot be
+built -- exits with :data:`APP_LOAD_FAILED`, and a generation in which no
+worker ever started stops the master with status 2 instead of a crash loop.
+
 Workers share a :class:`~bridge.server.scoreboard.Scoreboard` with the master:
 their state (booting, ready, stopping), heartbeat and requests in flight.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -37,6 +47,7 @@ import time
 
 from bridge.server.listeners import set_socket_file
 from bridge.server.pidfile import PidFile
+from bridge.server.privileges import effective, resolve, switch_to
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -131,6 +142,8 @@ class Master:
         self.idle_since: Optional[float] = None
         self.grow_after = 0.0
         self.pidfile: Optional[PidFile] = None
+        self.identity = None            # --user/--group: what the workers switch to
+        self.prepared = None            # files the master opened for the workers
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None
         self.app_name = getattr(config, "app", None) or "app"
@@ -140,9 +153,16 @@ class Master:
     def run(self) -> int:
         from bridge.server import BindError, describe_listeners, open_config_listeners
         command = getattr(self.config, "command", "serve")
+        try:
+            self.identity = resolve(getattr(self.config, "user", None),
+                                    getattr(self.config, "group", None))
+        except (OSError, LookupError) as exc:
+            sys.stderr.write(f"bridge {command}: {exc}\n")
+            return 2
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
-            self.app = load_from_config(self.config)   # exits 2 with one line
+            with effective(self.identity):       # never imported as root (item 7)
+                self.app = load_from_config(self.config)   # exits 2 with one line
         if self.listeners is None:
             try:
                 self.listeners = open_config_listeners(self.config)
@@ -152,7 +172,8 @@ class Master:
         try:
             try:
                 self._write_pidfile()
-                self._drop_privileges()
+                self._give_sockets()
+                self.prepared = self._prepare()
             except (OSError, LookupError, ValueError) as exc:
                 sys.stderr.write(f"bridge {command}: {exc}\n")
                 return 2
@@ -168,6 +189,9 @@ class Master:
             log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
                      describe_listeners(self.listeners, self.scheme), self.pid, pool, self.threads,
                      "" if self.threads == 1 else "s", ", preloaded" if self.app else "")
+            if self.identity is not None and self.identity.changes_anything:
+                log.info("workers run as uid %s, gid %s (the master keeps uid %d)",
+                         self.identity.uid, self.identity.gid, os.getuid())
             self._loop()
             return self.exit_code
         finally:
@@ -190,37 +214,30 @@ class Master:
         pidfile.acquire(self.pid)       # PidFileError (an OSError): one line, exit 2
         self.pidfile = pidfile
 
-    def _drop_privileges(self) -> None:
-        user = getattr(self.config, "user", None)
-        group = getattr(self.config, "group", None)
-        if not user and not group:
+    def _give_sockets(self) -> None:
+        """A unix socket made by --bind belongs to --user/--group (PHP-FPM's listen.owner)."""
+        ident = self.identity
+        if ident is None or not ident.changes_anything:
             return
-        import grp
-        import pwd
-        uid = gid = None
-        name = None
-        if user:
-            pw = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(user)
-            uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
-        if group:
-            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
-        if os.geteuid() != 0:
-            if (uid is None or uid == os.geteuid()) and (gid is None or gid == os.getegid()):
-                return
-            raise OSError("--user/--group: switching users needs root")
         for listener in self.listeners:
             if listener.kind == "unix" and listener.owned and listener.path:
-                set_socket_file(listener.path, uid=-1 if uid is None else uid,
-                                gid=-1 if gid is None else gid)
-        if gid is not None:
-            if name:
-                os.initgroups(name, gid)
-            else:
-                os.setgroups([])
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
-        log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
+                set_socket_file(listener.path, uid=-1 if ident.uid is None else ident.uid,
+                                gid=-1 if ident.gid is None else ident.gid)
+
+    def _prepare(self):
+        """What the workers need opened by the master, before they switch users.
+
+        A protocol's factory builder may have a ``prepare(config)``: it opens the
+        TLS key and the access log here, once, as the starting user; the workers
+        get them through ``fork`` (bridge.http.prepared says why).
+        """
+        prepare = getattr(self.factory_builder, "prepare", None)
+        return prepare(self.config) if prepare is not None else None
+
+    def _worker_builder(self) -> Callable:
+        if self.prepared is None:
+            return self.factory_builder
+        return functools.partial(self.factory_builder, prepared=self.prepared)
 
     def _install_signals(self) -> None:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -329,6 +346,7 @@ class Master:
         else:
             self.reloading_from = self.generation
         self.generation += 1
+        self._reprepare()
         header = self.board.header()
         self.board.write_header(generation=self.generation, reloads=header["reloads"] + 1)
         note = " (with --preload they run the code loaded at start)" if self.app else ""
@@ -338,6 +356,18 @@ class Master:
         self.ready_notified = False
         self.spawn_after = 0.0
         self.quick_deaths = 0
+
+    def _reprepare(self) -> None:
+        """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
+        if self.prepared is None:
+            return
+        try:
+            prepared = self._prepare()
+        except (OSError, ValueError) as exc:
+            log.error("SIGHUP: %s; the new workers keep the files opened before", exc)
+            return
+        self.prepared.close()
+        self.prepared = prepared
 
     def _stop(self, *, graceful: bool, reason: str) -> None:
         if self.stopping == "now" or (self.stopping and graceful):
@@ -403,8 +433,16 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self.pidfile is not None:
+                self.pidfile.close()     # only the master holds the pid file's lock
             self.board.set_pid(slot, os.getpid())
             set_proc_title(f"bridge worker: {self.app_name} [{getattr(self.config, 'command', '')}]")
+            try:
+                switch_to(self.identity)
+            except OSError as exc:
+                log.error("worker %d cannot switch to --user/--group: %s", os.getpid(), exc)
+                code = APP_LOAD_FAILED
+                return
             app = self.app
             if app is None:
                 from bridge.loader import load_from_config
@@ -414,9 +452,20 @@ class Master:
                     code = APP_LOAD_FAILED      # load_from_config said why on stderr
                     return
             from bridge.server.process import run_worker
-            worker = run_worker(self.listeners, app, self.factory_builder, self.config,
-                                board=self.board, slot_index=slot, max_requests=max_requests,
-                                master_pid=self.pid)
+            booted: list = []
+            try:
+                worker = run_worker(self.listeners, app, self._worker_builder(), self.config,
+                                    board=self.board, slot_index=slot, max_requests=max_requests,
+                                    master_pid=self.pid, on_ready=lambda: booted.append(True))
+            except Exception as exc:
+                if booted:
+                    raise
+                # Before serving: every worker would fail the same way, so say it
+                # once and let the master stop with status 2 (no crash loop).
+                log.error("worker %d cannot start: %s", os.getpid(), exc)
+                log.debug("worker start failure", exc_info=True)
+                code = APP_LOAD_FAILED
+                return
             log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
             code = 0
         except SystemExit as exc:
