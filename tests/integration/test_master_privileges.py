@@ -232,3 +232,45 @@ def test_an_app_the_workers_user_cannot_read_stops_the_master_with_status_2(tmp,
                              "--user", "nobody"))
     assert p.proc.wait(30) == 2
     assert "crash loop" not in p.output()
+
+
+# -- item 8: the pid file is removed on every clean exit, and a reused number is no master ---
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_pid_file_in_a_root_owned_directory_is_removed_with_user_nobody(tmp, procs, stop):
+    need_root()
+    run = tmp / "run"
+    run.mkdir(mode=0o755)
+    pidfile = run / "bridge.pid"
+    port = free_port()
+    p = procs(bridge_command("fcgi", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1", "--user", "nobody", "--pid", str(pidfile)))
+    wait_for_port(port, proc=p.proc)
+    wait_for(lambda: children(p.pid) and all(uids(w) == {NOBODY} for w in children(p.pid)),
+             what="a worker running as nobody")
+    assert pidfile.read_text() == f"{p.pid}\n"
+    p.proc.send_signal(stop)
+    assert p.proc.wait(30) == 0
+    assert not pidfile.exists(), p.output()
+
+
+def test_a_pid_file_naming_an_unrelated_live_process_does_not_block_a_start(tmp, procs):
+    run = tmp / "run"
+    run.mkdir(mode=0o755)
+    pidfile = run / "bridge.pid"
+    with subprocess.Popen(["sleep", "60"]) as sleeper:
+        try:
+            pidfile.write_text(f"{sleeper.pid}\n")
+            port = free_port()
+            p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                                     "--workers", "1", "--pid", str(pidfile)))
+            wait_for_port(port, proc=p.proc)
+            assert pidfile.read_text() == f"{p.pid}\n"
+            second = procs(bridge_command("http", "support.priv_apps:app", "--bind",
+                                          f"127.0.0.1:{free_port()}", "--workers", "1",
+                                          "--pid", str(pidfile)))
+            assert second.proc.wait(30) == 2
+            assert f"process {p.pid} is still running" in second.output()
+        finally:
+            sleeper.kill()
