@@ -274,3 +274,91 @@ def test_a_pid_file_naming_an_unrelated_live_process_does_not_block_a_start(tmp,
             assert f"process {p.pid} is still running" in second.output()
         finally:
             sleeper.kill()
+
+
+# -- item 5: SIGUSR1 after logrotate, with --user ------------------------------------------
+
+
+def rotate_like_logrotate_create(path: Path, mode: int = 0o640) -> None:
+    """What the guide's logrotate block does with ``create MODE root root`` (logrotate's default)."""
+    os.rename(path, path.with_name(path.name + ".1"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.fchown(fd, 0, 0)
+    os.close(fd)
+
+
+def both_workers_serve(port: int, pid: int) -> set:
+    """The two workers' pids once the status page shows both ready (a later USR1 finds them serving)."""
+    import json
+
+    def ready() -> set:
+        answer = _try(get, port, "/bridge-status?json")
+        if not answer or answer[0] != 200:
+            return set()
+        return {w["pid"] for w in json.loads(answer[1])["processes"] if w["state"] == "ready"}
+    seen = wait_for(lambda: len(ready()) == 2 and ready(), what="both workers ready")
+    assert seen == children(pid)
+    return seen
+
+
+def test_usr1_after_logrotate_create_makes_root_owned_files_works_with_user_nobody(tmp, procs):
+    need_root()
+    command = "http"
+    logs = tmp / "log"
+    logs.mkdir(mode=0o755)
+    error, access = logs / "error.log", logs / "access.log"
+    port = free_port()
+    extra = ["--access-log", str(access)]
+    p = procs(bridge_command(command, "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "2", "--user", "nobody", "--error-log", str(error),
+                             "--pid", str(tmp / "bridge.pid"), "--status-path", "/bridge-status",
+                             *extra))
+    wait_for_port(port, proc=p.proc)
+    workers = both_workers_serve(port, p.pid)
+    for _ in range(3):
+        rotate_like_logrotate_create(error)
+        rotate_like_logrotate_create(access)
+        # postrotate: kill -USR1 $(cat PIDFILE)
+        os.kill(int((tmp / "bridge.pid").read_text()), signal.SIGUSR1)
+        wait_for(lambda: "log files reopened" in error.read_text(), what=f"reopened\n{p.output()}")
+        assert p.proc.poll() is None
+    assert error.stat().st_uid == NOBODY
+    assert children(p.pid) == workers                       # no worker died either
+    # Every process has dropped the rotated files and holds the new ones.
+    def open_logs(pid: int) -> set:
+        names = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                names.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        return {n for n in names if n.startswith(str(logs))}
+    wanted = {str(error), str(access)}
+    wait_for(lambda: all(open_logs(w) == wanted for w in workers | {p.pid}),
+             what="every process on the new files")
+    for _ in range(4):
+        status, body = wait_for(lambda: _try(get, port, "/err"), what="an answer")
+        assert f"app line from {body.split()[0].decode()}" in error.read_text()
+    assert '"GET /err HTTP/1.1" 200' in access.read_text()
+    assert access.stat().st_uid == NOBODY
+    assert "cannot reopen" not in error.read_text() + p.output()
+
+
+def test_a_reopen_that_fails_is_logged_and_nothing_stops(tmp, procs):
+    need_root()
+    logs = tmp / "log"
+    logs.mkdir(mode=0o755)
+    error = logs / "error.log"
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "2", "--user", "nobody", "--error-log", str(error),
+                             "--status-path", "/bridge-status"))
+    wait_for_port(port, proc=p.proc)
+    workers = both_workers_serve(port, p.pid)
+    os.rename(error, logs / "error.log.1")
+    error.mkdir()                    # nobody can open a file there, root included
+    p.proc.send_signal(signal.SIGUSR1)
+    old = logs / "error.log.1"
+    wait_for(lambda: old.read_text().count("cannot reopen") >= 3, what="3 failures logged")
+    assert p.proc.poll() is None and children(p.pid) == workers
+    assert wait_for(lambda: _try(get, port, "/"), what="an answer")[0] == 200

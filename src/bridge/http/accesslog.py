@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import time
 
+from bridge.server.logs import hand_to_workers
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -187,7 +189,13 @@ class AccessLog:
             self.owned = True
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            hand_to_workers(fd)     # the master (root) hands a new file to --user
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def format(self, record: Record) -> str:
         return "".join([p if type(p) is str else p(record) for p in self.parts])

@@ -5,21 +5,55 @@ The error log is the ``bridge`` logger (``bridge.server``, ``bridge.fastcgi``,
 append mode and reopened by :func:`reopen_logs` after logrotate has moved it;
 other logs (the HTTP access log) register their own reopen with
 :func:`on_reopen` so one SIGUSR1 reopens them all.
+
+With ``--user`` the master stays root and the workers do not (see
+:mod:`bridge.server.privileges`).  After logrotate has made a new root-owned
+file, a worker alone could not open it; so the master reopens first, as
+root, and hands each new file to the workers' user (:func:`hand_to_workers`,
+what nginx does to its logs), then signals the workers, which reopen the
+path they now own.  A reopen that fails anyway (a directory gone, a disk
+full) is logged to the file still open and the process carries on: losing a
+rotation must never stop the server (issue 21, item 5).
 """
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Optional
 
 FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 _reopeners: list = []
+_owner: list = [None]        # the workers' uid, set by the master when it keeps root
+
+
+def set_workers_user(uid: Optional[int]) -> None:
+    """The master: the uid the workers run as, to whom reopened log files are handed."""
+    _owner[0] = uid
+
+
+def hand_to_workers(fd: int) -> None:
+    """Give a log file the master just (re)opened to the workers' user, readable-writable by it.
+
+    Through the descriptor (``fchown``/``fchmod``), so a link swapped in at the
+    path cannot redirect it.  Nothing to do in a worker or without ``--user``.
+    """
+    uid = _owner[0]
+    if uid is None or os.geteuid() != 0:
+        return
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return
+    if st.st_uid != uid:
+        os.fchown(fd, uid, -1)
+    if st.st_mode & 0o600 != 0o600:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o600)
 
 
 class ReopenableFileHandler(logging.StreamHandler):
@@ -30,7 +64,13 @@ class ReopenableFileHandler(logging.StreamHandler):
         super().__init__(self._open())
 
     def _open(self):
-        return open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+        stream = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+        try:
+            hand_to_workers(stream.fileno())
+        except OSError:
+            stream.close()
+            raise
+        return stream
 
     def reopen(self) -> None:
         new = self._open()
@@ -82,14 +122,22 @@ def forget_reopen(fn: Callable[[], None]) -> None:
         _reopeners.remove(fn)
 
 
-def reopen_logs() -> None:
-    """Reopen every log file (SIGUSR1).  Call from the loop, never inside a signal handler."""
-    for handler in logging.getLogger("bridge").handlers:
-        reopen = getattr(handler, "reopen", None)
-        if reopen is not None:
-            reopen()
-    for fn in list(_reopeners):
+def reopen_logs() -> bool:
+    """Reopen every log file (SIGUSR1); False if one failed (it says why, in the log still open).
+
+    Call from the loop, never inside a signal handler.  Never raises: the
+    old file stays in use, which is better than a dead server.
+    """
+    logger = logging.getLogger("bridge")
+    ok = True
+    for reopen in [getattr(h, "reopen", None) for h in logger.handlers] + list(_reopeners):
+        if reopen is None:
+            continue
         try:
-            fn()
-        except Exception:
-            logging.getLogger("bridge").exception("reopening a log failed")
+            reopen()
+        except Exception as exc:        # OSError mostly; whatever it is, keep serving
+            ok = False
+            target = getattr(getattr(reopen, "__self__", None), "path", "a log file")
+            logger.error("cannot reopen %s (pid %d): %s; still writing to the file open "
+                         "before", target, os.getpid(), exc)
+    return ok

@@ -46,6 +46,7 @@ import sys
 import time
 
 from bridge.server.listeners import set_socket_file
+from bridge.server.logs import reopen_logs, set_workers_user
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import effective, resolve, switch_to
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
@@ -159,6 +160,8 @@ class Master:
         except (OSError, LookupError) as exc:
             sys.stderr.write(f"bridge {command}: {exc}\n")
             return 2
+        if self.identity is not None and self.identity.uid is not None:
+            set_workers_user(self.identity.uid)
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
             with effective(self.identity):       # never imported as root (item 7)
@@ -312,9 +315,12 @@ class Master:
         pass        # reaped right after the signals
 
     def handle_usr1(self) -> None:
-        from bridge.server.logs import reopen_logs
-        reopen_logs()
-        log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        # First here, as root: a file logrotate created is handed to --user,
+        # so that each worker can then reopen it (bridge.server.logs).
+        if reopen_logs():
+            log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        else:
+            log.warning("SIGUSR1: asking the workers to reopen their logs anyway")
         for w in self.workers.values():
             self._kill(w, signal.SIGUSR1)
 
