@@ -362,3 +362,59 @@ def test_a_reopen_that_fails_is_logged_and_nothing_stops(tmp, procs):
     wait_for(lambda: old.read_text().count("cannot reopen") >= 3, what="3 failures logged")
     assert p.proc.poll() is None and children(p.pid) == workers
     assert wait_for(lambda: _try(get, port, "/"), what="an answer")[0] == 200
+
+
+# -- item 6: a signal while the app is still being imported ---------------------------------
+
+
+def slow_import_env(marker: Path) -> dict:
+    return {"BRIDGE_TEST_IMPORT_MARKER": str(marker), "BRIDGE_TEST_IMPORT_DELAY": "1.5"}
+
+
+def importing(marker: Path) -> set:
+    return {int(name.split(".")[1]) for name in os.listdir(marker) if name.startswith("importing.")}
+
+
+@pytest.mark.parametrize("signals", [(signal.SIGUSR1,), (signal.SIGHUP,),
+                                     (signal.SIGUSR1, signal.SIGHUP, signal.SIGTTIN)])
+@pytest.mark.parametrize("mode", ["single", "workers", "preload"])
+def test_a_signal_during_the_app_import_is_survived_and_then_the_app_serves(tmp, procs, mode,
+                                                                            signals):
+    marker = tmp / "marker"
+    marker.mkdir(mode=0o777)
+    port = free_port()
+    args = {"single": [], "workers": ["--workers", "2"], "preload": ["--workers", "2", "--preload"]}
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             *args[mode]), env=slow_import_env(marker))
+    # Workers import after the fork: wait until each has started its import.
+    wait_for(lambda: len(importing(marker)) >= (2 if mode == "workers" else 1),
+             what=f"import started\n{p.output()}")
+    if mode == "workers":
+        for pid in importing(marker):
+            os.kill(pid, signal.SIGUSR1)      # as the master forwards it
+    for signum in signals:
+        p.proc.send_signal(signum)
+    wait_for_port(port, proc=p.proc, timeout=30)
+    status, body = wait_for(lambda: _try(get, port, "/"), what=f"an answer\n{p.output()}")
+    assert status == 200 and p.proc.poll() is None
+    out = p.output()
+    assert "killed by" not in out and "crash loop" not in out, out
+
+
+def test_usr1_forwarded_to_workers_importing_during_a_hup_reload_kills_none(tmp, procs):
+    marker = tmp / "marker"
+    marker.mkdir(mode=0o777)
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "2", "--status-path", "/bridge-status"),
+              env=slow_import_env(marker))
+    old = both_workers_serve(port, p.pid)
+    for name in os.listdir(marker):
+        os.unlink(marker / name)
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(importing(marker)) == 2, what="the new generation importing")
+    p.proc.send_signal(signal.SIGUSR1)     # the master forwards it to all four
+    wait_for(lambda: "reload complete" in p.output(), timeout=30, what="reload complete")
+    new = both_workers_serve(port, p.pid)
+    assert not new & old
+    assert "killed by" not in p.output(), p.output()

@@ -49,6 +49,7 @@ from bridge.server.listeners import set_socket_file
 from bridge.server.logs import reopen_logs, set_workers_user
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import effective, resolve, switch_to
+from bridge.server.process import DEFERRED_SIGNALS
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -66,6 +67,8 @@ QUICK_DEATH = 5.0
 MAX_BACKOFF = 10.0
 
 SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+#: Queued by the master from its first instant (their default would kill or stop it).
+EARLY_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
 
 class WorkerProc:
@@ -162,10 +165,16 @@ class Master:
             return 2
         if self.identity is not None and self.identity.uid is not None:
             set_workers_user(self.identity.uid)
+        # Queued from the first instant: a HUP or USR1 during the --preload
+        # import (or the TLS load) would otherwise kill the master (item 6).
+        # TERM, INT and QUIT keep their default until the import is done:
+        # nothing needs cleaning up yet, and a stuck import must still stop.
+        self._install_signals(EARLY_SIGNALS)
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
             with effective(self.identity):       # never imported as root (item 7)
                 self.app = load_from_config(self.config)   # exits 2 with one line
+        self._install_signals(SIGNALS)
         if self.listeners is None:
             try:
                 self.listeners = open_config_listeners(self.config)
@@ -184,7 +193,6 @@ class Master:
             self.board = Scoreboard(slots, self.threads)
             self.board.write_header(master_pid=self.pid, generation=self.generation,
                                     target=self.target, started=time.time())
-            self._install_signals()
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
                            f"{describe_listeners(self.listeners, self.scheme)}")
             pool = (f"{self.workers_min}-{self.workers_max} workers" if self.dynamic
@@ -242,12 +250,13 @@ class Master:
             return self.factory_builder
         return functools.partial(self.factory_builder, prepared=self.prepared)
 
-    def _install_signals(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for name in SIGNALS:
+    def _install_signals(self, names: tuple) -> None:
+        if self.wake_r < 0:
+            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for name in names:
             signal.signal(getattr(signal, name), self._on_signal)
         # A signal must not interrupt a system call with EINTR in odd places.
-        for name in SIGNALS:
+        for name in names:
             signal.siginterrupt(getattr(signal, name), False)
 
     def _on_signal(self, signum, frame) -> None:
@@ -261,9 +270,12 @@ class Master:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._manage(time.monotonic())
+        first = True
         while True:
-            self._sleep(0.25)
+            # Signals queued during the start (a TERM, a HUP) act before any fork.
+            if not first:
+                self._sleep(0.25)
+            first = False
             while self.sig_queue:
                 signum = self.sig_queue.pop(0)
                 handler = getattr(self, "handle_" + signal.Signals(signum).name[3:].lower(), None)
@@ -436,7 +448,10 @@ class Master:
             signal.signal(signal.SIGTTIN, signal.SIG_IGN)
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            # USR1 stays blocked while the app is imported: the master may
+            # forward one at any time, and its default action ends the
+            # process.  The worker's handlers unblock it (WorkerSignals).
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
             os.close(self.wake_r)
             os.close(self.wake_w)
             if self.pidfile is not None:
