@@ -418,3 +418,29 @@ def test_usr1_forwarded_to_workers_importing_during_a_hup_reload_kills_none(tmp,
     new = both_workers_serve(port, p.pid)
     assert not new & old
     assert "killed by" not in p.output(), p.output()
+
+
+def test_a_link_planted_in_a_log_directory_the_workers_own_is_not_followed_on_usr1(tmp, procs):
+    """CVE-2016-1247's shape: the workers' user owns the log directory and plants a link."""
+    need_root()
+    logs = tmp / "log"
+    logs.mkdir(mode=0o755)
+    os.chown(logs, NOBODY, -1)
+    target = root_only(tmp / "shadow")
+    error = logs / "error.log"
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1", "--user", "nobody", "--error-log", str(error),
+                             "--access-log", str(logs / "access.log")))
+    wait_for_port(port, proc=p.proc)
+    wait_for(lambda: _try(get, port, "/"), what="an answer")
+    for name in ("error.log", "access.log"):
+        os.rename(logs / name, logs / f"{name}.1")
+        os.symlink(target, logs / name)
+    p.proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: (logs / "error.log.1").read_text().count("cannot reopen") >= 2,
+             what="the refusals logged")
+    st = target.stat()
+    assert (st.st_uid, st.st_mode & 0o777, target.read_text()) == (0, 0o600, "secret\n")
+    assert p.proc.poll() is None
+    assert wait_for(lambda: _try(get, port, "/"), what="still serving")[0] == 200

@@ -52,3 +52,61 @@ def test_access_log_reopen_that_fails_keeps_the_old_descriptor(tmp_path):
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
+
+
+# -- as root with --user: no link followed, nothing but a regular file handed over -----------
+
+
+import pytest  # noqa: E402
+
+from bridge.server import logs  # noqa: E402
+
+
+@pytest.fixture
+def guarded():
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root (the CI runs as root)")
+    logs.set_workers_user(65534)
+    yield
+    logs.set_workers_user(None)
+    logs._guarded[0] = False
+
+
+def secret(tmp_path):
+    target = tmp_path / "shadow"
+    target.write_text("root only\n")
+    target.chmod(0o600)
+    return target
+
+
+def test_guarded_open_refuses_a_link_and_leaves_its_target_alone(tmp_path, guarded):
+    target = secret(tmp_path)
+    os.symlink(target, tmp_path / "error.log")
+    with pytest.raises(OSError):
+        logs.open_log(str(tmp_path / "error.log"))
+    st = target.stat()
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o600 and target.read_text() == "root only\n"
+
+
+def test_guarded_open_refuses_a_second_name_of_another_file(tmp_path, guarded):
+    target = secret(tmp_path)
+    os.link(target, tmp_path / "error.log")
+    with pytest.raises(OSError, match="single name"):
+        logs.open_log(str(tmp_path / "error.log"))
+    assert target.stat().st_uid == 0
+
+
+def test_guarded_open_of_a_fifo_neither_hangs_nor_opens(tmp_path, guarded):
+    os.mkfifo(tmp_path / "error.log")
+    with pytest.raises(OSError):
+        logs.open_log(str(tmp_path / "error.log"))
+
+
+def test_guarded_open_hands_a_root_file_to_the_workers_user(tmp_path, guarded):
+    path = tmp_path / "error.log"
+    path.write_text("")
+    path.chmod(0o400)
+    fd = logs.open_log(str(path))
+    os.close(fd)
+    st = path.stat()
+    assert st.st_uid == 65534 and st.st_mode & 0o600 == 0o600

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from bridge.server.logs import hand_to_workers
+from bridge.server.logs import open_log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -189,13 +189,7 @@ class AccessLog:
             self.owned = True
 
     def _open(self) -> int:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            hand_to_workers(fd)     # the master (root) hands a new file to --user
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
+        return open_log(self.path)     # as root with --user: no link, handed to that user
 
     def format(self, record: Record) -> str:
         return "".join([p if type(p) is str else p(record) for p in self.parts])

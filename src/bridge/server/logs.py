@@ -9,7 +9,7 @@ other logs (the HTTP access log) register their own reopen with
 With ``--user`` the master stays root and the workers do not (see
 :mod:`bridge.server.privileges`).  After logrotate has made a new root-owned
 file, a worker alone could not open it; so the master reopens first, as
-root, and hands each new file to the workers' user (:func:`hand_to_workers`,
+root, and hands each new file to the workers' user (:func:`open_log`,
 what nginx does to its logs), then signals the workers, which reopen the
 path they now own.  A reopen that fails anyway (a directory gone, a disk
 full) is logged to the file still open and the process carries on: losing a
@@ -31,29 +31,51 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 _reopeners: list = []
 _owner: list = [None]        # the workers' uid, set by the master when it keeps root
+_guarded: list = [False]     # root runs bridge with --user/--group: open logs warily
 
 
 def set_workers_user(uid: Optional[int]) -> None:
     """The master: the uid the workers run as, to whom reopened log files are handed."""
     _owner[0] = uid
+    if uid is not None and os.geteuid() == 0:
+        _guarded[0] = True
 
 
-def hand_to_workers(fd: int) -> None:
-    """Give a log file the master just (re)opened to the workers' user, readable-writable by it.
+def open_log(path: str) -> int:
+    """An ``O_APPEND`` descriptor on the log file ``path``, created 0644 if needed.
 
-    Through the descriptor (``fchown``/``fchmod``), so a link swapped in at the
-    path cannot redirect it.  Nothing to do in a worker or without ``--user``.
+    When root runs bridge with ``--user``, the log directory may be writable
+    by that user, and a worker that was broken into could plant a link there
+    for root to append to (or, worse, to hand over): the CVE-2016-1247 of
+    Debian's nginx.  So then the last component must not be a link
+    (``O_NOFOLLOW``; use ``-`` rather than ``/dev/stdout``), no FIFO may
+    block the master (``O_NONBLOCK``), and the result must be a regular file
+    with a single name, before it is given to the workers' user through the
+    descriptor (``fchown``/``fchmod``, u+rw), so that each worker can reopen
+    it after logrotate has made it root's.
     """
-    uid = _owner[0]
-    if uid is None or os.geteuid() != 0:
-        return
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        return
-    if st.st_uid != uid:
-        os.fchown(fd, uid, -1)
-    if st.st_mode & 0o600 != 0o600:
-        os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o600)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    guarded = _guarded[0]
+    if guarded:
+        flags |= os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o644)
+    try:
+        if guarded:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise OSError(f"{path} is not a regular file with a single name; not opened as "
+                              f"root with --user")
+            os.set_blocking(fd, True)
+            uid = _owner[0]
+            if uid is not None and os.geteuid() == 0:
+                if st.st_uid != uid:
+                    os.fchown(fd, uid, -1)
+                if st.st_mode & 0o600 != 0o600:
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ReopenableFileHandler(logging.StreamHandler):
@@ -64,13 +86,8 @@ class ReopenableFileHandler(logging.StreamHandler):
         super().__init__(self._open())
 
     def _open(self):
-        stream = open(self.path, "a", encoding="utf-8", errors="backslashreplace", buffering=1)
-        try:
-            hand_to_workers(stream.fileno())
-        except OSError:
-            stream.close()
-            raise
-        return stream
+        return open(open_log(self.path), "a", encoding="utf-8", errors="backslashreplace",
+                    buffering=1)
 
     def reopen(self) -> None:
         new = self._open()
@@ -99,6 +116,8 @@ def setup_logging(config) -> logging.Logger:
         logger.removeHandler(handler)
         handler.close()
     target = getattr(config, "error_log", "-") or "-"
+    if os.geteuid() == 0 and (getattr(config, "user", None) or getattr(config, "group", None)):
+        _guarded[0] = True       # from the first open: see open_log
     if target == "-":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
