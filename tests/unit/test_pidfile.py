@@ -121,3 +121,20 @@ def test_release_leaves_a_file_that_replaced_ours(piddir):
     path.write_text("12345\n")                    # another master's, written since
     pf.release()
     assert path.read_text() == "12345\n"
+
+
+def test_a_held_file_with_odd_content_is_reported_without_echoing_it(piddir):
+    path = piddir / "bridge.pid"
+    first = PidFile(str(path))
+    first.acquire(os.getpid())
+    with open(path, "w") as f:                 # same inode, still locked
+        f.write("12\n\x1b[2J[INFO] forged")
+    code = ("import sys; from bridge.server.pidfile import PidFile, PidFileError\n"
+            "try: PidFile(sys.argv[1]).acquire(1)\n"
+            "except PidFileError as e: print(e); sys.exit(3)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, env=env, timeout=30)
+    assert done.returncode == 3 and "process ? is still running" in done.stdout
+    assert "\x1b" not in done.stdout and done.stdout.count("\n") == 1
+    first.release()

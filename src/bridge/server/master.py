@@ -43,6 +43,7 @@ import random
 import select
 import signal
 import sys
+import threading
 import time
 
 from bridge.server.listeners import set_socket_file
@@ -172,8 +173,14 @@ class Master:
         self._install_signals(EARLY_SIGNALS)
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
+            threads = threading.active_count()
             with effective(self.identity):       # never imported as root (item 7)
                 self.app = load_from_config(self.config)   # exits 2 with one line
+            if threading.active_count() > threads and self.identity is not None \
+                    and self.identity.changes_anything:
+                log.warning("--preload: the app started threads during its import; they stay "
+                            "in the master, which keeps uid %d (only the forking thread "
+                            "reaches the workers)", os.getuid())
         self._install_signals(SIGNALS)
         if self.listeners is None:
             try:

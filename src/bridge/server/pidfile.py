@@ -100,8 +100,9 @@ class PidFile:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                other = os.read(fd, MAX_SIZE).strip().decode("ascii", "replace")
-                raise PidFileError(f"--pid {self.path}: process {other or '?'} is still "
+                other = os.read(fd, MAX_SIZE).strip()
+                other = other.decode() if other.isdigit() else "?"    # never echo odd bytes
+                raise PidFileError(f"--pid {self.path}: process {other} is still "
                                    f"running (another bridge master holds the file)") from None
         finally:
             os.close(fd)
