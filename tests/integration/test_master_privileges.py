@@ -444,3 +444,27 @@ def test_a_link_planted_in_a_log_directory_the_workers_own_is_not_followed_on_us
     assert (st.st_uid, st.st_mode & 0o777, target.read_text()) == (0, 0o600, "secret\n")
     assert p.proc.poll() is None
     assert wait_for(lambda: _try(get, port, "/"), what="still serving")[0] == 200
+
+
+def test_hup_reads_a_renewed_root_only_certificate_for_the_new_workers(tmp, procs, root_only_certs):
+    need_root()
+    import ssl
+    d = root_only_certs
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "new.key", "-out", "new.pem", "-days", "2", "-subj", "/CN=renewed",
+            "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
+    port = free_port()
+    p = procs(bridge_command("http", "support.priv_apps:app", "--bind", f"127.0.0.1:{port}",
+                             "--workers", "1", "--user", "nobody",
+                             "--certfile", str(d / "server.pem"), "--keyfile", str(d / "server.key")))
+    wait_for_port(port, proc=p.proc)
+    wait_for(lambda: _try(https_get, port, d / "server.pem"), what="an HTTPS answer")
+    os.replace(d / "new.pem", d / "server.pem")         # what certbot's renewal does
+    os.replace(d / "new.key", d / "server.key")
+    (d / "server.key").chmod(0o600)
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload complete" in p.output(), timeout=30, what="reload complete")
+    renewed = (d / "server.pem").read_text().strip()
+    wait_for(lambda: (_try(ssl.get_server_certificate, ("127.0.0.1", port)) or "").strip() == renewed,
+             what="the renewed certificate served")
+    assert wait_for(lambda: _try(https_get, port, d / "server.pem"), what="renewed")[0] == 200
