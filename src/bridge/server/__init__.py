@@ -79,20 +79,15 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     if getattr(config, "workers", 1) > 1 or _needs_master(config):
         from bridge.server.master import Master
         return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
+    # Before anything slow (the import, a client connecting early): HUP,
+    # TTIN, TTOU and USR1 would kill or stop the process until the worker's
+    # handlers are in place, so they wait, blocked, and reach those handlers.
+    from bridge.server.process import defer_signals
+    defer_signals()
     if app is None:
         from bridge.loader import load_from_config
         app = load_from_config(config)       # exits 2 with one line when it cannot
-    early: list = []    # signals that came before the worker's handlers
     if listeners is None:
-        # HUP/TTIN/TTOU/USR1 would kill (or stop) the process until the
-        # worker's handlers are in place, and a client may already connect:
-        # from before the sockets exist, note them, and pass them on to the
-        # worker's handlers once they are in place (see ready()).
-        import signal
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
-                signal.signal(signum, lambda signum, frame: early.append(signum))
         try:
             listeners = open_config_listeners(config)
         except BindError as exc:
@@ -108,10 +103,6 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         def ready() -> None:
             log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
                      threads, "" if threads == 1 else "s", os.getpid())
-            if early:
-                import signal
-                for signum in dict.fromkeys(early):
-                    signal.raise_signal(signum)
         worker = run_worker(listeners, app, factory_builder, config, board=board,
                             slot_index=slot_index, max_requests=0, on_ready=ready)
         log.info("Stopped (%d requests served)", worker.state.requests)
