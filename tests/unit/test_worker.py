@@ -455,3 +455,50 @@ def test_a_request_polled_together_with_one_that_blocks_is_still_served():
         assert read_line(first) == b"block"
         for conn in busy:
             assert read_line(conn) == b"sleep 0.5"
+
+
+# -- the idle sweep: nothing that has arrived is dropped ---------------------------
+
+class _IdleHandler:
+    def __init__(self, deadline) -> None:
+        self.idle_deadline = deadline
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("deadline, idle_timeout", [
+    (100.0, None),      # the handler's deadline: keep-alive end, header timeout of a new connection
+    (None, 100.0),      # the worker's idle timeout (FastCGI between requests)
+])
+def test_sweep_spares_an_expired_connection_whose_next_request_has_arrived(deadline, idle_timeout):
+    from bridge.server.worker import Connection, idle_expired
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        conns = []
+        for server, _ in pairs:
+            conn = Connection(server, _IdleHandler(deadline))
+            conn.busy = False
+            conns.append(conn)
+        silent, request, eof, busy = conns
+        pairs[1][1].sendall(b"POST /once HTTP/1.1\r\n")    # arrived while every thread was busy
+        pairs[2][1].close()                                  # EOF: its thread closes it
+        busy.busy = True
+        assert idle_expired(conns, 1000.0, idle_timeout) == [silent]
+        # Before the deadline nothing goes, input or not.
+        assert idle_expired(conns, 1.0, idle_timeout) == []
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_sweep_leaves_a_request_sent_into_the_keep_alive_window_to_the_busy_thread():
+    with Running(threads=1, idle_timeout=0.3) as r:
+        with r.connect() as kept, r.connect() as slow:
+            assert ask(kept, b"first") == b"first"
+            slow.sendall(b"sleep 1\n")
+            wait_until(lambda: r.worker.state.busy_threads == 1)
+            kept.sendall(b"second\n")          # inside the window; the only thread is busy
+            assert read_line(slow) == b"sleep 1"
+            assert read_line(kept) == b"second"

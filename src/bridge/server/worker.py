@@ -57,8 +57,9 @@ Why each detail:
 * The loop sweeps idle connections against ``handler.idle_deadline`` (or the
   worker's ``idle_timeout`` counted from when the connection went idle): the
   keep-alive timeout, and the slow-loris cut-off when a handler sets its
-  deadline to a header timeout.  A graceful stop closes idle connections
-  but serves those whose next request has already arrived.
+  deadline to a header timeout.  Neither the sweep nor a graceful stop
+  closes a connection whose next request has already arrived (waiting in
+  the socket while every thread was busy): that request is served.
 * Accepted sockets stay in blocking mode with a timeout (``io_timeout``) for
   the app's sends and body reads.  Handlers read what is available *now* with
   :func:`recv_available` / :func:`recv_available_into`, not with
@@ -84,7 +85,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-__all__ = ["Worker", "WorkerState", "Connection", "recv_available", "recv_available_into"]
+__all__ = ["Worker", "WorkerState", "Connection", "idle_expired", "recv_available", "recv_available_into"]
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLONESHOT = select.EPOLLONESHOT
@@ -181,6 +182,34 @@ def _with_input(conns: list) -> set:
         return {fd for fd, _ in poller.poll(0)}
     except OSError:
         return set()
+
+
+def idle_expired(conns: list, now: float, idle_timeout: Optional[float]) -> list:
+    """The idle connections among ``conns`` that may be closed at ``now``.
+
+    Past its deadline -- ``handler.idle_deadline``, or ``idle_timeout`` after
+    it went idle -- *and* with nothing waiting in its socket.  A connection
+    whose next request has arrived while every pool thread was busy is not
+    idle, whatever its clock says: closing it would drop a request the
+    client has sent (and, for a POST, cannot safely send again).  The same
+    holds for a keep-alive timeout, a FastCGI idle timeout and a new
+    connection's header timeout; a pool thread serves it as soon as one is
+    free.  (EOF counts as input: the thread that reads it closes the
+    connection.)
+    """
+    expired = []
+    for conn in conns:
+        if conn.busy or conn.closed:
+            continue
+        deadline = conn.handler.idle_deadline
+        if deadline is None and idle_timeout is not None:
+            deadline = conn.idle_since + idle_timeout
+        if deadline is not None and now >= deadline:
+            expired.append(conn)
+    if not expired:
+        return expired
+    waiting = _with_input(expired)
+    return [conn for conn in expired if conn.fd not in waiting]
 
 
 class WorkerState:
@@ -642,21 +671,10 @@ class Worker:
 
     def _sweep(self, now: float) -> None:
         """Close idle connections past their deadline (keep-alive end, slow loris)."""
-        default = self.idle_timeout
-        expired = []
-        for conn in list(self._conns.values()):
-            if conn.busy:
-                continue
-            deadline = conn.handler.idle_deadline
-            if deadline is None and default is not None:
-                deadline = conn.idle_since + default
-            if deadline is not None and now >= deadline:
-                expired.append(conn)
-        for conn in expired:
-            with self._lock:
-                if conn.busy or conn.closed:
-                    continue
-                self._close(conn)
+        with self._lock:
+            for conn in idle_expired(list(self._conns.values()), now, self.idle_timeout):
+                if not conn.busy and not conn.closed:
+                    self._close(conn)
 
     def _graceful_step(self) -> bool:
         """One step of a graceful stop; True when it is finished."""
