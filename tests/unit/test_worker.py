@@ -502,3 +502,20 @@ def test_sweep_leaves_a_request_sent_into_the_keep_alive_window_to_the_busy_thre
             kept.sendall(b"second\n")          # inside the window; the only thread is busy
             assert read_line(slow) == b"sleep 1"
             assert read_line(kept) == b"second"
+
+
+# -- an idle worker sleeps ----------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_idle_worker_wakes_only_a_few_times_a_second(threads):
+    with Running(threads=threads) as r:
+        with r.connect() as c:
+            for i in range(20):         # requests come in: the monitor looks every few ms
+                assert ask(c, b"%d" % i) == b"%d" % i
+        time.sleep(0.3)                 # past the monitor's linger
+        before = r.worker.wakeups
+        time.sleep(1.0)
+        # 4 sweeps and a tick a second; the monitor's 1-5 ms looks made it 200+.
+        assert r.worker.wakeups - before < 20
+        with r.connect() as c:          # and it still wakes up for a request
+            assert ask(c, b"after") == b"after"

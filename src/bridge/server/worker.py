@@ -352,6 +352,8 @@ class Worker:
         self._stop_r = self._stop_w = -1
         self._wake_pending = False
         self._calls: list = []        # call_soon() callbacks, run by the loop thread
+        #: Passes of the loop thread (each one wake-up): an idle worker makes a few a second.
+        self.wakeups = 0
         self._threads: list = []
         self._by_fd: dict = {}
 
@@ -482,9 +484,13 @@ class Worker:
                 if self._stop == "now" or self._graceful_step():
                     return
             timeout = next_sweep - _monotonic()
+            self.wakeups += 1
             if monitor:
                 now = _monotonic()
-                if not self._monitor_asleep or self._finished != seen_finished:
+                # Activity -- a request finished since the last pass, or one
+                # running now -- renews the linger; the loop's own looks do
+                # not (they did, and an idle worker woke every 5 ms forever).
+                if self._finished != seen_finished or any(self._serving):
                     if now >= monitor_until + interval:
                         interval = MONITOR_INTERVAL     # busy again after a quiet spell
                     seen_finished = self._finished
