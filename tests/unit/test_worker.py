@@ -519,3 +519,67 @@ def test_idle_worker_wakes_only_a_few_times_a_second(threads):
         assert r.worker.wakeups - before < 20
         with r.connect() as c:          # and it still wakes up for a request
             assert ask(c, b"after") == b"after"
+
+
+# -- accept limits: a busy worker leaves what it cannot start in the kernel's queue --
+
+def test_worker_with_siblings_leaves_a_queued_burst_it_cannot_start_to_them():
+    # The burst is in the kernel's queue before the worker looks: the thread
+    # that accepts the first must not take the rest in its batch.
+    listeners = open_listeners(["127.0.0.1:0"], socket_mode=0o600)
+    address = listeners[0].sock.getsockname()
+    clients = [socket.create_connection(address, timeout=10) for _ in range(5)]
+    for c in clients:
+        c.sendall(b"block\n")
+    worker = Worker(listeners, EchoHandler, threads=1, accept_limit=2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert EchoHandler.started.wait(10)
+        assert worker.state.accepted == 2 and worker._paused   # the one running, one more
+        EchoHandler.release.set()
+        for c in clients:
+            assert read_line(c) == b"block"
+        assert worker.state.accepted == 5
+    finally:
+        EchoHandler.release.set()
+        worker.stop(graceful=False)
+        thread.join(10)
+        for c in clients:
+            c.close()
+        for listener in listeners:
+            listener.close()
+
+
+def test_batch_accepted_connection_counts_in_hand_until_served_or_closed(tmp_path):
+    # A unix socket: no TCP_DEFER_ACCEPT, so silent connections are accepted too.
+    listeners = open_listeners([f"unix:{tmp_path}/s.sock"], socket_mode=0o600)
+    address = listeners[0].sock.getsockname()
+    clients = []
+    for _ in range(3):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(10)
+        c.connect(address)
+        clients.append(c)
+    clients[0].sendall(b"block\n")
+    worker = Worker(listeners, EchoHandler, threads=1, accept_limit=3, idle_timeout=0.5)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert EchoHandler.started.wait(10)
+        assert worker.state.accepted == 3 and worker._in_hand == 3 and worker._paused
+        # The two silent ones reach their idle timeout: closed, no longer in hand.
+        wait_until(lambda: worker._in_hand == 1)
+        assert not worker._paused
+        assert clients[1].recv(10) == b"" and clients[2].recv(10) == b""
+        EchoHandler.release.set()
+        assert read_line(clients[0]) == b"block"
+        wait_until(lambda: worker._in_hand == 0)
+    finally:
+        EchoHandler.release.set()
+        worker.stop(graceful=False)
+        thread.join(10)
+        for c in clients:
+            c.close()
+        for listener in listeners:
+            listener.close()

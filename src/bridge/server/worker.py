@@ -44,13 +44,14 @@ Why each detail:
   connections only when it has a free thread: with sibling processes
   (pre-fork) a busy worker leaves them to an idle one.  Listeners are
   ``EPOLLEXCLUSIVE`` there (a new connection wakes one process, not all);
-  ``accept_limit`` still pauses accepting when that many connections are in
-  hand.  A lone worker registers its listeners one-shot (a connection wakes
-  one thread, re-armed right after the accept).
+  ``accept_limit`` (the thread count) pauses accepting when that many
+  requests are in hand.  A lone worker registers its listeners one-shot (a
+  connection wakes one thread, re-armed right after the accept).
 * The thread that accepted also takes the connections queued behind it in
   the kernel and registers them like idle ones (their requests are usually
   there already): one accept per event would drain a full accept queue one
-  connection per round of the ready list.
+  connection per round of the ready list.  Each counts as in hand until a
+  thread takes it, so the batch stops at the accept limit.
 * A lone worker never pauses: if every thread has been stuck in the same
   requests for a whole sweep, the loop thread accepts into a small backlog
   that the next free thread serves first.
@@ -281,7 +282,7 @@ class WorkerState:
 class Connection:
     """One accepted connection: its socket, its handler, where it is."""
 
-    __slots__ = ("sock", "fd", "handler", "registered", "busy", "closed", "idle_since")
+    __slots__ = ("sock", "fd", "handler", "registered", "busy", "closed", "idle_since", "pending")
 
     def __init__(self, sock: socket.socket, handler) -> None:
         self.sock = sock
@@ -291,6 +292,9 @@ class Connection:
         self.busy = True
         self.closed = False
         self.idle_since = 0.0
+        #: Accepted in a batch, its first request not started yet: it counts
+        #: as in hand until a thread takes it (or it is closed).
+        self.pending = False
 
 
 class Worker:
@@ -331,7 +335,9 @@ class Worker:
         self._conns: dict = {}
         self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
         self._ready = collections.deque()   # polled events not served yet (under _lock)
-        self._in_hand = 0             # connections running or in the backlog (under _lock)
+        # Connections running, in the backlog, or accepted in a batch and not
+        # started yet (under _lock): what the accept limit counts.
+        self._in_hand = 0
         self._idle = 0                # pool threads waiting in epoll (under _lock)
         # One pool thread runs (polls and serves) at a time; the loop's monitor
         # lets another in for each one blocked in a request (see the module doc).
@@ -595,10 +601,11 @@ class Worker:
             with self._lock:
                 self._backlog.append(conn)
 
-    def _accept(self, listener, in_hand: bool = True) -> Optional[Connection]:
+    def _accept(self, listener) -> Optional[Connection]:
         """Accept one connection and make its handler; None when there is none now.
 
-        With ``in_hand`` the connection counts as in hand (``_in_hand``) when returned.
+        The connection counts as in hand (``_in_hand``) when returned, and
+        accepting pauses when that reaches ``accept_limit``.
         """
         lsock = listener.sock
         while True:
@@ -632,8 +639,6 @@ class Worker:
                 sock.close()
                 continue
             conn = Connection(sock, handler)
-            if not in_hand:
-                return conn
             with self._lock:
                 self._in_hand += 1
                 limit = self.accept_limit
@@ -662,11 +667,15 @@ class Worker:
                 return
             if limit is not None and self._in_hand >= limit:
                 return
-            conn = self._accept(listener, in_hand=False)
+            # In hand from now on: with sibling workers, connections this one
+            # cannot start soon stay in the kernel's queue for an idle sibling
+            # (uncounted, a busy worker took a whole burst: 8/0 at 2 x 1).
+            conn = self._accept(listener)
             if conn is None:
                 return
             with self._lock:
                 conn.busy = False
+                conn.pending = True
                 conn.idle_since = _monotonic()
                 self._conns[conn.fd] = conn
                 conn.registered = True
@@ -681,6 +690,7 @@ class Worker:
             for conn in idle_expired(list(self._conns.values()), now, self.idle_timeout):
                 if not conn.busy and not conn.closed:
                     self._close(conn)
+            self._may_resume()
 
     def _graceful_step(self) -> bool:
         """One step of a graceful stop; True when it is finished."""
@@ -826,7 +836,10 @@ class Worker:
         if item.closed or item.busy:
             return None
         item.busy = True
-        self._in_hand += 1
+        if item.pending:
+            item.pending = False    # counted when it was accepted
+        else:
+            self._in_hand += 1
         return item
 
     def _serve(self, conn: Connection) -> None:
@@ -868,6 +881,9 @@ class Worker:
     def _close(self, conn: Connection) -> None:
         """Forget and close a connection (caller holds ``_lock``)."""
         conn.closed = True
+        if conn.pending:
+            conn.pending = False
+            self._in_hand -= 1
         if conn.registered:
             self._conns.pop(conn.fd, None)
             try:
