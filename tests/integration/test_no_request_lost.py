@@ -21,11 +21,18 @@ from support.fastcgi import Client, get_params, request_bytes
 APP = "support.lost_apps:app"
 
 
-def start(command: str, *args: str, lost_dir, preexec=None) -> tuple:
-    """``bridge COMMAND`` serving the recording app on a free port: (Process, port)."""
+def start(command: str, *args: str, lost_dir, nofile: int | None = None) -> tuple:
+    """``bridge COMMAND`` serving the recording app on a free port: (Process, port).
+
+    ``nofile``: the server's open-files limit (``ulimit -n``).
+    """
     port = free_port()
-    proc = Process(bridge_command(command, APP, "--bind", f"127.0.0.1:{port}", *args),
-                   env=bridge_env(LOST_DIR=str(lost_dir)))
+    argv = bridge_command(command, APP, "--bind", f"127.0.0.1:{port}", *args)
+    if nofile:
+        argv[1:3] = ["-c", "import resource, runpy; "
+                     f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile})); "
+                     "runpy.run_module('bridge', run_name='__main__', alter_sys=True)"]
+    proc = Process(argv, env=bridge_env(LOST_DIR=str(lost_dir)))
     try:
         wait_for_port(port, proc=proc.proc)
     except Exception:
@@ -152,4 +159,41 @@ def test_prefork_worker_leaves_requests_it_cannot_start_to_its_idle_sibling(tmp_
         assert len(shares) == 2 and shares[0] >= 3, shares
         assert elapsed < 3.5, elapsed       # about 2 s; was 3-4 s
     finally:
+        proc.stop()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_idle_connections_never_take_the_descriptors_of_a_request_in_flight(tmp_path):
+    proc, port = start("http", "--threads", "2", lost_dir=tmp_path, nofile=128)
+    idle = []
+    try:
+        results: list = []
+        # Sleeps, then opens 30 files: it needs descriptors after the flood.
+        inflight = threading.Thread(target=one_request, args=(port, "/?id=inflight&s=1.5&files=30", results))
+        inflight.start()
+        time.sleep(0.3)
+        for _ in range(200):
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.sendall(b"GET / HTTP/1.1\r\n")      # a request begun: accepted, then idle
+            idle.append(c)
+        time.sleep(0.5)
+        held = open_descriptors(proc.pid)
+        inflight.join(20)
+        assert results and results[0][0] == 200, results
+        assert results[0][1].split()[1] == b"inflight"
+        # At most half the limit in connections (64), the rest left in the listen queue.
+        assert held <= 64 + 30, held
+        for c in idle:
+            c.close()
+        idle = []
+        status, body = [], None
+        one_request(port, "/?id=after", status)
+        assert status[0][0] == 200
+        assert proc.output().count("Too many open files") <= 1
+    finally:
+        for c in idle:
+            c.close()
         proc.stop()

@@ -4,7 +4,8 @@ Each answer is ``"<pid> <id> <body length>\\n"`` (``id`` from the query), so
 the test matches responses to requests and sees which worker served each.
 A POST records that it ran: one line appended to ``$LOST_DIR/<id>`` (a
 non-idempotent request that ran twice leaves two lines).  ``s=`` sleeps that
-long first; ``files=N`` holds N open files meanwhile (descriptor pressure).
+long first; ``files=N`` then opens N files at once (needs descriptors late in
+the request, as an app that opens a template or a database connection does).
 """
 import os
 import time
@@ -23,10 +24,12 @@ def app(environ, start_response):
         body += data
     if environ["REQUEST_METHOD"] == "POST":
         record(rid)
-    held = [open(os.devnull, "rb") for _ in range(int(query.get("files", 0)))]
+    if "s" in query:
+        time.sleep(float(query["s"]))
+    held = []
     try:
-        if "s" in query:
-            time.sleep(float(query["s"]))
+        for _ in range(int(query.get("files", 0))):
+            held.append(open(os.devnull, "rb"))
     finally:
         for f in held:
             f.close()

@@ -583,3 +583,52 @@ def test_batch_accepted_connection_counts_in_hand_until_served_or_closed(tmp_pat
             c.close()
         for listener in listeners:
             listener.close()
+
+
+def test_worker_holds_at_most_max_connections_the_rest_wait_in_the_kernels_queue():
+    with Running(threads=2, max_connections=3) as r:
+        held = [r.connect() for _ in range(3)]
+        for i, c in enumerate(held):
+            assert ask(c, b"held %d" % i) == b"held %d" % i     # idle keep-alive ones count
+        late = r.connect()                 # completes in the kernel's listen queue
+        late.sendall(b"late\n")
+        wait_until(lambda: r.worker._paused)
+        time.sleep(0.3)
+        assert r.worker.state.accepted == 3
+        held[0].close()                    # a slot frees: the next one is taken
+        assert read_line(late) == b"late"
+        assert r.worker.state.accepted == 4
+        for c in held[1:] + [late]:
+            c.close()
+
+
+def test_default_max_connections_leaves_half_the_open_files_limit_to_the_app(monkeypatch):
+    import resource
+    from bridge.server import worker as worker_module
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (256, 4096))
+    assert worker_module.default_max_connections() == 128
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
+    assert worker_module.default_max_connections() > 1000
+
+
+class _ExhaustedSocket:
+    def accept(self):
+        import errno
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+class _ExhaustedListener:
+    name = "127.0.0.1:1"
+    kind = "tcp"
+    sock = _ExhaustedSocket()
+
+
+def test_running_out_of_descriptors_on_accept_pauses_and_is_logged_once(caplog):
+    worker = Worker([], EchoHandler, threads=1)
+    with caplog.at_level("ERROR", logger="bridge.server"):
+        for _ in range(50):
+            worker._resume_at = 0.0
+            assert worker._accept(_ExhaustedListener()) is None
+            assert worker._paused
+    [record] = [r for r in caplog.records if "Too many open files" in r.getMessage()]
+    assert "ulimit -n" in record.getMessage()

@@ -135,6 +135,7 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
     return Worker(listeners, factory,
                   threads=threads,
                   accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
                   graceful_timeout=getattr(config, "graceful_timeout", 30.0),
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),

@@ -77,6 +77,7 @@ import errno
 import itertools
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -86,7 +87,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-__all__ = ["Worker", "WorkerState", "Connection", "idle_expired", "recv_available", "recv_available_into"]
+__all__ = ["Worker", "WorkerState", "Connection", "default_max_connections", "idle_expired",
+           "recv_available", "recv_available_into"]
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLONESHOT = select.EPOLLONESHOT
@@ -127,6 +129,26 @@ POLL_BATCH = 64
 
 #: accept() errors that mean "out of descriptors or memory": pause, do not spin.
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+#: After an accept failed for lack of descriptors or memory: pause this long,
+#: and say so again in the log at most once per ``RESOURCE_LOG_EVERY`` seconds.
+RESOURCE_PAUSE = 0.5
+RESOURCE_LOG_EVERY = 60.0
+
+
+def default_max_connections() -> int:
+    """Connections a worker holds at most by default: half the open-files limit.
+
+    Every connection is a descriptor, and so is every file, pipe or socket
+    the app opens: a worker that accepts until ``EMFILE`` makes the request
+    it is running fail on its next ``open()`` (a 500 for a client that did
+    nothing wrong).  Half for connections leaves the other half to the app
+    and to the worker's own descriptors (listeners, logs, epoll).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1 << 20
+    return max(1, soft // 2)
 
 
 def recv_available(sock: socket.socket, bufsize: int = 65536) -> Optional[bytes]:
@@ -303,7 +325,10 @@ class Worker:
     ``factory(sock, addr, listener, state) -> handler``; the handler has
     ``on_readable() -> bool``, ``close()`` and ``idle_deadline`` (a
     ``time.monotonic()`` value, or ``None`` for "idle_timeout after going
-    idle").  ``idle_timeout`` ``None``/0 means no limit.
+    idle").  ``idle_timeout`` ``None``/0 means no limit.  ``max_connections``
+    (default: :func:`default_max_connections`) bounds the connections held
+    open at once, idle ones included; beyond it accepting pauses and new
+    connections wait in the kernel's listen queue.
     """
 
     def __init__(self, listeners: list, factory: Callable, *, threads: int = 4,
@@ -311,7 +336,8 @@ class Worker:
                  idle_timeout: Optional[float] = 5.0, io_timeout: Optional[float] = 30.0,
                  log: Optional[logging.Logger] = None, state: Optional[WorkerState] = None,
                  on_tick: Optional[Callable[[], None]] = None,
-                 accept_limit: Optional[int] = None) -> None:
+                 accept_limit: Optional[int] = None,
+                 max_connections: Optional[int] = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.listeners = list(listeners)
@@ -320,6 +346,7 @@ class Worker:
         #: Connections in hand (running or waiting in the backlog) at which
         #: accepting pauses; None: never pause (a worker without siblings).
         self.accept_limit = accept_limit
+        self.max_connections = max_connections or default_max_connections()
         self.graceful_timeout = graceful_timeout
         self.idle_timeout = idle_timeout or None
         self.io_timeout = io_timeout or None
@@ -339,6 +366,9 @@ class Worker:
         # started yet (under _lock): what the accept limit counts.
         self._in_hand = 0
         self._idle = 0                # pool threads waiting in epoll (under _lock)
+        self._open = 0                # connections accepted and not closed yet (under _lock)
+        self._resource_logged = None  # when an accept failure for lack of descriptors was last logged
+        self._resource_failures = 0   # such failures not logged since
         # One pool thread runs (polls and serves) at a time; the loop's monitor
         # lets another in for each one blocked in a request (see the module doc).
         self._slots = threading.Semaphore(1)
@@ -446,6 +476,7 @@ class Worker:
         """Re-arm paused listeners once there is room again (caller holds ``_lock``)."""
         if self._paused and self._stop is None \
                 and (self.accept_limit is None or self._in_hand < self.accept_limit) \
+                and self._open < self.max_connections \
                 and _monotonic() >= self._resume_at:
             self._arm_listeners()
 
@@ -617,11 +648,7 @@ class Worker:
                 continue
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
-                    self.log.error("accept on %s failed: %s; pausing accepts for 0.5 s",
-                                   listener.name, exc.strerror)
-                    with self._lock:
-                        self._pause_listeners()
-                        self._resume_at = _monotonic() + 0.5
+                    self._resource_exhausted(listener, exc)
                     return None
                 if exc.errno == errno.ECONNABORTED:
                     continue
@@ -641,11 +668,39 @@ class Worker:
             conn = Connection(sock, handler)
             with self._lock:
                 self._in_hand += 1
+                self._open += 1
                 limit = self.accept_limit
-                if limit is not None and self._in_hand >= limit and not self._paused:
+                if not self._paused and (self._open >= self.max_connections
+                                         or (limit is not None and self._in_hand >= limit)):
                     # Pool full: leave further connections to sibling workers.
+                    # Too many open: leave them in the kernel's queue, and the
+                    # descriptors to the requests being served.
                     self._pause_listeners()
             return conn
+
+    def _resource_exhausted(self, listener, exc: OSError) -> None:
+        """An accept failed for lack of descriptors (or memory): pause, say so once.
+
+        The pause keeps the loop from spinning on a queue it cannot take
+        from; the requests in hand go on.  One log line per episode (then at
+        most one a minute, with the count), not one per connection: under a
+        flood a line per failed accept would fill the disk too.
+        """
+        now = _monotonic()
+        with self._lock:
+            self._pause_listeners()
+            self._resume_at = now + RESOURCE_PAUSE
+            self._resource_failures += 1
+            last = self._resource_logged
+            if last is not None and now - last < RESOURCE_LOG_EVERY:
+                return
+            failures, self._resource_failures = self._resource_failures, 0
+            self._resource_logged = now
+            open_now = self._open
+        self.log.error("accept on %s failed: %s (%d failure%s); %d connections open, accepting paused "
+                       "for %g s at a time: raise the open-files limit (ulimit -n) or lower "
+                       "--worker-connections", listener.name, exc.strerror, failures,
+                       "" if failures == 1 else "s", open_now, RESOURCE_PAUSE)
 
     def _accept_more(self, listener) -> None:
         """Take the connections waiting behind the one just accepted.
@@ -880,7 +935,10 @@ class Worker:
 
     def _close(self, conn: Connection) -> None:
         """Forget and close a connection (caller holds ``_lock``)."""
+        if conn.closed:
+            return
         conn.closed = True
+        self._open -= 1
         if conn.pending:
             conn.pending = False
             self._in_hand -= 1
