@@ -586,20 +586,21 @@ def test_batch_accepted_connection_counts_in_hand_until_served_or_closed(tmp_pat
 
 
 def test_worker_holds_at_most_max_connections_the_rest_wait_in_the_kernels_queue():
-    with Running(threads=2, max_connections=3) as r:
+    with Running(threads=3, max_connections=3) as r:
         held = [r.connect() for _ in range(3)]
-        for i, c in enumerate(held):
-            assert ask(c, b"held %d" % i) == b"held %d" % i     # idle keep-alive ones count
+        for c in held:
+            c.sendall(b"sleep 0.5\n")
+        wait_until(lambda: r.worker.state.accepted == 3 and r.worker._paused)
         late = r.connect()                 # completes in the kernel's listen queue
         late.sendall(b"late\n")
-        wait_until(lambda: r.worker._paused)
-        time.sleep(0.3)
-        assert r.worker.state.accepted == 3
-        held[0].close()                    # a slot frees: the next one is taken
+        # Paused with the three busy: the fourth stays in the kernel's queue.
+        assert r.worker._paused and r.worker._open == 3 and r.worker.state.accepted == 3
+        for c in held:
+            assert read_line(c) == b"sleep 0.5"
+            c.close()                      # slots free: the next one is taken
         assert read_line(late) == b"late"
         assert r.worker.state.accepted == 4
-        for c in held[1:] + [late]:
-            c.close()
+        late.close()
 
 
 def test_default_max_connections_leaves_half_the_open_files_limit_to_the_app(monkeypatch):
@@ -632,3 +633,16 @@ def test_running_out_of_descriptors_on_accept_pauses_and_is_logged_once(caplog):
             assert worker._paused
     [record] = [r for r in caplog.records if "Too many open files" in r.getMessage()]
     assert "ulimit -n" in record.getMessage()
+
+
+def test_at_max_connections_the_longest_idle_connection_makes_room_for_a_new_one():
+    with Running(threads=1, max_connections=2, idle_timeout=None) as r:
+        oldest, recent = r.connect(), r.connect()
+        assert ask(oldest, b"one") == b"one"
+        assert ask(recent, b"two") == b"two"
+        late = r.connect()                  # waits in the listen queue: the cap is reached
+        late.sendall(b"late\n")
+        assert read_line(late) == b"late"   # served, in a sweep or two, not never
+        assert oldest.recv(10) == b""       # the longest idle one was closed for it
+        for c in (oldest, recent, late):
+            c.close()

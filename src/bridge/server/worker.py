@@ -135,6 +135,12 @@ _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 RESOURCE_PAUSE = 0.5
 RESOURCE_LOG_EVERY = 60.0
 
+#: At ``max_connections`` with connections waiting in the listen queue, each
+#: sweep closes up to this many idle connections, idle the longest first, to
+#: make room (nginx reuses its keep-alive connections the same way): idle
+#: clients must not lock new ones out for a whole keep-alive or idle timeout.
+REUSE_BATCH = 16
+
 
 def default_max_connections() -> int:
     """Connections a worker holds at most by default: half the open-files limit.
@@ -369,6 +375,7 @@ class Worker:
         self._open = 0                # connections accepted and not closed yet (under _lock)
         self._resource_logged = None  # when an accept failure for lack of descriptors was last logged
         self._resource_failures = 0   # such failures not logged since
+        self._room_logged = False     # idle connections closed at the cap: said once
         # One pool thread runs (polls and serves) at a time; the loop's monitor
         # lets another in for each one blocked in a request (see the module doc).
         self._slots = threading.Semaphore(1)
@@ -745,7 +752,39 @@ class Worker:
             for conn in idle_expired(list(self._conns.values()), now, self.idle_timeout):
                 if not conn.busy and not conn.closed:
                     self._close(conn)
+            if self._open >= self.max_connections and self._stop is None \
+                    and self._connections_queued():
+                self._make_room()
             self._may_resume()
+
+    def _connections_queued(self) -> bool:
+        """A new connection waits in a listener's queue (caller holds ``_lock``)."""
+        poller = select.poll()
+        for fd in self._by_fd:
+            poller.register(fd, select.POLLIN)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return False
+
+    def _make_room(self) -> None:
+        """At the connection cap: close idle connections, idle the longest first (caller holds ``_lock``).
+
+        Only those with nothing waiting in the socket: a request that has
+        arrived is served, never dropped (see :func:`idle_expired`).
+        """
+        idle = sorted((conn for conn in self._conns.values() if not conn.busy and not conn.closed),
+                      key=lambda conn: conn.idle_since)[:REUSE_BATCH]
+        waiting = _with_input(idle)
+        closed = 0
+        for conn in idle:
+            if conn.fd not in waiting:
+                self._close(conn)
+                closed += 1
+        if closed and not self._room_logged:
+            self._room_logged = True
+            self.log.warning("%d connections open (--worker-connections): closing the longest idle "
+                             "ones to accept new connections", self.max_connections)
 
     def _graceful_step(self) -> bool:
         """One step of a graceful stop; True when it is finished."""
