@@ -349,8 +349,9 @@ class Worker:
         self.listeners = list(listeners)
         self.factory = factory
         self.threads = threads
-        #: Connections in hand (running or waiting in the backlog) at which
-        #: accepting pauses; None: never pause (a worker without siblings).
+        #: Requests in hand (running, in the backlog, or accepted in a batch and
+        #: not started) at which accepting pauses; None: never pause for
+        #: this (a worker without siblings).
         self.accept_limit = accept_limit
         self.max_connections = max_connections or default_max_connections()
         self.graceful_timeout = graceful_timeout
@@ -747,18 +748,29 @@ class Worker:
                     self._close(conn)
 
     def _sweep(self, now: float) -> None:
-        """Close idle connections past their deadline (keep-alive end, slow loris)."""
+        """Close idle connections past their deadline (keep-alive end, slow loris).
+
+        The candidates are picked without the lock (the pool threads keep
+        serving meanwhile); each is closed under it only if still idle.
+        """
+        self._close_idle(idle_expired(list(self._conns.values()), now, self.idle_timeout))
+        if self._open >= self.max_connections and self._stop is None and self._connections_queued():
+            self._make_room()
         with self._lock:
-            for conn in idle_expired(list(self._conns.values()), now, self.idle_timeout):
-                if not conn.busy and not conn.closed:
-                    self._close(conn)
-            if self._open >= self.max_connections and self._stop is None \
-                    and self._connections_queued():
-                self._make_room()
             self._may_resume()
 
+    def _close_idle(self, conns: list) -> int:
+        """Close those of ``conns`` still idle; how many were closed."""
+        closed = 0
+        with self._lock:
+            for conn in conns:
+                if not conn.busy and not conn.closed:
+                    self._close(conn)
+                    closed += 1
+        return closed
+
     def _connections_queued(self) -> bool:
-        """A new connection waits in a listener's queue (caller holds ``_lock``)."""
+        """A new connection waits in a listener's queue."""
         poller = select.poll()
         for fd in self._by_fd:
             poller.register(fd, select.POLLIN)
@@ -768,19 +780,15 @@ class Worker:
             return False
 
     def _make_room(self) -> None:
-        """At the connection cap: close idle connections, idle the longest first (caller holds ``_lock``).
+        """At the connection cap: close idle connections, idle the longest first.
 
         Only those with nothing waiting in the socket: a request that has
         arrived is served, never dropped (see :func:`idle_expired`).
         """
-        idle = sorted((conn for conn in self._conns.values() if not conn.busy and not conn.closed),
+        idle = sorted((conn for conn in list(self._conns.values()) if not conn.busy and not conn.closed),
                       key=lambda conn: conn.idle_since)[:REUSE_BATCH]
         waiting = _with_input(idle)
-        closed = 0
-        for conn in idle:
-            if conn.fd not in waiting:
-                self._close(conn)
-                closed += 1
+        closed = self._close_idle([conn for conn in idle if conn.fd not in waiting])
         if closed and not self._room_logged:
             self._room_logged = True
             self.log.warning("%d connections open (--worker-connections): closing the longest idle "
