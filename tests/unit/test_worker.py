@@ -460,8 +460,9 @@ def test_a_request_polled_together_with_one_that_blocks_is_still_served():
 # -- the idle sweep: nothing that has arrived is dropped ---------------------------
 
 class _IdleHandler:
-    def __init__(self, deadline) -> None:
+    def __init__(self, deadline, lingering: bool = False) -> None:
         self.idle_deadline = deadline
+        self.lingering = lingering
 
     def close(self) -> None:
         pass
@@ -646,3 +647,19 @@ def test_at_max_connections_the_longest_idle_connection_makes_room_for_a_new_one
         assert oldest.recv(10) == b""       # the longest idle one was closed for it
         for c in (oldest, recent, late):
             c.close()
+
+
+def test_sweep_holds_a_lingering_connections_deadline_even_while_its_client_keeps_sending():
+    # Closing gently, the handler only drops what still comes: nothing there
+    # is a request, and a client that never stops sending must not keep it.
+    from bridge.server.worker import Connection, idle_expired
+    server, client = socket.socketpair()
+    try:
+        conn = Connection(server, _IdleHandler(100.0, lingering=True))
+        conn.busy = False
+        client.sendall(b"more of a refused body")
+        assert idle_expired([conn], 1000.0, None) == [conn]
+        assert idle_expired([conn], 1.0, None) == []
+    finally:
+        server.close()
+        client.close()

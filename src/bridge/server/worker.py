@@ -224,7 +224,10 @@ def idle_expired(conns: list, now: float, idle_timeout: Optional[float]) -> list
     holds for a keep-alive timeout, a FastCGI idle timeout and a new
     connection's header timeout; a pool thread serves it as soon as one is
     free.  (EOF counts as input: the thread that reads it closes the
-    connection.)
+    connection.)  A handler that is ``lingering`` -- closing gently, reading
+    only to drop what still comes -- has no request left to lose: its
+    deadline holds whatever waits, or a client that never stops sending
+    would keep it open for ever.
     """
     expired = []
     for conn in conns:
@@ -237,7 +240,7 @@ def idle_expired(conns: list, now: float, idle_timeout: Optional[float]) -> list
             expired.append(conn)
     if not expired:
         return expired
-    waiting = _with_input(expired)
+    waiting = _with_input([conn for conn in expired if not getattr(conn.handler, "lingering", False)])
     return [conn for conn in expired if conn.fd not in waiting]
 
 
@@ -331,7 +334,8 @@ class Worker:
     ``factory(sock, addr, listener, state) -> handler``; the handler has
     ``on_readable() -> bool``, ``close()`` and ``idle_deadline`` (a
     ``time.monotonic()`` value, or ``None`` for "idle_timeout after going
-    idle").  ``idle_timeout`` ``None``/0 means no limit.  ``max_connections``
+    idle"), and may have ``lingering`` (true while it only drops what
+    arrives: its deadline then holds even with input waiting).  ``idle_timeout`` ``None``/0 means no limit.  ``max_connections``
     (default: :func:`default_max_connections`) bounds the connections held
     open at once, idle ones included; beyond it accepting pauses and new
     connections wait in the kernel's listen queue.
