@@ -117,14 +117,16 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
     """A Worker configured from ``config``.
 
     ``siblings``: other worker processes share the listeners (pre-fork), so
-    a saturated worker pauses accepting once twice its threads are in hand
-    and leaves the connections to an idle sibling.
+    a worker pauses accepting once it has as many requests in hand (running,
+    or accepted and not started) as threads, and leaves the connections it
+    could not start to an idle sibling.
     """
     from bridge.server.worker import Worker
     threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
                   threads=threads,
-                  accept_limit=2 * threads if siblings else None,
+                  accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
                   graceful_timeout=getattr(config, "graceful_timeout", 30.0),
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),

@@ -31,6 +31,11 @@ setting("idle_timeout", "--idle-timeout", type=float, default=60.0, metavar="SEC
 setting("io_timeout", "--io-timeout", type=float, default=30.0, metavar="SECONDS", commands=S,
         section="server", validate=non_negative,
         help="how long one send or body read may block before the connection is dropped (0: no limit)")
+setting("worker_connections", "--worker-connections", type=int, default=0, metavar="N", commands=S,
+        section="server", validate=non_negative,
+        help="most connections one worker process holds open, idle keep-alive ones included; the rest "
+             "wait in the listen queue (0: half the open-files limit, ulimit -n, leaving the other half "
+             "to the app)")
 setting("max_requests", "--max-requests", type=int, default=0, metavar="N", commands=S,
         section="server", validate=non_negative,
         help="restart a worker after it has served N requests (0: never); limits slow leaks")
