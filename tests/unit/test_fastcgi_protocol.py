@@ -309,3 +309,21 @@ def test_random_records_and_garbage_raise_nothing_but_protocol_error(chunks):
         c.receive_eof()
     except p.ProtocolError:
         pass
+
+
+def test_close_input_closes_a_spooled_body_of_a_request_the_caller_drops():
+    # What fastcgi/server.py does for requests it never runs (the connection
+    # closed under them): the temporary file goes now, not at collection.
+    c = conn(spool_threshold=16)
+    body = b"x" * 100
+    (req,) = ready(c.receive_data(request_bytes(get_params(CONTENT_LENGTH=str(len(body))), body)))
+    spool = req.stdin
+    req.close_input()
+    assert spool.closed
+    req.close_input()       # twice is harmless
+
+
+def test_the_connection_state_machine_reexports_the_record_codec():
+    from bridge.fastcgi import records
+    for name in records.__all__:
+        assert getattr(p, name) is getattr(records, name)

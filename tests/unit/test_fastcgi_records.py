@@ -117,3 +117,20 @@ def test_framing_pieces_as_buffers_equals_framing_their_concatenation(sizes):
     # The content is the pieces themselves or views of them: never copied.
     content = [b for b in buffers if len(b) > 8]
     assert all(any(b is x or getattr(b, "obj", None) is x for x in pieces) for b in content)
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 9, 65535])
+def test_record_header_and_padding_frame_content_sent_separately_like_encode_record(length):
+    from bridge.fastcgi import records
+    content = b"y" * length
+    separately = records.record_header(p.STDOUT, 3, length) + content + records.record_padding(length)
+    assert separately == records.encode_record(p.STDOUT, 3, content) == records.single_record(p.STDOUT, 3, content)
+    assert len(separately) % 8 == 0
+
+
+def test_decode_params_agrees_with_decode_pairs_for_long_and_short_lengths():
+    from bridge.fastcgi import records
+    pairs = [(b"A", b""), (b"N" * 200, b"v"), (b"k", b"\xff" * 300), (b"A", b"last wins")]
+    params = records.decode_params(records.encode_pairs(pairs))
+    assert params == {k.decode("latin-1"): v.decode("latin-1") for k, v in records.decode_pairs(records.encode_pairs(pairs))}
+    assert params["A"] == "last wins" and params["k"] == "\xff" * 300

@@ -5,7 +5,7 @@ is what nginx's ``fastcgi_pass`` does, as a WSGI app: mount it next to a
 Python app (``bridge.mount`` or ``--mount /legacy=fcgi://unix:/...``) and
 a PHP site moves to Python one path at a time.
 
-The FastCGI side uses the record layer of :mod:`bridge.fastcgi.protocol`
+The FastCGI side uses the record codec of :mod:`bridge.fastcgi.records`
 (no second codec here); the CGI side (meta-variables in, ``Status:`` /
 ``Location:`` / header block out) is :mod:`bridge.cgi.app`'s, the same one
 CGIApp uses, so a PHP script answers the same whether it runs as CGI or
@@ -43,7 +43,7 @@ from bridge.cgi.app import UpstreamError, _log, _plain, local_redirect, request_
 from bridge.logtext import describe_request, escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
-from bridge.fastcgi.protocol import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
+from bridge.fastcgi.records import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
                                      REQUEST_COMPLETE, RESPONDER, STDERR, STDIN, STDOUT,
                                      ProtocolError, RecordReader, decode_end_request,
                                      encode_begin_request, encode_pairs, encode_record)

@@ -405,7 +405,7 @@ class Handler:
             left = [*self.pending, *(r for r in self.conn.requests.values()
                                      if r.state != fcgi.RUNNING_STATE)]
             for request in left:
-                fcgi.ServerConnection._close_input(request)
+                request.close_input()
             self.pending = []
             close = self.own_sock and not self.tasks
         finally:
