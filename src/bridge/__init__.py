@@ -26,7 +26,7 @@ def run(app, **options):
             except AppLoadError as exc:
                 import sys
                 sys.stderr.write(f"bridge: {exc}\n")
-                raise SystemExit(2)
+                raise SystemExit(2) from None
         return serve_inherited(app, **options)
     if "GATEWAY_INTERFACE" in os.environ:
         from bridge.cgi.gateway import run_cgi

@@ -12,7 +12,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Optional
+    from typing import Any, Callable, Iterable, Mapping, Optional
 
 #: Modules whose import declares settings (each calls :func:`setting`).
 OPTION_MODULES = [
@@ -156,7 +156,7 @@ class Config:
 
     @classmethod
     def build(cls, command: str, cli_values: Optional[dict] = None,
-              environ: Optional[dict] = None) -> "Config":
+              environ: Optional[Mapping[str, str]] = None) -> "Config":
         """Merge command line values (``None`` = not given), environment and defaults."""
         cli_values = cli_values or {}
         environ = os.environ if environ is None else environ

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, Optional, Sequence
+    from typing import Any, Iterable, Optional, Sequence
 
 __all__ = [
     "get_header", "get_all", "remove_headers", "set_header", "split_list", "has_directive",
@@ -64,7 +64,7 @@ def split_list(value: Optional[str]) -> list:
     if '"' not in value:
         return [m for m in (part.strip(" \t") for part in value.split(",")) if m]
     members = []
-    current = []
+    current: list = []
     quoted = escaped = False
     for ch in value:
         if escaped:
@@ -281,10 +281,10 @@ def parse_http_date(value: Optional[str], now: Optional[float] = None) -> Option
                 return None
             import time
             this_year = time.gmtime(time.time() if now is None else now).tm_year
-            year = this_year - this_year % 100 + int(dmy[2])
-            if year > this_year + 50:
-                year -= 100
-            return _timestamp(year, _MONTH_NUMBER.get(dmy[1]), _two_digits(dmy[0]), fields[2])
+            full_year = this_year - this_year % 100 + int(dmy[2])
+            if full_year > this_year + 50:
+                full_year -= 100
+            return _timestamp(full_year, _MONTH_NUMBER.get(dmy[1]), _two_digits(dmy[0]), fields[2])
         if len(fields) == 5 and fields[0] in _DAYS:
             # asctime-date: date3 = month SP ( 2DIGIT / ( SP DIGIT ))
             _, month, day, clock, year = fields
@@ -340,7 +340,7 @@ def parse_etag(value: Optional[str]) -> Optional[tuple]:
     return tag if tag is not None and end == len(value) else None
 
 
-def parse_etag_list(value: Optional[str]) -> Optional[object]:
+def parse_etag_list(value: Optional[str]) -> Any:
     """``If-None-Match``/``If-Match``: :data:`ANY`, a list of ``(weak, opaque)``, or None if malformed."""
     if value is None:
         return None

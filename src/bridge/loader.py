@@ -96,4 +96,4 @@ def load_from_config(config) -> "Callable":
         return app
     except AppLoadError as exc:
         sys.stderr.write(f"bridge: {exc}\n")
-        raise SystemExit(2)
+        raise SystemExit(2) from None

@@ -3,7 +3,6 @@ and where bridge's share goes, from ``python -X importtime``."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess

@@ -112,8 +112,8 @@ def svg_chart(results: list[dict]) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
            f'viewBox="0 0 {total_w} {total_h}" font-family="sans-serif" font-size="11">',
            f'<rect width="{total_w}" height="{total_h}" fill="white"/>',
-           f'<text x="10" y="22" font-size="15" font-weight="bold">Requests/s by server and concurrency '
-           f'(14-byte hello; higher is better)</text>']
+           '<text x="10" y="22" font-size="15" font-weight="bold">Requests/s by server and concurrency '
+           '(14-byte hello; higher is better)</text>']
     if not panels:
         out.append('<text x="10" y="45">no results</text>')
     for index, panel in enumerate(panels):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -36,7 +35,7 @@ import coldstart  # noqa: E402
 import load  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
-from procs import children, rss_kib, run as run_cmd  # noqa: E402
+from procs import rss_kib  # noqa: E402
 
 ROOT = HERE.parents[1]
 RESULTS = HERE / "results"

@@ -30,8 +30,8 @@ def servers():
     bridge = start_bridge_fcgi(f"127.0.0.1:{bridge_port}")
     try:
         wait_for_port(flup_port, proc=flup.proc)
-    except Exception:
-        raise RuntimeError("flup did not start:\n" + flup.output())
+    except Exception as exc:
+        raise RuntimeError("flup did not start:\n" + flup.output()) from exc
     yield {"flup": ("127.0.0.1", flup_port), "bridge": ("127.0.0.1", bridge_port)}
     flup.stop()
     bridge.stop()

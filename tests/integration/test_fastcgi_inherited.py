@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import (ROOT, SRC, Process, bridge_env, free_port, public_tmpdir, require_binary,
+from support import (ROOT, Process, bridge_env, free_port, public_tmpdir, require_binary,
                      wait_for_port)
 from support.apache_fcgi import start_apache
 from support.fastcgi import Client, get_params, start_bridge_fcgi, wait_for_unix_socket

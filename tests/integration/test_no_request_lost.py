@@ -35,9 +35,9 @@ def start(command: str, *args: str, lost_dir, nofile: int | None = None) -> tupl
     proc = Process(argv, env=bridge_env(LOST_DIR=str(lost_dir)))
     try:
         wait_for_port(port, proc=proc.proc)
-    except Exception:
+    except Exception as exc:
         proc.stop()
-        raise RuntimeError(f"bridge {command} did not start:\n{proc.output()}")
+        raise RuntimeError(f"bridge {command} did not start:\n{proc.output()}") from exc
     return proc, port
 
 
@@ -189,7 +189,7 @@ def test_idle_connections_never_take_the_descriptors_of_a_request_in_flight(tmp_
         for c in idle:
             c.close()
         idle = []
-        status, body = [], None
+        status = []
         one_request(port, "/?id=after", status)
         assert status[0][0] == 200
         assert proc.output().count("Too many open files") <= 1

@@ -43,7 +43,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")

@@ -220,10 +220,10 @@ def start_bridge_fcgi(bind: str, *args: str, app: str = "support.fastcgi:inspect
         else:
             host, _, port = bind.rpartition(":")
             wait_for_port(int(port), host.strip("[]"), proc=proc.proc)
-    except Exception:
+    except Exception as exc:
         out = proc.output()
         proc.stop()
-        raise RuntimeError(f"bridge fcgi did not start:\n{out}")
+        raise RuntimeError(f"bridge fcgi did not start:\n{out}") from exc
     return proc
 
 

@@ -35,9 +35,9 @@ class BridgeHTTP:
                 wait_for_path(self.path, proc=self.process.proc)
             else:
                 wait_for_port(self.port, host=host, proc=self.process.proc)
-        except Exception:
+        except Exception as exc:
             self.process.stop()
-            raise RuntimeError(f"bridge http did not start:\n{self.process.output()}")
+            raise RuntimeError(f"bridge http did not start:\n{self.process.output()}") from exc
 
     def output(self) -> str:
         return self.process.output()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from support import public_tmpdir, require_binary, stop_pid, wait_for_port
@@ -76,8 +75,8 @@ def start_nginx(body: str, port: int, directory: Path | None = None) -> Nginx:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, proc=proc)
-    except Exception:
+    except Exception as exc:
         proc.kill()
         raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode(errors='replace') if proc.stderr else ''}"
-                           f"\n{(directory / 'error.log').read_text(errors='replace') if (directory / 'error.log').exists() else ''}")
+                           f"\n{(directory / 'error.log').read_text(errors='replace') if (directory / 'error.log').exists() else ''}") from exc
     return Nginx(directory, port, proc)

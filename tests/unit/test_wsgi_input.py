@@ -11,7 +11,6 @@ a busy machine), which raw time ratios of sub-millisecond runs do not.
 """
 import io
 import random
-import tempfile
 import time
 
 import pytest

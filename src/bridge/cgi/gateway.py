@@ -167,12 +167,14 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
         env = cgi_environ(environ)
         length = env.get("CONTENT_LENGTH")
         if not length and "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower():
-            body, terminated = InputToEOF(stdin), True
+            body: "Union[InputToEOF, BoundedInput]" = InputToEOF(stdin)
+            terminated = True
         else:
             try:
-                body, terminated = BoundedInput(stdin, max(int(length or 0), 0)), False
+                body = BoundedInput(stdin, max(int(length or 0), 0))
             except ValueError:
-                body, terminated = BoundedInput(stdin, 0), False
+                body = BoundedInput(stdin, 0)
+            terminated = False
         env = make_environ(env, input=body, errors=errors, multithread=False,
                            multiprocess=True, run_once=True, input_terminated=terminated)
         if "/." in env["PATH_INFO"]:

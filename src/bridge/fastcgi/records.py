@@ -189,7 +189,7 @@ def frame_buffers(rtype: int, request_id: int, pieces) -> list:
         return []
     if total <= MAX_CONTENT:
         pad = -total & 7
-        out = [_pack_header(VERSION_1, rtype, request_id, total, pad)]
+        out: list = [_pack_header(VERSION_1, rtype, request_id, total, pad)]
         out += [piece for piece in pieces if piece]
         if pad:
             out.append(_PADDING[:pad])
@@ -242,7 +242,7 @@ class RecordReader:
     def feed(self, data) -> list:
         """Add ``data`` (bytes, or a memoryview of a reused receive buffer:
         nothing of it is kept); return the list of records it completed."""
-        records = []
+        records: list = []
         pos = 0
         end = len(data)
         pending = self._buf

@@ -164,7 +164,7 @@ class FastCGIServer:
         # can serve at once: one request per pool thread.  Requests
         # multiplexed on one connection run at the same time, each on a
         # pool thread (MPXS_CONNS=1; see Handler).
-        self.conn_options = dict(max_conns=concurrency, max_reqs=concurrency, multiplex=True,
+        self.conn_options: dict[str, Any] = dict(max_conns=concurrency, max_reqs=concurrency, multiplex=True,
                                  max_params=max_params, max_body=max_body,
                                  spool_threshold=spool_threshold)
         self.allowed = _AddressList(web_server_addrs)
@@ -681,12 +681,12 @@ class Exchange:
             err = self._flush_err() if self.err else b""
             if end:
                 self.ended = True
-                out = self.conn.respond_buffers(self.rid, (head, body))
+                buffers = self.conn.respond_buffers(self.rid, (head, body))
             else:
-                out = self.conn.stdout_buffers(self.rid, (head, body))
+                buffers = self.conn.stdout_buffers(self.rid, (head, body))
             if err:
-                out.insert(0, err)
-            h._send_buffers(out)
+                buffers.insert(0, err)
+            h._send_buffers(buffers)
 
     def send_body(self, data: bytes) -> None:
         self._check_incoming()

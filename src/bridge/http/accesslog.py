@@ -42,7 +42,7 @@ class Record:
 
 
 _month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_time_cache = [0, ""]
+_time_cache: list = [0, ""]
 
 
 def _clf_time(t: float) -> str:

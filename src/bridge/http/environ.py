@@ -20,7 +20,7 @@ from bridge.wsgi import InputStream, apply_script_name, decode_path, make_enviro
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import IO, Callable, Optional
 
 log = logging.getLogger("bridge.http")
 
@@ -107,7 +107,7 @@ class ReceivedBody:
     def __init__(self, threshold: int) -> None:
         self.parts: list = []
         self.size = 0
-        self.file = None
+        self.file: Optional[IO[bytes]] = None
         self.threshold = threshold
 
     def add(self, data: bytes) -> None:

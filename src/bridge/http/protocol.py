@@ -35,7 +35,7 @@ from bridge.http.readers import (  # noqa: F401
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, Union
+    from typing import Any, Optional, Union
 
 __all__ = [
     "Connection", "Limits", "Request", "Data", "EndOfMessage", "ConnectionClosed",
@@ -58,7 +58,7 @@ MUST_CLOSE = _Sentinel("MUST_CLOSE")
 CLOSED = _Sentinel("CLOSED")
 ERROR = _Sentinel("ERROR")
 
-CLIENT_TRANSITIONS = {
+CLIENT_TRANSITIONS: dict = {
     IDLE: {Request: SEND_BODY, ConnectionClosed: CLOSED},
     SEND_BODY: {Data: SEND_BODY, EndOfMessage: DONE},
     DONE: {ConnectionClosed: CLOSED},
@@ -66,7 +66,7 @@ CLIENT_TRANSITIONS = {
     CLOSED: {ConnectionClosed: CLOSED},
     ERROR: {},
 }
-SERVER_TRANSITIONS = {
+SERVER_TRANSITIONS: dict = {
     IDLE: {ConnectionClosed: CLOSED},
     SEND_RESPONSE: {INFORMATIONAL: SEND_RESPONSE, RESPONSE: SEND_BODY},
     SEND_BODY: {Data: SEND_BODY, EndOfMessage: DONE},
@@ -76,7 +76,7 @@ SERVER_TRANSITIONS = {
     ERROR: {},
 }
 # A request from the client is what lets the server answer.
-SERVER_TRIGGERED_BY_CLIENT = {(IDLE, Request): SEND_RESPONSE}
+SERVER_TRIGGERED_BY_CLIENT: dict = {(IDLE, Request): SEND_RESPONSE}
 
 
 class ConnectionState:
@@ -188,7 +188,7 @@ class Connection:
         self._buf = bytearray()
         self._scan = 0
         self._eof = False
-        self._reader: object = None
+        self._reader: Any = None
         self.request: Optional[Request] = None
         self.client_waiting_for_100 = False
         self._writer = _NO_BODY
@@ -235,10 +235,11 @@ class Connection:
         else:
             self._eof = True
 
-    def next_event(self) -> object:
+    def next_event(self) -> Any:
         """The next event, NEED_DATA or PAUSED; raises RemoteProtocolError on bad input."""
         state = self.state
         client = state.client
+        event: Any
         try:
             if client is IDLE:
                 event = self._read_head()

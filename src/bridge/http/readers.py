@@ -78,7 +78,7 @@ def parse_fields(lines: list, limits: Limits) -> list:
     """RFC 9112 §5: ``field-name ":" OWS field-value OWS`` lines → [(lower name, value)]."""
     if len(lines) > limits.fields:
         raise RemoteProtocolError(f"more than {limits.fields} header fields", 431)
-    fields = []
+    fields: list = []
     append = fields.append
     size = limits.field_size
     for line in lines:

@@ -659,7 +659,7 @@ class HTTPConnection:
         if conn.their_state is ERROR:
             # The body was refused while the app ran: our 4xx replaces its answer.
             raise ClientGone("the request failed while the application ran")
-        parts = []
+        parts: list = []
         append = parts.append
         length = None
         has_date = has_server = False
@@ -785,11 +785,11 @@ def factory_builder(app: Callable, config, prepared=None) -> Callable:
 
     def factory(sock: socket.socket, addr, listener, state) -> HTTPConnection:
         return HTTPConnection(ctx, sock, addr, listener, state)
-    factory.context = ctx
+    setattr(factory, "context", ctx)     # read by the status page and reload
     return factory
 
 
-factory_builder.prepare = prepare
+setattr(factory_builder, "prepare", prepare)    # what the master calls before switching users
 
 
 def check_config(config) -> Optional[str]:

@@ -14,7 +14,7 @@ import ssl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Optional
 
 
 def make_context(certfile: str, keyfile: Optional[str] = None,
@@ -124,7 +124,8 @@ class TLSSession:
             env["SSL_CLIENT_VERIFY"] = "SUCCESS"
             env["SSL_CLIENT_S_DN"] = _dn(cert.get("subject", ()))
             env["SSL_CLIENT_I_DN"] = _dn(cert.get("issuer", ()))
-            for rdn in cert.get("subject", ()):
+            subject: "Any" = cert.get("subject", ())
+            for rdn in subject:
                 for key, value in rdn:
                     if key == "commonName":
                         env["SSL_CLIENT_S_DN_CN"] = value

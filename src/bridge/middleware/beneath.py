@@ -121,7 +121,7 @@ def open_beneath(root: bytes, parts: List[bytes], *, hidden: bool = False
 
 def _pending(parts: List[bytes]) -> List[bytes]:
     """Components still to walk, last first (a stack), without empty and ``.`` ones."""
-    out = []
+    out: List[bytes] = []
     for part in parts:
         out.extend(p for p in part.split(b"/") if p and p != b".")
     out.reverse()

@@ -59,15 +59,15 @@ class Accepter:
         self.lock = lock
         self.log = log
         self.by_fd: dict = {}
-        self.epoll = None               # the pool threads' epoll
-        self.loop_epoll = None          # the loop thread's, for a lone worker whose pool is full
+        self.epoll: Optional[select.epoll] = None       # the pool threads' epoll
+        self.loop_epoll: Optional[select.epoll] = None  # the loop thread's, for a lone worker whose pool is full
         self.paused = False             # listeners unregistered (pool full or stopping)
         self.loop_accepting = False     # listeners also in the loop's epoll
         self.resume_at = 0.0            # after EMFILE: do not accept before this
         self._resource_logged: Optional[float] = None   # when such a failure was last logged
         self._resource_failures = 0     # such failures not logged since
 
-    def open(self, epoll, loop_epoll) -> None:
+    def open(self, epoll: select.epoll, loop_epoll: select.epoll) -> None:
         """Take the listeners into the two epolls' reach (not armed yet)."""
         self.epoll = epoll
         self.loop_epoll = loop_epoll

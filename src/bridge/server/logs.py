@@ -112,9 +112,9 @@ class ReopenableFileHandler(logging.StreamHandler):
 def setup_logging(config) -> logging.Logger:
     """Configure the ``bridge`` logger from ``config.error_log`` / ``config.log_level``."""
     logger = logging.getLogger("bridge")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     target = getattr(config, "error_log", "-") or "-"
     if os.geteuid() == 0 and (getattr(config, "user", None) or getattr(config, "group", None)):
         _guarded[0] = True       # from the first open: see open_log

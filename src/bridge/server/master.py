@@ -49,7 +49,7 @@ import time
 from bridge.server.listeners import set_socket_file
 from bridge.server.logs import reopen_logs, set_workers_user
 from bridge.server.pidfile import PidFile
-from bridge.server.privileges import effective, resolve, switch_to
+from bridge.server.privileges import Identity, effective, resolve, switch_to
 from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
@@ -107,7 +107,7 @@ def sd_notify(message: str) -> None:
 def set_proc_title(title: str) -> None:
     """``bridge master: ...`` / ``bridge worker: ...`` in ps, if setproctitle is installed."""
     try:
-        from setproctitle import setproctitle
+        from setproctitle import setproctitle  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return
     setproctitle(title)
@@ -147,7 +147,7 @@ class Master:
         self.idle_since: Optional[float] = None
         self.grow_after = 0.0
         self.pidfile: Optional[PidFile] = None
-        self.identity = None            # --user/--group: what the workers switch to
+        self.identity: Optional[Identity] = None   # --user/--group: what the workers switch to
         self.prepared = None            # files the master opened for the workers
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None

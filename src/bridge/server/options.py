@@ -98,5 +98,5 @@ def _status_hook(app, config):
     return wrap(app, config)
 
 
-_status_hook.outermost = True
+setattr(_status_hook, "outermost", True)     # a function attribute APP_WRAPPERS reads
 APP_WRAPPERS.append(_status_hook)

@@ -100,8 +100,8 @@ class PidFile:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                other = os.read(fd, MAX_SIZE).strip()
-                other = other.decode() if other.isdigit() else "?"    # never echo odd bytes
+                read = os.read(fd, MAX_SIZE).strip()
+                other = read.decode() if read.isdigit() else "?"    # never echo odd bytes
                 raise PidFileError(f"--pid {self.path}: process {other} is still "
                                    f"running (another bridge master holds the file)") from None
         finally:

@@ -25,7 +25,7 @@ import threading
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    from typing import Callable, Optional
+    from typing import Any, Callable
 
 __all__ = ["Connection", "Pool", "Task", "Turn"]
 
@@ -108,7 +108,7 @@ class Pool:
             return False
         return True
 
-    def take(self, claim: Callable) -> Optional[object]:
+    def take(self, claim: Callable) -> Any:
         """The next queued item, or None (counted idle: the caller polls) (caller holds the lock).
 
         ``claim(event)`` turns a ready event into what to serve, or None when

@@ -19,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from bridge.server.worker import Worker
+
 log = logging.getLogger("bridge.server")
 
 
@@ -218,7 +220,7 @@ def describe_request(environ: dict) -> str:
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
                board, slot_index: int, max_requests: int = 0, master_pid: Optional[int] = None,
-               on_ready: Optional[Callable[[], None]] = None) -> "object":
+               on_ready: Optional[Callable[[], None]] = None) -> "Worker":
     """Build the factory and serve until stopped; returns the Worker (for its counts)."""
     from bridge.server import make_worker, status
     from bridge.server.scoreboard import READY, STOPPING

@@ -92,7 +92,7 @@ from bridge.server.sweeper import Sweeper, idle_expired, longest_idle, with_inpu
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Any, Callable, Optional
 
 __all__ = ["Worker", "WorkerState", "Connection", "default_max_connections", "idle_expired",
            "recv_available", "recv_available_into", "NO_TIMEOUT", "Turn"]
@@ -239,8 +239,8 @@ class Worker:
         self.pool = Pool(threads, self._lock)
         self.monitor = Monitor(self.pool)
         self.accepter = Accepter(self.listeners, lone=accept_limit is None, lock=self._lock, log=self.log)
-        self._epoll = None            # connections + listeners, polled by the pool threads
-        self._loop_epoll = None       # the loop thread's: wake pipe (+ listeners when the pool is full)
+        self._epoll: Optional[select.epoll] = None        # connections + listeners, polled by the pool threads
+        self._loop_epoll: Optional[select.epoll] = None   # the loop thread's: wake pipe (+ listeners when the pool is full)
         self._conns: dict = {}
         # Connections running, in the backlog, or accepted in a batch and not
         # started yet (under _lock): what the accept limit counts.
@@ -547,6 +547,7 @@ class Worker:
         serving = pool.serving
         tags = pool.tags
         monitor = self.monitor
+        item: Any
         tag = 0     # of the request this thread served last; 0 once accounted for
         while True:
             with lock:
@@ -576,7 +577,7 @@ class Worker:
             else:
                 self._run_task(item)
 
-    def _poll(self):
+    def _poll(self) -> Any:
         """Wait in the shared epoll for one event: what to serve, None, or ``Turn.LEAVE``.
 
         The other events of the same poll go to the ready queue.  At
@@ -586,7 +587,7 @@ class Worker:
         try:
             events = self._epoll.poll(-1, POLL_BATCH)
         except InterruptedError:    # pragma: no cover - PEP 475 retries
-            events = ()
+            events = []
         except (OSError, ValueError):   # epoll closed under us at shutdown
             with self._lock:
                 pool.idle -= 1
