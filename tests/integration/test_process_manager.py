@@ -7,7 +7,6 @@ are bounded polls (``wait_for``), never fixed sleeps used as assertions.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from support import free_port, public_tmpdir
+from support.fastcgi import Client, get_params
 from support.nginx import include_file, start_nginx
-from support.prefork import Load, Master, children, get, wait_for
+from support.prefork import Load, Master, get, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -164,7 +164,7 @@ def test_ten_hups_under_load_through_nginx_fail_no_request(masters):
             for i in range(10):
                 before = m.children()
                 m.signal(signal.SIGHUP)
-                wait_for(lambda: m.status()["reloads"] == i + 1
+                wait_for(lambda i=i, before=before: m.status()["reloads"] == i + 1
                          and not (m.children() & before)
                          and {p["generation"] for p in m.status()["processes"]} == {i + 2},
                          what=f"reload {i + 1}")
@@ -274,7 +274,7 @@ def test_three_backends_one_killed_mid_load_idempotent_requests_all_succeed(mast
     backends = [masters("--socket-mode", "666", "--threads", "4", command="fcgi", bind=f"unix:{s}",
                         workers=2, wait=False) for s in socks]
     for b, s in zip(backends, socks):
-        wait_for(lambda: len(b.children()) == 2 and s.exists(), what="backend up")
+        wait_for(lambda b=b, s=s: len(b.children()) == 2 and s.exists(), what="backend up")
     port = free_port()
     directory = public_tmpdir("bridge-nginx-")
     shutil.copy("/etc/nginx/fastcgi_params", directory / "fastcgi_params")
@@ -430,6 +430,19 @@ def test_workers_switch_user_and_group_after_binding_and_the_master_keeps_root(m
     m = masters("--user", "nobody", "--group", "nogroup", "--socket-mode", "660", command="fcgi",
                 bind=f"unix:{sock}", workers=1, wait=False)
     wait_for(lambda: len(m.children()) == 1 and sock.exists(), what="master up")
+    # A worker that cannot load the app (say, nobody may not read it) meets
+    # both conditions above for a moment before it dies: only an answered
+    # request proves that a worker serves as nobody.
+    answer: dict = {}
+
+    def answered() -> bool:
+        try:
+            with Client(str(sock), timeout=10) as client:
+                answer["status"], _, answer["body"] = client.request(get_params("/")).head_and_body()
+        except OSError:
+            return False
+        return answer["status"] == "200 OK"
+    wait_for(answered, what="a request answered by a worker")
     st = sock.stat()
     import grp
     import pwd
@@ -437,6 +450,9 @@ def test_workers_switch_user_and_group_after_binding_and_the_master_keeps_root(m
     def uids(pid):
         return set(map(int, [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                              if line.startswith("Uid:")][0].split()[1:]))
+    served_by = int(answer["body"])
+    assert served_by in m.children()
+    assert uids(served_by) == {pwd.getpwnam("nobody").pw_uid}
     for pid in m.children():
         assert uids(pid) == {pwd.getpwnam("nobody").pw_uid}
     # nginx, PHP-FPM and gunicorn keep the master's user: it reopens root-owned
