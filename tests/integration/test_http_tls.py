@@ -25,7 +25,12 @@ def certs():
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     openssl("req", "-x509", *ec, "-keyout", "server.key", "-out", "server.pem", "-days", "2",
             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA", cwd=d)
+    # A CA as a real one is made: with keyUsage (RFC 5280 §4.2.1.3, keyCertSign).
+    # Python 3.13's default context sets VERIFY_X509_STRICT, which refuses a
+    # client certificate whose CA has none (see docs/http.md, --ca-certs).
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            cwd=d)
     openssl("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/O=Example/CN=alice", cwd=d)
     openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "client.pem", "-days", "2", cwd=d)
