@@ -8,7 +8,8 @@
 # are missing, builds a virtual environment with Debian's /usr/bin/python3
 # (not a pyenv shim: Apache's www-data must be able to run it, and it is the
 # interpreter the benchmarks name), installs bridge with its test extras and
-# runs pytest.  Set BRIDGE_TEST_VENV to reuse another virtual environment.
+# runs pytest.  Set BRIDGE_TEST_VENV to reuse another virtual environment;
+# BRIDGE_SETUP_ONLY=1 stops before pytest (.ci/run prepares with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,4 +34,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
 
+if [ -n "${BRIDGE_SETUP_ONLY:-}" ]; then
+    exit 0
+fi
 exec "$VENV/bin/python" -m pytest -q "$@"
