@@ -163,6 +163,9 @@ class ServerContext:
         self.stream_body = bool(getattr(config, "stream_request_body", False))
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
         self.forwarded_host = bool(getattr(config, "forwarded_host", False))
+        self.proxy_protocol = bool(getattr(config, "proxy_protocol", False))
+        self.proxy_allowed = TrustedProxies(getattr(config, "proxy_allow_ips", "127.0.0.1,::1") or "",
+                                            "--proxy-allow-ips")
         self.script_name = getattr(config, "script_name", None)
         self.tls_context = None
         certfile = getattr(config, "certfile", None)
@@ -212,6 +215,30 @@ class ServerContext:
             env["SERVER_NAME"] = "localhost"
             env["SERVER_PORT"] = "443" if self.tls_context else "80"
         return env, self.trusted.trusts(host), False
+
+    def apply_proxy_header(self, env: dict, header, unix: bool) -> bool:
+        """Put what a PROXY protocol header says into the connection's environ template.
+
+        Returns whether the client it names is a trusted proxy for
+        X-Forwarded-*: the header replaces the peer, so the forwarded headers
+        are trusted only when *that* client is listed in
+        --forwarded-allow-ips.  (Judging them by the load balancer's own
+        address would let any client behind it choose its REMOTE_ADDR.)
+        LOCAL and UNKNOWN headers name no client: the connection's own
+        addresses and trust stand.
+        """
+        source = header.source
+        if source is None:
+            return self.trusted.trusts(None if unix else env.get("REMOTE_ADDR"))
+        env["REMOTE_ADDR"] = source[0]
+        env["REMOTE_PORT"] = str(source[1])
+        destination = header.destination
+        if destination is not None and not unix:
+            # What the client connected to (the balancer's front end), as
+            # SERVER_NAME/SERVER_PORT are the local address of a direct connection.
+            env["SERVER_NAME"] = destination[0]
+            env["SERVER_PORT"] = str(destination[1])
+        return self.trusted.trusts(source[0])
 
 
 def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: bool, unix: bool) -> dict:

@@ -66,6 +66,18 @@ setting("forwarded_host", "--forwarded-host", default=False, type=bool, commands
         help="let a trusted peer's X-Forwarded-Host (or Forwarded host=) set HTTP_HOST, when it is a "
              "valid host[:port]; only for a proxy that sets or clears that header on every request")
 
+# Behind a TCP load balancer (bridge.http.proxyproto).  Off by default: on a
+# port where it is on, the header is required (a client could otherwise send
+# its own and choose its address), so it cannot be guessed per connection.
+setting("proxy_protocol", "--proxy-protocol", default=False, type=bool, commands=HTTP, section="proxy",
+        help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy send-proxy/"
+             "send-proxy-v2 and AWS NLB write it) giving the client's address for REMOTE_ADDR/REMOTE_PORT; "
+             "a connection without a valid header, or from a peer not in --proxy-allow-ips, is closed")
+setting("proxy_allow_ips", "--proxy-allow-ips", default="127.0.0.1,::1", metavar="IPS", commands=HTTP,
+        section="proxy",
+        help="with --proxy-protocol: peers (comma separated addresses or networks, * for all) that may "
+             "send the header; unix socket peers are always allowed")
+
 # Logs.
 setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",
         help="access log: - for stdout, or a file (reopened on SIGUSR1); off when not given")
