@@ -225,7 +225,7 @@ def report(spec: str, path: str, result: CheckResult, out: Any = None, method: s
     status = result.status or "(no response)"
     lines = [f"bridge check {spec}: {method} {escape(path)} -> {status}, {len(body)} body bytes"]
     for name, value in result.headers:
-        lines.append(f"    {name}: {value}")
+        lines.append(f"    {escape(str(name))}: {escape(str(value))}")    # the app's, possibly with a CR LF
     if result.ok:
         lines.append("no problems found")
         out.write("\n".join(lines) + "\n")

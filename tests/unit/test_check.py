@@ -602,3 +602,15 @@ def test_the_documented_route_check_passes_on_the_demo():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0] == "bridge check bridge.demo:app: POST /echo -> 200 OK, 11 body bytes"
     assert proc.stdout.splitlines()[-1] == "no problems found"
+
+
+def test_report_escapes_what_the_app_put_in_its_headers():
+    from bridge.check import CheckResult, report
+    result = CheckResult()
+    result.status = "200 OK"
+    result.headers = [("X-Evil", "a\r\nSet-Cookie: forged"), ("Content-Type", "text/plain")]
+    out = io.StringIO()
+    report("app:x", "/", result, out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "    X-Evil: a\\x0d\\x0aSet-Cookie: forged"
+    assert not any(line.startswith("Set-Cookie") for line in lines)

@@ -63,7 +63,10 @@ _START = struct.Struct("<dd")
 _LEN = struct.Struct("<H")
 _COUNT = struct.Struct("<Q")
 _FINISHED = struct.Struct("<ddQ")   # idle again: both starts zeroed, the count
-_F64 = struct.Struct("<d")
+_pack_f64 = struct.Struct("<d").pack_into
+_pack_count = _COUNT.pack_into
+_monotonic = time.monotonic
+_bisect = bisect_left
 
 
 class Scoreboard:
@@ -204,7 +207,7 @@ class Scoreboard:
 class Slot:
     """A worker's view of its own slot (the writer side, on the request path)."""
 
-    __slots__ = ("board", "index", "off", "mem", "_thread_off", "_text", "_counts", "_hist")
+    __slots__ = ("board", "index", "off", "mem", "_thread_off", "_text", "_counts", "_hist", "_start")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.board = board
@@ -219,6 +222,7 @@ class Slot:
         self._counts = [_COUNT.unpack_from(self.mem, off + 16)[0] for off in self._thread_off]
         # Per thread: [sum, count per bucket], the Python copy of its histogram.
         self._hist = [list(_HIST.unpack_from(self.mem, off + _THREAD_HIST_OFFSET)) for off in self._thread_off]
+        self._start = [0.0] * board.threads     # monotonic start of each thread's request, 0 = idle
 
     def set_state(self, state: int) -> None:
         struct.pack_into("<I", self.mem, self.off + 12, state)
@@ -254,23 +258,27 @@ class Slot:
             mem[text_off:text_off + len(text)] = text
             _LEN.pack_into(mem, toff + 24, len(text))
         _START.pack_into(mem, toff, now, time.time())
+        self._start[thread] = now
 
     def request_finished(self, thread: int) -> None:
-        if thread >= len(self._thread_off):
+        offs = self._thread_off
+        if thread >= len(offs):
             return
+        toff = offs[thread]
         counts = self._counts
-        counts[thread] += 1
-        toff = self._thread_off[thread]
+        n = counts[thread] = counts[thread] + 1
         mem = self.mem
-        start = _START.unpack_from(mem, toff)[0]
-        _FINISHED.pack_into(mem, toff, 0.0, 0.0, counts[thread])
+        _FINISHED.pack_into(mem, toff, 0.0, 0.0, n)
+        starts = self._start
+        start = starts[thread]
         if start:
             # One bucket and the sum change: two small writes, one writer (this thread).
-            duration = max(0.0, time.monotonic() - start)
+            starts[thread] = 0.0
+            duration = _monotonic() - start
             hist = self._hist[thread]
-            bucket = bisect_left(DURATION_BUCKETS, duration) + 1
-            hist[0] += duration
-            hist[bucket] += 1
+            bucket = _bisect(DURATION_BUCKETS, duration) + 1
+            total = hist[0] = hist[0] + duration
+            count = hist[bucket] = hist[bucket] + 1
             hoff = toff + _THREAD_HIST_OFFSET
-            _F64.pack_into(mem, hoff, hist[0])
-            _COUNT.pack_into(mem, hoff + 8 * bucket, hist[bucket])
+            _pack_f64(mem, hoff, total)
+            _pack_count(mem, hoff + 8 * bucket, count)
