@@ -159,3 +159,48 @@ def test_status_app_answers_metrics_with_the_right_content_type(pool):
                             lambda st, h: seen.update(status=st, headers=dict(h))))
         assert seen["status"] == "200 OK" and seen["headers"]["Content-Type"].startswith(ctype)
         assert b"bridge_requests_total 2" in body
+
+
+# --------------------------------------------------------------------------
+# The listen queue, TCP and unix
+
+
+def test_listen_queue_counts_connections_waiting_on_tcp_and_unix_listeners(tmp_path):
+    import os
+    import socket
+    path = f"/tmp/bridge-lq-{os.getpid()}.sock"
+    tcp = socket.socket()
+    unix = socket.socket(socket.AF_UNIX)
+    clients = []
+    try:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(16)
+        unix.bind(path)
+        unix.listen(8)
+        assert status.listen_queue([tcp, unix]) == (0, 24)
+        for _ in range(3):
+            c = socket.create_connection(tcp.getsockname())
+            clients.append(c)
+        for _ in range(2):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(path)
+            clients.append(c)
+        # The TCP handshake completes in the kernel; poll a moment for the queue to show it.
+        deadline = time.monotonic() + 5
+        while status.listen_queue([tcp]) != (3, 16) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status.listen_queue([tcp]) == (3, 16)
+        assert status.listen_queue([unix]) == (2, 8)
+        assert status.listen_queue([tcp, unix]) == (5, 24)
+        unix.accept()[0].close()
+        assert status.listen_queue([unix]) == (1, 8)
+    finally:
+        for c in clients:
+            c.close()
+        tcp.close()
+        unix.close()
+        os.unlink(path)
+
+
+def test_listen_queue_is_unknown_without_listeners():
+    assert status.listen_queue([]) == (None, None)

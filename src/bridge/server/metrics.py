@@ -50,10 +50,10 @@ _SIMPLE = (
     ("bridge_start_time_seconds", "gauge", "When the pool started (Unix time).", "started"),
 )
 _QUEUE = (
-    ("bridge_listen_queue", "Connections waiting in the listen queue of the TCP listeners "
-     "(Linux TCP_INFO tcpi_unacked, as ss -lt Recv-Q); absent for unix sockets.", "listen_queue"),
-    ("bridge_listen_queue_max", "Listen queue length of the TCP listeners (the backlog the kernel "
-     "granted, as ss -lt Send-Q).", "listen_queue_max"),
+    ("bridge_listen_queue", "Connections waiting in the listeners' accept queues (TCP_INFO for TCP, "
+     "sock_diag for unix sockets: ss -l Recv-Q).", "listen_queue"),
+    ("bridge_listen_queue_max", "Accept queue length of the listeners (the backlog the kernel "
+     "granted: ss -l Send-Q).", "listen_queue_max"),
 )
 
 

@@ -23,6 +23,7 @@ import struct
 import time
 
 from bridge.server.metrics import CONTENT_TYPES, choose_format, render as render_metrics
+from bridge.server.sockdiag import unix_listen_queues
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,12 +60,25 @@ _TCP_INFO_QUEUE_OFFSET = 24
 
 
 def listen_queue(listeners: list) -> tuple:
-    """``(waiting, backlog)`` summed over the TCP listeners; ``(None, None)`` if none can say."""
+    """``(waiting, backlog)`` summed over the listeners; ``(None, None)`` if none can say.
+
+    TCP listeners answer ``TCP_INFO``; unix ones, which have no such option,
+    are asked through sock_diag netlink (:mod:`bridge.server.sockdiag`, what
+    ``ss -xl`` shows).
+    """
     waiting = backlog = 0
     known = False
+    unix = []
     for listener in listeners:
         sock = getattr(listener, "sock", listener)
-        if getattr(listener, "kind", "tcp") != "tcp" or sock.fileno() < 0:
+        try:
+            if sock.fileno() < 0:
+                continue
+            family = sock.family
+        except (OSError, AttributeError, ValueError):
+            continue
+        if family == socket.AF_UNIX:
+            unix.append(sock)
             continue
         try:
             raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -72,6 +86,11 @@ def listen_queue(listeners: list) -> tuple:
             continue
         if len(raw) >= _TCP_INFO_QUEUE_OFFSET + 8:
             w, b = _TCP_INFO_QUEUE.unpack_from(raw, _TCP_INFO_QUEUE_OFFSET)
+            waiting += w
+            backlog += b
+            known = True
+    if unix:
+        for w, b in unix_listen_queues(unix).values():
             waiting += w
             backlog += b
             known = True
