@@ -101,7 +101,7 @@ def test_a_connection_without_a_valid_header_is_closed_unanswered_and_logged_on_
             c.sendall(first)
             assert closed_unanswered(c)
     lines = [r.getMessage() for r in caplog.records if "--proxy-protocol" in r.getMessage()]
-    assert lines, caplog.text
+    assert len(lines) == 1, caplog.text      # once: not again when the connection is closed
     assert all("\n" not in line and "\r" not in line and "\x1b" not in line for line in lines)
     assert "127.0.0.1" in lines[0]
 
@@ -167,3 +167,13 @@ def test_bad_proxy_allow_ips_is_a_settings_error():
     from bridge.http.server import check_config
     from support.http_server import http_config
     assert "--proxy-allow-ips" in check_config(http_config(proxy_protocol=True, proxy_allow_ips="nohost"))
+
+
+def test_a_header_that_never_ends_is_closed_at_the_header_timeout_and_logged(caplog):
+    with RunningHTTP(http_apps.app, threads=2, proxy_protocol=True, header_timeout=0.3) as server:
+        with caplog.at_level(logging.WARNING, logger="bridge.http"):
+            with server.connect() as c:
+                c.sendall(V2_SIGNATURE + b"\x21\x11\x00\x0c\x01")     # 17 of its 28 bytes
+                assert closed_by_peer(c)
+    assert "PROXY protocol header incomplete after 17 bytes" in caplog.text
+    assert caplog.text.count("--proxy-protocol") == 1

@@ -42,8 +42,7 @@ from bridge.http.accesslog import Record
 from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
-from bridge.http import proxyproto
-from bridge.http.proxyproto import ProxyProtocolError, parse as parse_proxy_header
+from bridge.http.proxyproto import NEED_DATA as PROXY_NEED_DATA, ProxyProtocolError, parse as parse_proxy_header
 from bridge.http.protocol import (
     DONE, DRAIN_LIMIT, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
@@ -337,16 +336,18 @@ class HTTPConnection:
         peer = self.base.get("REMOTE_ADDR") if not self.unix else "a unix socket peer"
         if not n:
             if pending:
+                pending.clear()     # logged here, not again by close()
                 log.warning("connection from %s closed inside its PROXY protocol header", peer)
             return False
         pending += memoryview(buf)[:n]
         try:
             header = parse_proxy_header(pending)
         except ProxyProtocolError as exc:
+            pending.clear()
             said = f' (it starts with "{escape(exc.received.decode("latin-1"))}")' if exc.received else ""
             log.warning("closed a connection from %s (--proxy-protocol): %s%s", peer, escape(str(exc)), said)
             return False
-        if header is proxyproto.NEED_DATA:
+        if header is PROXY_NEED_DATA:
             return True
         rest = bytes(pending[header.length:])
         self.proxy_pending = None
@@ -366,6 +367,10 @@ class HTTPConnection:
         if self.closed:
             return
         self.closed = True
+        if self.proxy_pending:
+            # The sweep closes it: the header began and never ended (--header-timeout).
+            log.warning("closed a connection from %s (--proxy-protocol): PROXY protocol header "
+                        "incomplete after %d bytes", self.base.get("REMOTE_ADDR"), len(self.proxy_pending))
         body = self.body
         if body is not None:
             self.body = None
