@@ -25,7 +25,8 @@ __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "merge_content_length", "single_content_length",
-    "remove_dot_segments", "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
+    "remove_dot_segments", "AmbiguousPath", "refuse_ambiguous_path",
+    "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -703,6 +704,28 @@ def decode_path(raw: bytes) -> str:
     return b"".join(out).decode("latin-1")
 
 
+class AmbiguousPath(ValueError):
+    """A path whose ``..`` follows an empty segment: front servers resolve it two ways.
+
+    See :func:`remove_dot_segments`; a gateway answers it with
+    :func:`refuse_ambiguous_path` (400), never routes it.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"'..' after an empty path segment (resolved differently with and "
+                         f"without merging '//'): {path[:200]!r}")
+
+
+AMBIGUOUS_PATH_BODY = b"Bad Request: '..' after '//' in the path\n"
+
+
+def refuse_ambiguous_path(environ: dict, start_response: "Callable") -> list:
+    """The WSGI answer to an :class:`AmbiguousPath`: 400, in place of the app."""
+    start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
+                                       ("Content-Length", str(len(AMBIGUOUS_PATH_BODY)))])
+    return [AMBIGUOUS_PATH_BODY]
+
+
 def remove_dot_segments(path: str) -> str:
     """RFC 3986 §5.2.4 on a *decoded* path: ``/admin/../public`` → ``/public``.
 
@@ -713,8 +736,15 @@ def remove_dot_segments(path: str) -> str:
     it ``/admin/%2e%2e/public`` passes nginx's ``location /admin/ { deny
     all; }`` as ``/public`` and reaches the app mounted at ``/admin``.
     ``..`` above the root is dropped (``/../x`` → ``/x``), as the RFC says.
-    Empty segments, ``..;``, ``...`` and backslashes are ordinary characters,
-    as for nginx on POSIX.  A path not starting with ``/`` is left alone.
+    ``..;``, ``...`` and backslashes are ordinary characters, as for nginx
+    on POSIX.  A path not starting with ``/`` is left alone.
+
+    An empty segment is kept, but a ``..`` that would remove one raises
+    :class:`AmbiguousPath` (the gateways answer 400): nginx and Apache merge
+    ``//`` before they resolve ``..`` by default (``merge_slashes``,
+    ``MergeSlashes``), so ``/admin//../x`` is ``/x`` to them, ``/admin/x``
+    without merging; either choice here lets one of the two configurations
+    route past a front proxy's ``location /admin/ { deny all; }``.
     """
     if "/." not in path or path[:1] != "/":
         return path
@@ -723,6 +753,8 @@ def remove_dot_segments(path: str) -> str:
     for segment in segments[1:]:
         if segment == "..":
             if out:
+                if not out[-1]:
+                    raise AmbiguousPath(path)
                 out.pop()
         elif segment != ".":
             out.append(segment)

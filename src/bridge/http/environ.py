@@ -205,7 +205,11 @@ class ServerContext:
 
 
 def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: bool, unix: bool) -> dict:
-    """The environ of one request: the connection's template plus what the request says."""
+    """The environ of one request: the connection's template plus what the request says.
+
+    Raises :class:`bridge.wsgi.AmbiguousPath` for a path whose ``..``
+    follows ``//`` (the server answers 400).
+    """
     env = base.copy()
     env["REQUEST_METHOD"] = request.method
     path = request.path

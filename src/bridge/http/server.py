@@ -42,7 +42,7 @@ from bridge.http.protocol import (
     REASONS, RemoteProtocolError, Request,
 )
 from bridge.logtext import escape
-from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
+from bridge.wsgi import AmbiguousPath, FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -464,7 +464,12 @@ class HTTPConnection:
         state = self.state
         if state is not None and not state.accepting:
             conn.close_after_response()     # the worker is stopping
-        env = self._environ(request)
+        try:
+            env = self._environ(request)
+        except AmbiguousPath as exc:
+            # Routed on neither reading (see remove_dot_segments): refused.
+            self._reject(RemoteProtocolError(str(exc), 400))
+            return False
         if self.tls is not None:
             env.update(self.tls.environ())
         if body is not None:
