@@ -371,7 +371,7 @@ class HTTPConnection:
                 if (event.chunked or event.content_length) and not self.ctx.stream_body:
                     # Received here, between readable events, before the app
                     # runs: a slow client never holds a pool thread.
-                    self.body = ReceivedBody(self.ctx.spool_threshold)
+                    self.body = ReceivedBody(self.ctx.spool_threshold, self.ctx.body_memory)
                     self.body_request = event
                     timeout = self.ctx.body_timeout
                     self.body_deadline = _monotonic() + timeout if timeout else None
