@@ -583,6 +583,47 @@ def test_unfinished_bodies_together_never_hold_more_memory_than_body_memory(monk
         assert not made                 # all given back: a small body is in memory again
 
 
+def _evicted(sock, seconds: float = 5.0) -> bool:
+    """Whether the server closed ``sock`` (read EOF) within ``seconds`` (bounded wait)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_making_room_at_the_connection_cap_never_closes_a_request_whose_body_is_arriving():
+    """At --worker-connections, the longest idle connections are closed for new ones;
+    an upload whose head has arrived and whose body is on its way is no idle
+    connection: a flood of empty connects closed it, without an answer."""
+    with RunningHTTP(http_apps.app, worker_connections=4, keepalive=60.0, header_timeout=60.0) as server:
+        idle = server.connect()
+        assert exchange_on(idle, b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")[0].startswith("HTTP/1.1 200")
+        upload = server.connect()
+        upload.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n" + b"a" * 10000)
+        flood = []
+        try:
+            for _ in range(12):
+                flood.append(server.connect())
+            assert _evicted(idle)           # room was made (the keep-alive one went first) ...
+            for c in flood[:6]:
+                _evicted(c, 0.2)            # ... and more rounds of it ran
+            upload.settimeout(10)
+            upload.sendall(b"a" * 10000)    # ... but the upload was never a candidate
+            status, _, body = read_response(upload)
+            assert status.startswith("HTTP/1.1 200") and body.startswith(b"20000 "), (status, body)
+        finally:
+            for c in [idle, upload, *flood]:
+                c.close()
+
+
+def exchange_on(sock, raw: bytes) -> tuple:
+    sock.sendall(raw)
+    return read_response(sock)
+
+
 def test_body_that_cannot_be_spooled_gets_500_and_the_server_goes_on(monkeypatch):
     import errno
     import tempfile

@@ -294,6 +294,12 @@ class Handler:
 
     # ---- the Worker's interface ----------------------------------------
 
+    @property
+    def holds_request(self) -> bool:
+        """A request has begun (records of it arrived) or runs: closing the
+        connection to make room would drop it (see Worker._make_room)."""
+        return bool(self.conn.requests) or bool(self.pending) or self.tasks > 0
+
     def on_readable(self) -> bool:
         try:
             return self._readable()

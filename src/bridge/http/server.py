@@ -292,6 +292,12 @@ class HTTPConnection:
 
     # ---- the Worker's interface
 
+    @property
+    def holds_request(self) -> bool:
+        """A request head has arrived and its body is being received: closing
+        the connection to make room would drop it (see Worker._make_room)."""
+        return self.body is not None
+
     def on_readable(self) -> bool:
         if self.closed:
             return False
