@@ -120,8 +120,13 @@ def _check_status(status: "Any") -> None:
     # PEP 3333: "999 Message here": three digits, a space, a reason phrase.
     if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or not status[:3].isascii():
         raise WSGIError(f"status must look like '200 OK', got {status!r}")
-    if status[0] == "0":
-        raise WSGIError(f"status code out of range: {status!r}")
+    # RFC 9110 §15: codes are 100-599, and a 1xx is interim, never the final
+    # answer (§15.2): sent as one, the client takes the *next* response on the
+    # connection for the answer to this request (a pipelined one, or another
+    # client's behind a proxy that reuses connections).  The same range as a
+    # CGI script's Status (bridge.cgi.rfc3875).
+    if not "200" <= status[:3] <= "599":
+        raise WSGIError(f"status code out of range (a final response is 200-599): {status!r}")
     if "\r" in status or "\n" in status or "\0" in status:
         raise WSGIError(f"status contains a control character: {status!r}")
     if not status.isascii() and max(status) > "\xff":

@@ -724,3 +724,21 @@ def test_http_date_is_the_imf_fixdate_of_rfc9110():
     for t in (0, 784111777, 1700000000, 1709251199):
         assert http_server.http_date(t) == formatdate(t, usegmt=True)
     assert http_server.http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints"])
+def test_an_app_1xx_status_never_reaches_the_wire_as_a_final_response(status):
+    """The client would take the pipelined request's answer for this one's:
+    the answers on a kept-alive connection must stay one per request, in order."""
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            start_response(status, [("Content-Type", "text/plain")])
+            return [b"x"]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"second"]
+    with RunningHTTP(app, threads=1) as server, server.connect() as c:
+        c.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        first, second = reader.response(), reader.response()
+        assert first[0].startswith("HTTP/1.1 500"), first
+        assert second[0].startswith("HTTP/1.1 200") and second[2] == b"second", second

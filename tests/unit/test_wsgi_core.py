@@ -359,7 +359,18 @@ def test_a_malformed_status_is_a_500(status):
     assert "WSGIError" in log and "status" in log
 
 
-@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops"])
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints",
+                                    "199 Misc", "600 Beyond", "999 Internal"])
+def test_a_status_that_is_no_final_http_response_is_a_500(status):
+    # A 1xx is interim (RFC 9110 §15.2): sent as the answer, the client takes
+    # the next response on the connection for it.  600-999 are no HTTP codes.
+    t, response, log = run(simple(status=status))
+    assert t.status == "500 Internal Server Error" and response.failed
+    assert "WSGIError" in log and "status" in log
+
+
+@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops",
+                                    "599 Last"])
 def test_a_well_formed_status_is_sent_as_given(status):
     t, response, _ = run(simple(status=status))
     assert t.status == status and not response.failed
