@@ -258,6 +258,13 @@ class Response:
         self.content_length, repeated = _check_headers(headers)
         if repeated:
             headers = single_content_length(headers)   # never two on the wire; the app's list unchanged
+        if self.content_length is not None and status[:3] == "204":
+            # RFC 9110 §8.6: "A server MUST NOT send a Content-Length header
+            # field in any response with a status code of ... 204"; a
+            # recipient that framed by it would take the next response's
+            # bytes for this one's body.
+            headers = [h for h in headers if not (len(h[0]) == 14 and h[0].lower() == "content-length")]
+            self.content_length = None
         self.status = status
         self.headers = headers
         self.body_allowed = status_has_body(status, self.environ.get("REQUEST_METHOD", "GET"))

@@ -742,3 +742,18 @@ def test_an_app_1xx_status_never_reaches_the_wire_as_a_final_response(status):
         first, second = reader.response(), reader.response()
         assert first[0].startswith("HTTP/1.1 500"), first
         assert second[0].startswith("HTTP/1.1 200") and second[2] == b"second", second
+
+
+def test_a_204_from_the_app_goes_out_without_content_length_and_the_connection_stays_in_step():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            start_response("204 No Content", [("Content-Length", "5")])
+            return [b"hello"]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"second"]
+    with RunningHTTP(app, threads=1) as server, server.connect() as c:
+        c.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        first, second = reader.response(), reader.response()
+        assert first[0].startswith("HTTP/1.1 204") and "content-length" not in first[1], first
+        assert second[2] == b"second", second

@@ -658,6 +658,21 @@ def test_head_of_a_streamed_response_sends_headers_and_stops_iterating():
     assert result.yielded == 1 and result.closed == 1
 
 
+@pytest.mark.parametrize("length", ["0", "5", "7"])
+def test_a_204_never_carries_the_content_length_an_app_gave(length):
+    # RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204.
+    t, response, _ = run(simple(status="204 No Content", headers=[("Content-Length", length), ("X-A", "1")],
+                                body=[b"hello"]))
+    assert t.status == "204 No Content" and t.body == b"" and not response.failed
+    assert [n.lower() for n in t.headers] == ["x-a"]
+
+
+def test_a_304_keeps_the_content_length_of_the_representation():
+    # RFC 9110 §8.6 allows it there (the size a 200 would have had).
+    t, _, _ = run(simple(status="304 Not Modified", headers=[("Content-Length", "5")], body=[b""]))
+    assert t.headers.get("Content-Length") == "5" and t.body == b""
+
+
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
 def test_204_and_304_have_no_body_and_no_added_content_length(status):
     t, _, _ = run(simple(status=status, headers=[], body=[b"ignored"]))
