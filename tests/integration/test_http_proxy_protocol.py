@@ -10,7 +10,7 @@ import time
 import pytest
 
 from support import ROOT, public_tmpdir, require_binary
-from support.haproxy import CONF, HAProxy
+from support.haproxy import CONF, TLS_CONF, HAProxy
 from support.http_proc import BridgeHTTP
 
 REQUEST = b"GET /environ HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n"
@@ -102,12 +102,16 @@ def test_a_forged_header_from_an_address_not_allowed_is_refused(stack):
         bridge.wait_output("not in --proxy-allow-ips")
 
 
-def test_tls_passes_through_haproxy_and_the_header_is_read_before_the_handshake():
-    directory = public_tmpdir("bridge-pp-tls-")
+def self_signed(directory):
     out = subprocess.run([require_binary("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
                           "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem", "-out", "cert.pem",
                           "-days", "2", "-subj", "/CN=localhost"], cwd=directory, capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_tls_passes_through_haproxy_and_the_header_is_read_before_the_handshake():
+    directory = public_tmpdir("bridge-pp-tls-")
+    self_signed(directory)
     context = ssl.create_default_context(cafile=str(directory / "cert.pem"))
     with BridgeHTTP("--proxy-protocol", "--ping-path", "/ping", "--certfile", str(directory / "cert.pem"),
                     "--keyfile", str(directory / "key.pem")) as bridge:
@@ -120,6 +124,28 @@ def test_tls_passes_through_haproxy_and_the_header_is_read_before_the_handshake(
                 assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", str(client_port))
 
 
-def test_docs_show_the_haproxy_config_the_tests_load():
+def test_haproxy_terminating_tls_makes_the_scheme_https_through_the_v2_ssl_tlv(stack):
+    bridge, _, _ = stack
+    directory = public_tmpdir("bridge-pp-tls-")
+    self_signed(directory)
+    pem = directory / "haproxy.pem"
+    pem.write_bytes((directory / "cert.pem").read_bytes() + (directory / "key.pem").read_bytes())
+    context = ssl.create_default_context(cafile=str(directory / "cert.pem"))
+    with HAProxy(f"127.0.0.1:{bridge.port}", conf=TLS_CONF, pem=str(pem)) as haproxy:
+        env, client_port = environ_via(
+            "127.0.0.1", haproxy.port, wrap=lambda s: context.wrap_socket(s, server_hostname="localhost"))
+    assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
+    assert env["SSL_PROTOCOL"].startswith("TLSv1.") and env["SSL_CIPHER"]
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.1", str(client_port))
+
+
+def test_plain_connections_through_send_proxy_v2_stay_http(stack):
+    bridge, haproxy, _ = stack
+    env, _ = environ_via("127.0.0.1", haproxy.port_v2)
+    assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
+
+
+def test_docs_show_the_haproxy_configs_the_tests_load():
     doc = (ROOT / "docs" / "http.md").read_text()
     assert CONF.read_text().rstrip("\n") in doc
+    assert TLS_CONF.read_text().rstrip("\n") in doc

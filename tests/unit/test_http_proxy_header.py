@@ -177,3 +177,14 @@ def test_a_header_that_never_ends_is_closed_at_the_header_timeout_and_logged(cap
                 assert closed_by_peer(c)
     assert "PROXY protocol header incomplete after 17 bytes" in caplog.text
     assert caplog.text.count("--proxy-protocol") == 1
+
+
+def test_v2_ssl_tlv_makes_the_scheme_https_and_plain_v2_does_not(server):
+    ssl_value = b"\x01" + bytes(4) + b"\x21\x00\x07TLSv1.3"
+    tlv = b"\x20" + struct.pack(">H", len(ssl_value)) + ssl_value
+    body = socket.inet_aton("203.0.113.20") + socket.inet_aton("10.0.0.1") + struct.pack(">HH", 1, 443) + tlv
+    header = V2_SIGNATURE + b"\x21\x11" + struct.pack(">H", len(body)) + body
+    env = environ_through(server, header + REQUEST)
+    assert (env["wsgi.url_scheme"], env["HTTPS"], env["SSL_PROTOCOL"]) == ("https", "on", "TLSv1.3")
+    plain = environ_through(server, v2_tcp4("203.0.113.21", "10.0.0.1", 1, 80) + REQUEST)
+    assert plain["wsgi.url_scheme"] == "http" and "HTTPS" not in plain

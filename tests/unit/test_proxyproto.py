@@ -274,3 +274,37 @@ def test_error_messages_are_one_printable_line_whatever_was_sent():
 def test_parse_accepts_bytearray_and_memoryview():
     assert parse(bytearray(V2_TCP4)).source == ("192.0.2.10", 56324)
     assert parse(memoryview(V1_TCP4)).source == ("192.0.2.10", 56324)
+
+
+# --------------------------------------------------------------------------
+# PP2_TYPE_SSL: the client's TLS to the proxy
+
+
+def ssl_tlv(client: int, *subs: bytes, verify: int = 0) -> bytes:
+    return tlv(0x20, bytes([client]) + struct.pack(">I", verify) + b"".join(subs))
+
+
+def test_ssl_tlv_with_the_client_ssl_bit_gives_version_and_cipher():
+    raw = v2(addresses=inet4("192.0.2.10", "198.51.100.1", 1, 443),
+             tlvs=ssl_tlv(0x01, tlv(0x21, b"TLSv1.3"), tlv(0x23, b"TLS_AES_256_GCM_SHA384"), tlv(0x22, b"cn")))
+    assert parse(raw).tls == {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
+
+
+def test_ssl_tlv_without_the_client_ssl_bit_or_without_tlv_is_not_tls():
+    addresses = inet4("192.0.2.10", "198.51.100.1", 1, 443)
+    assert parse(v2(addresses=addresses, tlvs=ssl_tlv(0x00, tlv(0x21, b"TLSv1.3")))).tls is None
+    assert parse(v2(addresses=addresses)).tls is None
+    assert parse(V1_TCP4).tls is None
+
+
+def test_ssl_tlv_text_that_is_not_printable_ascii_is_left_out():
+    raw = v2(addresses=inet4("192.0.2.10", "198.51.100.1", 1, 443),
+             tlvs=ssl_tlv(0x01, tlv(0x21, b"TLS\r\nX: y"), tlv(0x23, b"\xff")))
+    assert parse(raw).tls == {"version": None, "cipher": None}
+
+
+@pytest.mark.parametrize("value", [b"", b"\x01\x00\x00\x00", b"\x01\x00\x00\x00\x00\x21",
+                                   b"\x01\x00\x00\x00\x00\x21\x00\x09TLSv1.3"])
+def test_truncated_ssl_tlvs_are_refused(value):
+    with pytest.raises(ProxyProtocolError, match="SSL TLV"):
+        parse(v2(addresses=inet4("1.2.3.4", "5.6.7.8", 1, 2), tlvs=tlv(0x20, value)))

@@ -274,6 +274,16 @@ class ServerContext:
             # SERVER_NAME/SERVER_PORT are the local address of a direct connection.
             env["SERVER_NAME"] = destination[0]
             env["SERVER_PORT"] = str(destination[1])
+        tls = header.tls
+        if tls is not None and self.tls_context is None:
+            # The client spoke TLS to the balancer (HAProxy send-proxy-v2-ssl),
+            # which passes plaintext on: the app must build https:// URLs.
+            env["wsgi.url_scheme"] = "https"
+            env["HTTPS"] = "on"
+            if tls["version"]:
+                env["SSL_PROTOCOL"] = tls["version"]
+            if tls["cipher"]:
+                env["SSL_CIPHER"] = tls["cipher"]
         return self.trusted.trusts(source[0])
 
 

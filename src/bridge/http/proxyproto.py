@@ -79,10 +79,10 @@ class ProxyHeader:
     what follows belongs to the client.
     """
 
-    __slots__ = ("version", "command", "family", "source", "destination", "tlvs", "length")
+    __slots__ = ("version", "command", "family", "source", "destination", "tlvs", "length", "tls")
 
     def __init__(self, version: int, command: str, family: str, source: Optional[tuple],
-                 destination: Optional[tuple], tlvs: tuple, length: int) -> None:
+                 destination: Optional[tuple], tlvs: tuple, length: int, tls: Optional[dict] = None) -> None:
         self.version = version
         self.command = command
         self.family = family
@@ -90,6 +90,9 @@ class ProxyHeader:
         self.destination = destination
         self.tlvs = tlvs
         self.length = length
+        #: From a PP2_TYPE_SSL TLV whose client field says the client spoke TLS
+        #: to the proxy: ``{"version": "TLSv1.3" or None, "cipher": ... or None}``.
+        self.tls = tls
 
     def __repr__(self) -> str:
         return (f"ProxyHeader(v{self.version} {self.command} {self.family} "
@@ -173,6 +176,14 @@ _V2_FAMILIES = {
 }
 #: §2.2.7: type of the TLV holding a CRC-32c of the whole header.
 PP2_TYPE_CRC32C = 0x03
+#: §2.2.5: the client's TLS connection to the proxy (HAProxy send-proxy-v2-ssl):
+#:   struct pp2_tlv_ssl { uint8_t client; uint32_t verify; struct pp2_tlv sub_tlv[0]; };
+#: client bit PP2_CLIENT_SSL: "the client connected over SSL/TLS"; sub-TLVs
+#: PP2_SUBTYPE_SSL_VERSION ("TLSv1.3") and PP2_SUBTYPE_SSL_CIPHER (US-ASCII).
+PP2_TYPE_SSL = 0x20
+PP2_CLIENT_SSL = 0x01
+PP2_SUBTYPE_SSL_VERSION = 0x21
+PP2_SUBTYPE_SSL_CIPHER = 0x23
 
 
 def _v2(data: bytes) -> Union[ProxyHeader, _NeedData]:
@@ -216,7 +227,11 @@ def _v2(data: bytes) -> Union[ProxyHeader, _NeedData]:
         source = (_canonical(ipaddress.IPv6Address(block[0:16])), int.from_bytes(block[32:34], "big"))
         destination = (_canonical(ipaddress.IPv6Address(block[16:32])), int.from_bytes(block[34:36], "big"))
     # UNSPEC and UNIX: no IP address to give the app; the connection's own stand.
-    return ProxyHeader(2, "PROXY", family_name, source, destination, tlvs, total)
+    tls = None
+    for kind, value in tlvs:
+        if kind == PP2_TYPE_SSL:
+            tls = _ssl_tlv(value)
+    return ProxyHeader(2, "PROXY", family_name, source, destination, tlvs, total, tls)
 
 
 def _tlvs(header: bytes, start: int) -> tuple:
@@ -244,6 +259,34 @@ def _tlvs(header: bytes, start: int) -> tuple:
         if crc32c(zeroed) != expected:
             raise ProxyProtocolError("version 2 header: CRC32C checksum does not match")
     return tuple(found)
+
+
+def _ssl_tlv(value: bytes) -> Optional[dict]:
+    """PP2_TYPE_SSL: None unless the client bit says TLS; its sub-TLVs must fit exactly."""
+    if len(value) < 5:
+        raise ProxyProtocolError(f"version 2 header: SSL TLV of {len(value)} bytes, at least 5 expected")
+    found = {}
+    pos = 5
+    while pos < len(value):
+        if len(value) - pos < 3:
+            raise ProxyProtocolError("version 2 header: truncated TLV inside the SSL TLV")
+        kind = value[pos]
+        size = int.from_bytes(value[pos + 1:pos + 3], "big")
+        if pos + 3 + size > len(value):
+            raise ProxyProtocolError(f"version 2 header: TLV {kind:#04x} runs past the SSL TLV")
+        found[kind] = value[pos + 3:pos + 3 + size]
+        pos += 3 + size
+    if not value[0] & PP2_CLIENT_SSL:
+        return None
+    return {"version": _ascii(found.get(PP2_SUBTYPE_SSL_VERSION)),
+            "cipher": _ascii(found.get(PP2_SUBTYPE_SSL_CIPHER))}
+
+
+def _ascii(raw: Optional[bytes]) -> Optional[str]:
+    """A sub-TLV's text if it is printable US-ASCII (it goes into the environ), else None."""
+    if not raw or any(c < 0x21 or c > 0x7E for c in raw):
+        return None
+    return raw.decode("ascii")
 
 
 def _crc32c_table() -> list:
