@@ -29,7 +29,7 @@ proxy-protocol.txt):
   commands LOCAL/PROXY exist, and unexpected family/transport bytes must
   be rejected.  The length counts the address block and the TLVs; TLVs
   that are not understood are skipped, but their framing must fit exactly.
-* §2.2.5 (PP2_TYPE_CRC32C): when the sender included a checksum, a
+* PP2_TYPE_CRC32C (a TLV of §2.2): when the sender included a checksum, a
   receiver that supports it must drop a header whose checksum is wrong; it
   is verified here.
 """
@@ -150,7 +150,7 @@ def _v1_address(raw: bytes, version: int) -> str:
 
 
 def _v1_port(raw: bytes) -> int:
-    # §2.1: "a decimal number between 0 and 65535"; no sign, no spaces.
+    # §2.1: a port is a decimal number from 0 to 65535; no sign, no spaces, at most 5 digits.
     if not raw.isdigit() or len(raw) > 5 or int(raw) > 65535:
         raise ProxyProtocolError(f"version 1 header: {raw.decode('ascii')!r} is not a port (0-65535)")
     return int(raw)
@@ -174,9 +174,9 @@ _V2_FAMILIES = {
     0x21: ("TCP6", 36), 0x22: ("UDP6", 36),
     0x31: ("UNIX", 216), 0x32: ("UNIX_DGRAM", 216),
 }
-#: §2.2.7: type of the TLV holding a CRC-32c of the whole header.
+#: §2.2, PP2_TYPE_CRC32C: the TLV holding a CRC-32c of the whole header.
 PP2_TYPE_CRC32C = 0x03
-#: §2.2.5: the client's TLS connection to the proxy (HAProxy send-proxy-v2-ssl):
+#: §2.2, PP2_TYPE_SSL: the client's TLS connection to the proxy (HAProxy send-proxy-v2-ssl):
 #:   struct pp2_tlv_ssl { uint8_t client; uint32_t verify; struct pp2_tlv sub_tlv[0]; };
 #: client bit PP2_CLIENT_SSL: "the client connected over SSL/TLS"; sub-TLVs
 #: PP2_SUBTYPE_SSL_VERSION ("TLSv1.3") and PP2_SUBTYPE_SSL_CIPHER (US-ASCII).
@@ -235,7 +235,7 @@ def _v2(data: bytes) -> Union[ProxyHeader, _NeedData]:
 
 
 def _tlvs(header: bytes, start: int) -> tuple:
-    """The ``(type, value)`` pairs after the address block; each must fit exactly (§2.2.7)."""
+    """The ``(type, value)`` pairs after the address block; each must fit exactly (§2.2, TLVs)."""
     found = []
     pos, end = start, len(header)
     crc_at = None
