@@ -19,7 +19,7 @@ RUNNERS = {
     "cgi": ("bridge.cgi.gateway", "main", "run APP once as a CGI script (RFC 3875): environ from the CGI meta-variables, response on stdout"),
     "fcgi": ("bridge.fastcgi.server", "main", "serve APP over FastCGI behind nginx or Apache"),
     "http": ("bridge.http.server", "main", "serve APP over HTTP/1.1"),
-    "check": ("bridge.check", "main", "load APP, run one GET through it under a WSGI checker, report what is wrong"),
+    "check": ("bridge.check", "main", "load APP, send it one request (GET /, or --path/--method/--data/--header) under a WSGI checker, report what is wrong"),
 }
 
 

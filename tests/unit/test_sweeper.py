@@ -42,3 +42,20 @@ def test_room_is_made_from_the_longest_idle_connections_without_input():
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_room_is_never_made_from_a_connection_whose_handler_holds_a_request():
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        conns = []
+        for i, (server, _) in enumerate(pairs):
+            conn = Connection(server, _Handler())
+            conn.busy = False
+            conn.idle_since = float(i)
+            conns.append(conn)
+        conns[0].handler.holds_request = True   # an upload arriving, no thread on it now
+        assert longest_idle(conns) == [conns[1]]
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

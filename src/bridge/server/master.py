@@ -647,6 +647,8 @@ class Master:
                         w.killed = True
                         self._kill(w, signal.SIGKILL)
         self._enforce_kill_deadlines(now)
+        board.note_pool_full(threads_total > 0 and busy_total >= threads_total
+                             and self.target >= self.workers_max)
         header = board.header()
         if busy_total > header["max_active"]:
             board.write_header(max_active=busy_total)

@@ -97,10 +97,17 @@ def idle_expired(conns: list, now: float, idle_timeout: Optional[float]) -> list
 def longest_idle(conns: Iterable, limit: int = REUSE_BATCH) -> list:
     """Up to ``limit`` idle connections to close for room, idle the longest first.
 
-    Only those with nothing waiting in the socket: a request that has
-    arrived is served, never dropped (see :func:`idle_expired`).
+    Only those with nothing waiting in the socket, and none whose handler
+    ``holds_request`` (a request body being received, a FastCGI request
+    begun or running, with no pool thread on the connection): a request
+    that has arrived is served, never dropped (see :func:`idle_expired`).
+    Without that, a flood of empty connects closed uploads in progress
+    without an answer.  Their own deadlines (--body-timeout, --io-timeout)
+    still bound them.
     """
-    idle = sorted((conn for conn in conns if not conn.busy and not conn.closed),
+    idle = sorted((conn for conn in conns
+                   if not conn.busy and not conn.closed
+                   and not getattr(conn.handler, "holds_request", False)),
                   key=lambda conn: conn.idle_since)[:limit]
     waiting = with_input(idle)
     return [conn for conn in idle if conn.fd not in waiting]
