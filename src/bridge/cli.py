@@ -43,10 +43,10 @@ def build_parser():
             group = groups.get(s.section)
             if group is None:
                 group = groups[s.section] = p.add_argument_group(s.section)
-            help_text = f"{s.help} [env {s.env}"
+            facts = [] if s.flag_only else [f"env {s.env}"]
             if s.default not in (None, [], "", False):
-                help_text += f", default {s.default}"
-            help_text += "]"
+                facts.append(f"default {s.default}")
+            help_text = f"{s.help} [{', '.join(facts)}]" if facts else s.help
             help_text = help_text.replace("%", "%%")   # argparse %-formats help (log formats have %h...)
             if s.positional:
                 group.add_argument(s.name, metavar=s.metavar or s.name.upper(), nargs="?",
@@ -71,7 +71,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = Config.build(command, values)
     except ConfigError as exc:
-        parser.error(str(exc))
+        sys.stderr.write(f"bridge {command}: {exc}\n")
+        return 2
     if not getattr(config, "app", None) and not getattr(config, "mount", None) and not getattr(config, "static", None):
         sys.stderr.write(f"bridge {command}: no application given (APP is module:callable, "
                          f"e.g. bridge.demo:app)\n")

@@ -23,7 +23,7 @@ def mount_spec(raw: str) -> tuple:
     return prefix, app
 
 
-setting("mount", "--mount", multiple=True, default=[], type=mount_spec, metavar="PREFIX=APP",
+setting("mount", "--mount", multiple=True, mapping=True, default=[], type=mount_spec, metavar="PREFIX=APP",
         commands=("cgi", "fcgi", "http"), section="composition",
         help="serve APP under URL PREFIX (repeatable; longest prefix wins, no match is 404). "
              "APP is module:callable, fcgi://HOST:PORT, fcgi://unix:/PATH (repeat the prefix to "

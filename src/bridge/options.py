@@ -5,6 +5,9 @@ ALL = COMMANDS
 
 setting("app", metavar="APP", positional=True, commands=ALL, section="app",
         help="the WSGI application: module:callable, module:factory() or module (means module:application)")
+setting("config", "--config", "-c", metavar="FILE", commands=ALL, section="app", in_file=False,
+        help="read settings from this TOML file (keys are the setting names: workers = 4; a "
+             "[COMMAND] table for one command's); the command line and BRIDGE_* win over it")
 setting("pythonpath", "--pythonpath", multiple=True, default=[], metavar="DIR", commands=ALL,
         section="app", help="add DIR to sys.path before loading the app (repeatable)")
 setting("chdir", "--chdir", metavar="DIR", commands=ALL, section="app",

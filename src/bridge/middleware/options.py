@@ -41,7 +41,7 @@ def gzip_level(raw: str) -> int:
     return value
 
 
-setting("static", "--static", multiple=True, default=[], type=static_spec, metavar="PREFIX=DIR",
+setting("static", "--static", multiple=True, mapping=True, default=[], type=static_spec, metavar="PREFIX=DIR",
         commands=COMMANDS, section="static files",
         help="serve the files under DIR at URL PREFIX, with ETag/Last-Modified, 304, ranges, "
              "precompressed .br/.gz siblings and sendfile (repeatable)")
