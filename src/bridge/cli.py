@@ -78,6 +78,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          f"e.g. bridge.demo:app)\n")
         return 2
     module_name, func, _ = RUNNERS[command]
+    if getattr(config, "check_config", False):
+        from bridge.configfile import check_command
+        return check_command(config, module_name)
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 
 from bridge.config import COMMANDS, ConfigError, octal
 
@@ -28,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["read_config_file", "load_toml", "report", "check"]
+__all__ = ["read_config_file", "load_toml", "report", "check", "check_command"]
 
 #: gunicorn's names for settings bridge has under another name, for the "did you mean".
 GUNICORN_NAMES = {"accesslog": "access_log", "errorlog": "error_log", "loglevel": "log_level",
@@ -238,8 +239,14 @@ def report(config, declarations: dict) -> str:
         origin = {"env": f"env {s.env}", "file": f"file {path}"}.get(origin, origin)
         value = getattr(config, s.name, None)
         text = render(s, value)
-        rows.append((f"{s.name} = {text}" if text else f"# {s.name} is not set", origin))
-    width = max(len(left) for left, _ in rows)
+        if not text:
+            left = f"# {s.name} is not set"
+        elif not s.in_file:             # pasted into a file, the line must not be an error
+            left = f"# {s.name} = {text}"
+        else:
+            left = f"{s.name} = {text}"
+        rows.append((left, origin))
+    width = min(40, max(len(left) for left, _ in rows))
     lines += [f"{left.ljust(width)}  # {origin}" for left, origin in rows]
     return "\n".join(lines) + "\n"
 
@@ -270,3 +277,17 @@ def check(config, runner_module: Any) -> "Any":
     else:
         load_from_config(config)
     return None
+
+
+def check_command(config, runner_module: str) -> int:
+    """``bridge COMMAND --check-config``: the report on stdout, then 0 or 2 and the problem."""
+    import importlib
+    from bridge.config import load_declarations
+    sys.stdout.write(report(config, load_declarations()))
+    sys.stdout.flush()
+    problem = check(config, importlib.import_module(runner_module))
+    if problem:
+        sys.stderr.write(f"bridge {config.command}: {problem}\n")
+        return 2
+    sys.stdout.write(f"# bridge {config.command}: the settings are valid and the app loads\n")
+    return 0

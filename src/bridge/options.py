@@ -8,6 +8,11 @@ setting("app", metavar="APP", positional=True, commands=ALL, section="app",
 setting("config", "--config", "-c", metavar="FILE", commands=ALL, section="app", in_file=False,
         help="read settings from this TOML file (keys are the setting names: workers = 4; a "
              "[COMMAND] table for one command's); the command line and BRIDGE_* win over it")
+setting("check_config", "--check-config", type=bool, default=False, commands=ALL, section="app",
+        flag_only=True,
+        help="check the settings and load the app, print every setting in force and where it came "
+             "from (flag, env, file, default), then exit: 0 when all is well, else 2 with the problem "
+             "(for deploy scripts and systemd ExecStartPre=)")
 setting("pythonpath", "--pythonpath", multiple=True, default=[], metavar="DIR", commands=ALL,
         section="app", help="add DIR to sys.path before loading the app (repeatable)")
 setting("chdir", "--chdir", metavar="DIR", commands=ALL, section="app",

@@ -222,3 +222,71 @@ def test_bridge_cgi_reads_the_file_named_by_bridge_config(tmp_path):
     proc = subprocess.run(bridge_command("cgi"), env=env, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(b"Status: 200 OK"), proc.stdout
+
+
+# -- --check-config ------------------------------------------------------------------
+
+def check_config(*args, env=None):
+    return subprocess.run(bridge_command(*args, "--check-config"), env=bridge_env(**(env or {})),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_prints_every_setting_with_its_origin_and_exits_0(tmp_path):
+    from bridge.config import load_declarations
+    (tmp_path / "b.toml").write_text('app = "bridge.demo:app"\nworkers = 3\n[http]\nkeepalive = 2\n')
+    proc = check_config("http", "-c", str(tmp_path / "b.toml"), "--threads", "6",
+                        env={"BRIDGE_IO_TIMEOUT": "9"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    lines = {}
+    for line in proc.stdout.splitlines()[1:-1]:
+        left, _, origin = line.rpartition("  # ")
+        name = left.lstrip("# ").split(" ")[0]
+        lines[name] = (left.strip(), origin)
+    http = [s.name for s in load_declarations().values() if "http" in s.commands and not s.flag_only]
+    assert sorted(lines) == sorted(http)
+    path = tmp_path / "b.toml"
+    assert lines["app"] == ('app = "bridge.demo:app"', f"file {path}")
+    assert lines["workers"] == ("workers = 3", f"file {path}")
+    assert lines["keepalive"] == ("keepalive = 2.0", f"file {path}")
+    assert lines["threads"] == ("threads = 6", "flag")
+    assert lines["io_timeout"] == ("io_timeout = 9.0", "env BRIDGE_IO_TIMEOUT")
+    assert lines["backlog"] == ("backlog = 2048", "default")
+    assert lines["user"] == ("# user is not set", "default")
+    assert proc.stdout.splitlines()[-1] == "# bridge http: the settings are valid and the app loads"
+
+
+def test_the_check_config_report_read_back_as_a_file_gives_the_same_settings(tmp_path):
+    from bridge.config import load_declarations
+    from bridge.configfile import report
+    (tmp_path / "public").mkdir()
+    config = Config.build("http", {"app": "bridge.demo:app", "socket_mode": "0640",
+                                   "static": [f"/s={tmp_path / 'public'}"],
+                                   "mount": ["/api=fcgi://127.0.0.1:9", "/api=fcgi://127.0.0.1:10"],
+                                   "access_log_format": '%h "%r" \\ é'}, environ={})
+    (tmp_path / "again.toml").write_text(report(config, load_declarations()))
+    again = Config.build("http", {"config": str(tmp_path / "again.toml")}, environ={})
+    for s in load_declarations().values():
+        if "http" in s.commands and s.in_file:
+            assert getattr(again, s.name) == getattr(config, s.name), s.name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuchmodule:app"], "module 'nosuchmodule' not found"),
+    (["bridge.demo:app", "--certfile", "/no/such.pem"], "bridge http: cannot load --certfile"),
+    (["bridge.demo:app", "--user", "nosuchuser"], "bridge http: --user nosuchuser: no such user"),
+    (["bridge.demo:app", "--workers", "0"], "--workers"),
+], ids=["app", "tls", "user", "setting"])
+def test_check_config_exits_2_with_the_problem(args, message):
+    proc = check_config("http", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_check_config_is_a_command_line_flag_only():
+    from bridge.config import SETTINGS, load_declarations, option_table
+    load_declarations()
+    config = Config.build("http", {}, environ={"BRIDGE_CHECK_CONFIG": "1"})
+    assert config.check_config is False
+    assert "BRIDGE_CHECK_CONFIG" not in option_table()
+    assert not SETTINGS["check_config"].in_file
