@@ -236,6 +236,11 @@ class Config:
         cli_values, environ = self.sources
         return Config.build(self.command, cli_values, environ)
 
+    def changed(self, new: "Config") -> list:
+        """The names of the settings whose value as read differs in ``new`` (a :meth:`reread`)."""
+        return [name for name, value in new.read_values.items()
+                if self.read_values.get(name) != value]
+
 
 def config_file_values(command: str, cli_values: dict, environ: dict, declarations: dict) -> dict:
     """The values the ``--config`` file (or ``BRIDGE_CONFIG``) gives ``command``; {} without one.

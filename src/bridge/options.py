@@ -3,7 +3,7 @@ from bridge.config import COMMANDS, setting
 
 ALL = COMMANDS
 
-setting("app", metavar="APP", positional=True, commands=ALL, section="app",
+setting("app", metavar="APP", positional=True, commands=ALL, section="app", restart="preload",
         help="the WSGI application: module:callable, module:factory() or module (means module:application)")
 setting("config", "--config", "-c", metavar="FILE", commands=ALL, section="app", in_file=False,
         help="read settings from this TOML file (keys are the setting names: workers = 4; a "
@@ -14,8 +14,8 @@ setting("check_config", "--check-config", type=bool, default=False, commands=ALL
              "from (flag, env, file, default), then exit: 0 when all is well, else 2 with the problem "
              "(for deploy scripts and systemd ExecStartPre=)")
 setting("pythonpath", "--pythonpath", multiple=True, default=[], metavar="DIR", commands=ALL,
-        section="app", help="add DIR to sys.path before loading the app (repeatable)")
-setting("chdir", "--chdir", metavar="DIR", commands=ALL, section="app",
+        section="app", restart="preload", help="add DIR to sys.path before loading the app (repeatable)")
+setting("chdir", "--chdir", metavar="DIR", commands=ALL, section="app", restart="preload",
         help="change to DIR before loading the app (it is also put on sys.path)")
 setting("script_name", "--script-name", metavar="PREFIX", commands=ALL, section="app",
         help="mount prefix: moved from PATH_INFO to SCRIPT_NAME when the web server gets it wrong")

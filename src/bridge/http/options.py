@@ -75,6 +75,7 @@ setting("access_log_format", "--access-log-format", metavar="FORMAT", commands=H
 
 # Development.
 setting("reload", "--reload", default=False, type=bool, commands=HTTP, section="development",
+        restart=True,
         help="restart the app when one of its Python files (or a --reload-extra-file) changes")
 setting("reload_extra_files", "--reload-extra-file", multiple=True, default=[], metavar="PATH",
         commands=HTTP, section="development", help="another file to watch with --reload (repeatable)")
