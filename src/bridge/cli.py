@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from bridge import __version__
-from bridge.config import COMMANDS, Config, ConfigError, load_declarations
+from bridge.config import COMMANDS, SERVERS, WORKER_MODEL, Config, ConfigError, load_declarations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,7 +60,28 @@ def build_parser():
             else:
                 group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
                                    help=help_text)
+        if command in SERVERS:
+            groups.get("processes", p).add_argument(
+                "-k", "--worker-class", nargs="?", metavar="CLASS", action=worker_class_action(),
+                help="gunicorn's option, answered with why bridge has none: one worker model, "
+                     "--workers processes x --threads threads")
     return parser
+
+
+def worker_class_action():
+    """gunicorn's ``-k``/``--worker-class``: one line saying why there is none, exit 2.
+
+    Rather than argparse's "unrecognized arguments" and its usage text, the
+    person coming from gunicorn learns what to set instead.
+    """
+    import argparse
+
+    class WorkerClass(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = f"{option_string} {values}" if values else option_string
+            sys.stderr.write(f"{parser.prog}: {given}: {WORKER_MODEL}\n")
+            raise SystemExit(2)
+    return WorkerClass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -43,8 +43,7 @@ SERVERS = ("fcgi", "http")
 
 #: The answer to gunicorn's ``-k``/``--worker-class`` (on the command line and in a file).
 WORKER_MODEL = ("bridge has one worker model, no worker class to choose: --workers processes, "
-                "each running --threads threads for requests and an event loop for idle and "
-                "slow connections")
+                "each with --threads threads for requests and an event loop for idle connections")
 
 
 class ConfigError(Exception):

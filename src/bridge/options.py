@@ -22,5 +22,5 @@ setting("script_name", "--script-name", metavar="PREFIX", commands=ALL, section=
 setting("log_level", "--log-level", default="info", metavar="LEVEL", commands=ALL, section="logging",
         choices=("debug", "info", "warning", "error", "critical"),
         help="error log level")
-setting("error_log", "--error-log", default="-", metavar="FILE", commands=("fcgi", "http"),
+setting("error_log", "--error-log", "--error-logfile", "--log-file", default="-", metavar="FILE", commands=("fcgi", "http"),
         section="logging", help="where the error log goes: - for stderr, or a file (reopened on SIGUSR1)")

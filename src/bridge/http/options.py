@@ -67,7 +67,7 @@ setting("forwarded_host", "--forwarded-host", default=False, type=bool, commands
              "valid host[:port]; only for a proxy that sets or clears that header on every request")
 
 # Logs.
-setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",
+setting("access_log", "--access-log", "--access-logfile", metavar="FILE", commands=HTTP, section="logging",
         help="access log: - for stdout, or a file (reopened on SIGUSR1); off when not given")
 setting("access_log_format", "--access-log-format", metavar="FORMAT", commands=HTTP, section="logging",
         default='%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
