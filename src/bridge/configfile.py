@@ -57,6 +57,8 @@ def load_toml(path: str) -> dict:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def read_config_file(path: str, command: str, declarations: dict) -> dict:
@@ -85,7 +87,7 @@ def read_config_file(path: str, command: str, declarations: dict) -> dict:
 def known_setting(path: str, key: str, table: "Any", declarations: dict):
     """The declaration of ``key`` (in ``[table]``, or at the top); else the error, with a suggestion."""
     s = declarations.get(key)
-    place = f"[{table}] {key}" if table else key
+    place = f"[{table}] {printable(key)}" if table else printable(key)
     if s is not None and not s.in_file:
         flag = s.flags[0] if s.flags else key
         raise ConfigError(f"{path}: {place}: {flag} is given on the command line, not in the file")
@@ -95,6 +97,11 @@ def known_setting(path: str, key: str, table: "Any", declarations: dict):
     if s is None:
         raise ConfigError(f"{path}: {place}: unknown setting{suggestion(key, table, declarations)}")
     return s
+
+
+def printable(key: str) -> str:
+    """A key as it goes in a message: quoted when it holds what a terminal would act on."""
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
 
 
 def suggestion(key: str, table: "Any", declarations: dict) -> str:
@@ -175,7 +182,7 @@ def scalar(s, value: Any, where: str) -> Any:
     elif kind is int:
         ok = isinstance(value, int)
     elif kind is float:
-        ok = isinstance(value, (int, float))
+        ok = isinstance(value, (int, float)) and value - value == 0     # not inf, not nan
     elif kind is octal:
         if isinstance(value, int):
             if not 0 <= value <= 0o777:

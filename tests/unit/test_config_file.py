@@ -290,3 +290,19 @@ def test_check_config_is_a_command_line_flag_only():
     assert config.check_config is False
     assert "BRIDGE_CHECK_CONFIG" not in option_table()
     assert not SETTINGS["check_config"].in_file
+
+
+def test_what_a_terminal_would_act_on_is_quoted_in_a_message(tmp_path):
+    got = error_of(tmp_path, '"\\u001b[31mred" = 1\n')
+    assert "\x1b" not in got and "'\\x1b[31mred': unknown setting" in got
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_number_that_is_not_finite_is_refused(tmp_path, value):
+    got = error_of(tmp_path, f"timeout = {value}\n")
+    assert f"timeout: expected a number, got the number {value}" in got
+
+
+def test_arrays_nested_past_the_parsers_depth_are_one_line(tmp_path):
+    got = error_of(tmp_path, "bind = " + "[" * 100000 + "]" * 100000 + "\n")
+    assert "not valid TOML" in got

@@ -139,3 +139,15 @@ def test_a_new_error_log_is_opened_by_the_master(master, tmp_path):
         for handler in list(logging.getLogger("bridge").handlers):
             logging.getLogger("bridge").removeHandler(handler)
             handler.close()
+
+
+def test_any_failure_reading_the_file_on_hup_is_logged_and_the_master_carries_on(master, caplog,
+                                                                                 monkeypatch):
+    m = master("threads = 2\n")
+
+    def broken():
+        raise RuntimeError("unexpected")
+    monkeypatch.setattr(m.config, "reread", broken)
+    m._reread_settings()
+    assert m.threads == 2
+    assert any("unexpected; the settings in force are kept" in r.getMessage() for r in caplog.records)

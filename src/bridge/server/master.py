@@ -425,6 +425,10 @@ class Master:
         except ConfigError as exc:
             log.error("SIGHUP: %s; the settings in force are kept", exc)
             return
+        except Exception as exc:           # whatever it is, a HUP must not stop the server
+            log.error("SIGHUP: %s: %s; the settings in force are kept", path, exc)
+            log.debug("reading the config file again", exc_info=True)
+            return
         preloaded = self.app is not None
         declarations = load_declarations()
         applied = []
