@@ -24,9 +24,10 @@ class KeepAliveLoad(Load):
     counted in ``retried``.  Any failure on a new connection is a failure.
     """
 
+    retried = 0
+
     def _run(self) -> None:
         import http.client
-        self.retried = getattr(self, "retried", 0)
         conn = None
         while not self._stop.is_set():
             reused = conn is not None
