@@ -236,6 +236,35 @@ def test_an_app_that_cannot_be_loaded_gives_a_500_and_one_line_on_stderr(apps, s
     assert message in r.stderr
 
 
+def test_a_script_whose_app_is_not_found_is_told_of_its_own_settings_not_of_flags(apps):
+    # A cgi-bin script has no command line: "--chdir" would send its author
+    # looking for a flag that does not exist (issue 17).
+    r = run_cgi(script("no_such_module:app", pythonpath=[str(apps)]), cgi_env())
+    assert r.status == "500 Internal Server Error"
+    line = r.stderr.strip()
+    assert line.startswith("bridge cgi: module 'no_such_module' not found"), line
+    assert "run(APP, pythonpath=" in line and "--chdir" not in line and "--pythonpath" not in line
+
+
+def test_the_bridge_cgi_command_whose_app_is_not_found_is_told_of_its_flags():
+    r = run_cgi([sys.executable, "-m", "bridge", "cgi", "no_such_module:app"], cgi_env())
+    assert "use --chdir or --pythonpath" in r.stderr and "run(APP" not in r.stderr
+
+
+def test_a_script_under_fastcgi_whose_app_is_not_found_is_told_of_its_own_settings():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("no_such_module:app"), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("bridge fcgi: module 'no_such_module' not found"), proc.stderr
+    assert "run(APP, pythonpath=" in proc.stderr and "--chdir" not in proc.stderr
+
+
 def test_a_stray_print_goes_to_stderr_not_into_the_response(apps):
     r = run_cgi(script("probe:application", pythonpath=[str(apps)]), cgi_env(path=b"/print"))
     assert r.status == "200 OK" and r.json()["PATH_INFO"] == "/print"

@@ -112,10 +112,11 @@ def write_error_response(out: "BinaryIO", message: str, errors: "Optional[TextIO
 
 
 def _load(app: "Union[str, Callable, None]", pythonpath: "Iterable[str]", chdir: "Optional[str]",
-          config: object = None) -> "Callable":
+          config: object = None, in_script: bool = False) -> "Callable":
     if isinstance(app, str):
-        from bridge.loader import load_app
-        app = load_app(app, pythonpath, chdir)
+        from bridge.loader import COMMAND_PATH_SETTINGS, SCRIPT_PATH_SETTINGS, load_app
+        app = load_app(app, pythonpath, chdir,
+                       path_settings=SCRIPT_PATH_SETTINGS if in_script else COMMAND_PATH_SETTINGS)
     elif pythonpath or chdir:
         from bridge.loader import prepare_path
         prepare_path(pythonpath, chdir)
@@ -134,7 +135,7 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
             stdout: "Optional[BinaryIO]" = None, stderr: "Optional[TextIO]" = None,
             environ: "Optional[dict]" = None, script_name: "Optional[str]" = None,
             pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None,
-            config: object = None) -> int:
+            config: object = None, in_script: bool = False) -> int:
     """Handle the one request of this CGI process; returns 0 (a response was written).
 
     ``app`` is a WSGI callable or its name (``"module:callable"``,
@@ -142,7 +143,9 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     it still answers ``500`` (a cgi-bin script that does ``from myapp import
     app`` itself dies before bridge can answer, and Apache says only
     "End of script output before headers").  ``config`` (from ``bridge cgi``)
-    applies the ``bridge.config.APP_WRAPPERS`` hooks.
+    applies the ``bridge.config.APP_WRAPPERS`` hooks.  ``in_script``: called
+    by a cgi-bin script's ``run()``, so a failure to load names the script's
+    ``run()`` arguments, not the command's flags.
     """
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
@@ -154,7 +157,7 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     transport = CGITransport(stdout)
     try:
         try:
-            wsgi_app = _load(app, pythonpath, chdir, config)
+            wsgi_app = _load(app, pythonpath, chdir, config, in_script)
         except Exception as exc:
             from bridge.loader import AppLoadError
             if isinstance(exc, AppLoadError):

@@ -895,6 +895,6 @@ def serve_inherited(app: Callable, **options: Any) -> int:
         listeners = inherited_listeners()
     except (ConfigError, BindError) as exc:
         import sys
-        sys.stderr.write(f"bridge: {exc}\n")
+        sys.stderr.write(f"bridge fcgi: {exc}\n")
         return 2
     return serve(config, factory_builder, app=app, listeners=listeners)

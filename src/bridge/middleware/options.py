@@ -37,8 +37,11 @@ def static_spec(raw: str) -> tuple:
 def gzip_level(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 9:
-        raise ValueError(f"must be 1..9, got {value}")
+        raise ValueError(raw)
     return value
+
+
+gzip_level.expected = "a compression level from 1 to 9"
 
 
 setting("static", "--static", multiple=True, default=[], type=static_spec, metavar="PREFIX=DIR",

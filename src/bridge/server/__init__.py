@@ -114,7 +114,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
                     signal.raise_signal(signum)
         worker = run_worker(listeners, app, factory_builder, config, board=board,
                             slot_index=slot_index, max_requests=0, on_ready=ready)
-        log.info("Stopped (%d requests served)", worker.state.requests)
+        from bridge.logtext import counted
+        log.info("Stopped (%s served)", counted(worker.state.requests, "request"))
         return 0
     finally:
         for listener in listeners:
