@@ -50,6 +50,19 @@ def open_config_listeners(config) -> list:
                          backlog=getattr(config, "backlog", 2048) or 2048)
 
 
+def log_socket_access(listeners: list, config) -> None:
+    """At start-up, once the sockets are final: who may connect to each unix socket.
+
+    See :func:`bridge.server.listeners.access_report` (nginx's EACCES is
+    invisible to bridge, so this line is the tool for a 502).
+    """
+    import logging
+    from bridge.server.listeners import access_report
+    log = logging.getLogger("bridge.server")
+    for level, text in access_report(listeners, user=getattr(config, "user", None)):
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+
+
 def describe_listeners(listeners: list, scheme: str) -> str:
     return ", ".join(listener.url(scheme) for listener in listeners)
 
@@ -98,6 +111,7 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         except BindError as exc:
             sys.stderr.write(f"bridge {command}: {exc}\n")
             return 2
+    log_socket_access(listeners, config)
     try:
         from bridge.server.process import run_worker
         from bridge.server.scoreboard import Scoreboard

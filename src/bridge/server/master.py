@@ -137,7 +137,7 @@ class Master:
     # -- start and stop ------------------------------------------------------
 
     def run(self) -> int:
-        from bridge.server import BindError, describe_listeners, open_config_listeners
+        from bridge.server import BindError, describe_listeners, log_socket_access, open_config_listeners
         command = getattr(self.config, "command", "serve")
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
@@ -162,6 +162,7 @@ class Master:
             self._install_signals()
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
                            f"{describe_listeners(self.listeners, self.scheme)}")
+            log_socket_access(self.listeners, self.config)    # after the sockets got their owner
             pool = (f"{self.workers_min}-{self.workers_max} workers" if self.dynamic
                     else f"{self.target} worker{'s' if self.target != 1 else ''}")
             log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
