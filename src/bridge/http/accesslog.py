@@ -16,6 +16,7 @@ import os
 import time
 
 from bridge.logtext import escape   # the one escaping every log line uses
+from bridge.server.logs import open_log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class AccessLog:
             self.owned = True
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_log(self.path)     # as root with --user: no link, handed to that user
 
     def format(self, record: Record) -> str:
         return "".join([p if type(p) is str else p(record) for p in self.parts])

@@ -146,7 +146,7 @@ class ReceivedBody:
 class ServerContext:
     """Settings turned into ready objects once per worker process."""
 
-    def __init__(self, app: Callable, config) -> None:
+    def __init__(self, app: Callable, config, prepared=None) -> None:
         self.app = app
         self.limits = Limits(
             request_line=getattr(config, "limit_request_line", 8190),
@@ -164,21 +164,11 @@ class ServerContext:
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
         self.forwarded_host = bool(getattr(config, "forwarded_host", False))
         self.script_name = getattr(config, "script_name", None)
-        self.tls_context = None
-        certfile = getattr(config, "certfile", None)
-        if certfile:
-            from bridge.http.tls import make_context
-            self.tls_context = make_context(certfile, getattr(config, "keyfile", None),
-                                            getattr(config, "ca_certs", None))
-        self.access_log = None
-        if getattr(config, "access_log", None):
-            from bridge.http.accesslog import AccessLog
-            self.access_log = AccessLog(config.access_log, getattr(config, "access_log_format", None))
-            try:
-                from bridge.server.logs import on_reopen
-                on_reopen(self.access_log.reopen)
-            except ImportError:   # pragma: no cover - the server package is always there
-                pass
+        if prepared is None:        # one process, or a test: no master opened them
+            from bridge.http.prepared import prepare
+            prepared = prepare(config)
+        self.tls_context = prepared.tls_context
+        self.access_log = prepared.access_log
         from bridge import __version__
         self.base = make_environ(
             {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},

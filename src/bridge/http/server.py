@@ -34,6 +34,7 @@ import threading
 import time
 
 from bridge.http.accesslog import Record
+from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
 from bridge.http.protocol import (
@@ -774,14 +775,21 @@ def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
 # Entry points
 
 
-def factory_builder(app: Callable, config) -> Callable:
-    """``bridge.server.serve``'s hook: one ServerContext per worker, one handler per connection."""
-    ctx = ServerContext(app, config)
+def factory_builder(app: Callable, config, prepared=None) -> Callable:
+    """``bridge.server.serve``'s hook: one ServerContext per worker, one handler per connection.
+
+    ``prepared``: the TLS context and access log the master opened before the
+    workers switched users (``factory_builder.prepare``, see bridge.http.prepared).
+    """
+    ctx = ServerContext(app, config, prepared)
 
     def factory(sock: socket.socket, addr, listener, state) -> HTTPConnection:
         return HTTPConnection(ctx, sock, addr, listener, state)
     factory.context = ctx
     return factory
+
+
+factory_builder.prepare = prepare
 
 
 def check_config(config) -> Optional[str]:

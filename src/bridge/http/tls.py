@@ -19,8 +19,14 @@ if TYPE_CHECKING:
 
 def make_context(certfile: str, keyfile: Optional[str] = None,
                  ca_certs: Optional[str] = None) -> ssl.SSLContext:
-    """A server context: modern defaults, ALPN http/1.1, client certificates with ``ca_certs``."""
+    """A server context: modern defaults, ALPN http/1.1, client certificates with ``ca_certs``.
+
+    TLS 1.2 is the minimum, set here rather than left to the system's OpenSSL
+    policy (a permissive ``openssl.cnf`` or security level 0 would otherwise
+    let TLS 1.0/1.1 through): RFC 8996 deprecates both.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(certfile, keyfile or None)
     except (OSError, ssl.SSLError) as exc:

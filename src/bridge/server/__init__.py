@@ -92,20 +92,15 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     if getattr(config, "workers", 1) > 1 or _needs_master(config):
         from bridge.server.master import Master
         return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
+    # Before anything slow (the import, a client connecting early): HUP,
+    # TTIN, TTOU and USR1 would kill or stop the process until the worker's
+    # handlers are in place, so they wait, blocked, and reach those handlers.
+    from bridge.server.process import defer_signals
+    defer_signals()
     if app is None:
         from bridge.loader import load_from_config
         app = load_from_config(config)       # exits 2 with one line when it cannot
-    early: list = []    # signals that came before the worker's handlers
     if listeners is None:
-        # HUP/TTIN/TTOU/USR1 would kill (or stop) the process until the
-        # worker's handlers are in place, and a client may already connect:
-        # from before the sockets exist, note them, and pass them on to the
-        # worker's handlers once they are in place (see ready()).
-        import signal
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
-                signal.signal(signum, lambda signum, frame: early.append(signum))
         try:
             listeners = open_config_listeners(config)
         except BindError as exc:
@@ -122,10 +117,6 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         def ready() -> None:
             log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
                      threads, "" if threads == 1 else "s", os.getpid())
-            if early:
-                import signal
-                for signum in dict.fromkeys(early):
-                    signal.raise_signal(signum)
         worker = run_worker(listeners, app, factory_builder, config, board=board,
                             slot_index=slot_index, max_requests=0, on_ready=ready)
         from bridge.logtext import counted
@@ -141,14 +132,16 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
     """A Worker configured from ``config``.
 
     ``siblings``: other worker processes share the listeners (pre-fork), so
-    a saturated worker pauses accepting once twice its threads are in hand
-    and leaves the connections to an idle sibling.
+    a worker pauses accepting once it has as many requests in hand (running,
+    or accepted and not started) as threads, and leaves the connections it
+    could not start to an idle sibling.
     """
     from bridge.server.worker import Worker
     threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
                   threads=threads,
-                  accept_limit=2 * threads if siblings else None,
+                  accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
                   graceful_timeout=getattr(config, "graceful_timeout", 30.0),
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),

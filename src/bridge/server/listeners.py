@@ -167,7 +167,7 @@ def _open_unix(bind: str, path: str, mode: Optional[int], backlog: int) -> Liste
         try:
             if mode is not None:
                 # Before listen(): nobody can connect while the mode is still the umask's.
-                os.chmod(path, mode)
+                set_socket_file(path, mode=mode)
             sock.listen(backlog)
         except OSError as exc:
             os.unlink(path)
@@ -176,6 +176,30 @@ def _open_unix(bind: str, path: str, mode: Optional[int], backlog: int) -> Liste
         sock.close()
         raise
     return Listener(sock, "unix", "unix:" + path, path=path, owned=True)
+
+
+def set_socket_file(path: str, *, mode: Optional[int] = None, uid: int = -1, gid: int = -1) -> None:
+    """chmod/chown the socket file at ``path``, never anything a link or a swap put there.
+
+    The master is often root and the socket's directory may be writable by
+    another user, who could replace the socket with a link to a root-only file
+    between ``bind`` and ``chmod`` (issue 21, item 2).  ``fchmod`` on the
+    socket's own descriptor does not reach the file on Linux, and there is
+    no ``lchmod``; so the path is opened with ``O_PATH | O_NOFOLLOW``, the
+    descriptor is checked to be a socket, and the change is made through
+    ``/proc/self/fd/N``, which names exactly that inode.
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is no longer the socket bridge made; refusing to change it")
+        inode = f"/proc/self/fd/{fd}"
+        if mode is not None:
+            os.chmod(inode, mode)
+        if uid != -1 or gid != -1:
+            os.chown(inode, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_socket(bind: str, path: str) -> None:

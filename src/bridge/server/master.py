@@ -22,20 +22,35 @@ Signals to the master:
   (a crash loop does not fork hundreds of processes a second); an app that
   no worker could ever import stops the master with status 2.
 
+With ``--user``/``--group`` the master keeps the user it was started as and
+opens, before any worker exists, what the workers could not open themselves
+(the TLS key, the logs: the protocol's ``factory_builder.prepare``); each
+worker switches users right after ``fork``, before importing the app
+(:mod:`bridge.server.privileges` says why).  A worker that cannot start at
+all -- the switch fails, the app cannot be imported, its factory cannot be
+built -- exits with :data:`APP_LOAD_FAILED`, and a generation in which no
+worker ever started stops the master with status 2 instead of a crash loop.
+
 Workers share a :class:`~bridge.server.scoreboard.Scoreboard` with the master:
 their state (booting, ready, stopping), heartbeat and requests in flight.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import select
 import signal
 import sys
+import threading
 import time
 
-from bridge.server.process import become_session_leader, kill_session
+from bridge.server.listeners import set_socket_file
+from bridge.server.logs import reopen_logs, set_workers_user
+from bridge.server.pidfile import PidFile
+from bridge.server.privileges import effective, resolve, switch_to
+from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -53,6 +68,8 @@ QUICK_DEATH = 5.0
 MAX_BACKOFF = 10.0
 
 SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+#: Queued by the master from its first instant (their default would kill or stop it).
+EARLY_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
 
 class WorkerProc:
@@ -129,7 +146,9 @@ class Master:
         self.ready_notified = False
         self.idle_since: Optional[float] = None
         self.grow_after = 0.0
-        self.pidfile: Optional[str] = None
+        self.pidfile: Optional[PidFile] = None
+        self.identity = None            # --user/--group: what the workers switch to
+        self.prepared = None            # files the master opened for the workers
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None
         self.app_name = getattr(config, "app", None) or "app"
@@ -139,9 +158,30 @@ class Master:
     def run(self) -> int:
         from bridge.server import BindError, describe_listeners, log_socket_access, open_config_listeners
         command = getattr(self.config, "command", "serve")
+        try:
+            self.identity = resolve(getattr(self.config, "user", None),
+                                    getattr(self.config, "group", None))
+        except (OSError, LookupError) as exc:
+            sys.stderr.write(f"bridge {command}: {exc}\n")
+            return 2
+        if self.identity is not None and self.identity.uid is not None:
+            set_workers_user(self.identity.uid)
+        # Queued from the first instant: a HUP or USR1 during the --preload
+        # import (or the TLS load) would otherwise kill the master (item 6).
+        # TERM, INT and QUIT keep their default until the import is done:
+        # nothing needs cleaning up yet, and a stuck import must still stop.
+        self._install_signals(EARLY_SIGNALS)
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
-            self.app = load_from_config(self.config)   # exits 2 with one line
+            threads = threading.active_count()
+            with effective(self.identity):       # never imported as root (item 7)
+                self.app = load_from_config(self.config)   # exits 2 with one line
+            if threading.active_count() > threads and self.identity is not None \
+                    and self.identity.changes_anything:
+                log.warning("--preload: the app started threads during its import; they stay "
+                            "in the master, which keeps uid %d (only the forking thread "
+                            "reaches the workers)", os.getuid())
+        self._install_signals(SIGNALS)
         if self.listeners is None:
             try:
                 self.listeners = open_config_listeners(self.config)
@@ -151,7 +191,8 @@ class Master:
         try:
             try:
                 self._write_pidfile()
-                self._drop_privileges()
+                self._give_sockets()
+                self.prepared = self._prepare()
             except (OSError, LookupError, ValueError) as exc:
                 sys.stderr.write(f"bridge {command}: {exc}\n")
                 return 2
@@ -159,7 +200,6 @@ class Master:
             self.board = Scoreboard(slots, self.threads)
             self.board.write_header(master_pid=self.pid, generation=self.generation,
                                     target=self.target, started=time.time())
-            self._install_signals()
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
                            f"{describe_listeners(self.listeners, self.scheme)}")
             log_socket_access(self.listeners, self.config)    # after the sockets got their owner
@@ -168,6 +208,9 @@ class Master:
             log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
                      describe_listeners(self.listeners, self.scheme), self.pid, pool, self.threads,
                      "" if self.threads == 1 else "s", ", preloaded" if self.app else "")
+            if self.identity is not None and self.identity.changes_anything:
+                log.info("workers run as uid %s, gid %s (the master keeps uid %d)",
+                         self.identity.uid, self.identity.gid, os.getuid())
             self._loop()
             return self.exit_code
         finally:
@@ -176,13 +219,8 @@ class Master:
     def _cleanup(self) -> None:
         for listener in self.listeners or ():
             listener.close()
-        if self.pidfile:
-            try:
-                with open(self.pidfile) as f:
-                    if f.read().strip() == str(self.pid):
-                        os.unlink(self.pidfile)
-            except OSError:
-                pass
+        if self.pidfile is not None:
+            self.pidfile.release()
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -191,65 +229,42 @@ class Master:
         path = getattr(self.config, "pid", None)
         if not path:
             return
-        path = os.path.abspath(path)
-        try:
-            with open(path) as f:
-                other = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            other = 0
-        if other and other != self.pid:
-            try:
-                os.kill(other, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise OSError(f"--pid {path}: process {other} is still running") from None
-            else:
-                raise OSError(f"--pid {path}: process {other} is still running "
-                              f"(another bridge master?)")
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
-        self.pidfile = path
+        pidfile = PidFile(path)
+        pidfile.acquire(self.pid)       # PidFileError (an OSError): one line, exit 2
+        self.pidfile = pidfile
 
-    def _drop_privileges(self) -> None:
-        user = getattr(self.config, "user", None)
-        group = getattr(self.config, "group", None)
-        if not user and not group:
+    def _give_sockets(self) -> None:
+        """A unix socket made by --bind belongs to --user/--group (PHP-FPM's listen.owner)."""
+        ident = self.identity
+        if ident is None or not ident.changes_anything:
             return
-        import grp
-        import pwd
-        uid = gid = None
-        name = None
-        if user:
-            pw = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(user)
-            uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
-        if group:
-            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
-        if os.geteuid() != 0:
-            if (uid is None or uid == os.geteuid()) and (gid is None or gid == os.getegid()):
-                return
-            raise OSError("--user/--group: switching users needs root")
         for listener in self.listeners:
             if listener.kind == "unix" and listener.owned and listener.path:
-                os.chown(listener.path, -1 if uid is None else uid, -1 if gid is None else gid)
-        if gid is not None:
-            if name:
-                os.initgroups(name, gid)
-            else:
-                os.setgroups([])
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
-        log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
+                set_socket_file(listener.path, uid=-1 if ident.uid is None else ident.uid,
+                                gid=-1 if ident.gid is None else ident.gid)
 
-    def _install_signals(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for name in SIGNALS:
+    def _prepare(self):
+        """What the workers need opened by the master, before they switch users.
+
+        A protocol's factory builder may have a ``prepare(config)``: it opens the
+        TLS key and the access log here, once, as the starting user; the workers
+        get them through ``fork`` (bridge.http.prepared says why).
+        """
+        prepare = getattr(self.factory_builder, "prepare", None)
+        return prepare(self.config) if prepare is not None else None
+
+    def _worker_builder(self) -> Callable:
+        if self.prepared is None:
+            return self.factory_builder
+        return functools.partial(self.factory_builder, prepared=self.prepared)
+
+    def _install_signals(self, names: tuple) -> None:
+        if self.wake_r < 0:
+            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for name in names:
             signal.signal(getattr(signal, name), self._on_signal)
         # A signal must not interrupt a system call with EINTR in odd places.
-        for name in SIGNALS:
+        for name in names:
             signal.siginterrupt(getattr(signal, name), False)
 
     def _on_signal(self, signum, frame) -> None:
@@ -263,9 +278,12 @@ class Master:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._manage(time.monotonic())
+        first = True
         while True:
-            self._sleep(0.25)
+            # Signals queued during the start (a TERM, a HUP) act before any fork.
+            if not first:
+                self._sleep(0.25)
+            first = False
             while self.sig_queue:
                 signum = self.sig_queue.pop(0)
                 handler = getattr(self, "handle_" + signal.Signals(signum).name[3:].lower(), None)
@@ -317,9 +335,12 @@ class Master:
         pass        # reaped right after the signals
 
     def handle_usr1(self) -> None:
-        from bridge.server.logs import reopen_logs
-        reopen_logs()
-        log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        # First here, as root: a file logrotate created is handed to --user,
+        # so that each worker can then reopen it (bridge.server.logs).
+        if reopen_logs():
+            log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        else:
+            log.warning("SIGUSR1: asking the workers to reopen their logs anyway")
         for w in self.workers.values():
             self._kill(w, signal.SIGUSR1)
 
@@ -351,6 +372,7 @@ class Master:
         else:
             self.reloading_from = self.generation
         self.generation += 1
+        self._reprepare()
         header = self.board.header()
         self.board.write_header(generation=self.generation, reloads=header["reloads"] + 1)
         note = " (with --preload they run the code loaded at start)" if self.app else ""
@@ -360,6 +382,18 @@ class Master:
         self.ready_notified = False
         self.spawn_after = 0.0
         self.quick_deaths = 0
+
+    def _reprepare(self) -> None:
+        """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
+        if self.prepared is None:
+            return
+        try:
+            prepared = self._prepare()
+        except (OSError, ValueError) as exc:
+            log.error("SIGHUP: %s; the new workers keep the files opened before", exc)
+            return
+        self.prepared.close()
+        self.prepared = prepared
 
     def _stop(self, *, graceful: bool, reason: str) -> None:
         if self.stopping == "now" or (self.stopping and graceful):
@@ -423,11 +457,22 @@ class Master:
             signal.signal(signal.SIGTTIN, signal.SIG_IGN)
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            # USR1 stays blocked while the app is imported: the master may
+            # forward one at any time, and its default action ends the
+            # process.  The worker's handlers unblock it (WorkerSignals).
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self.pidfile is not None:
+                self.pidfile.close()     # only the master holds the pid file's lock
             self.board.set_pid(slot, os.getpid())
             set_proc_title(f"bridge worker: {self.app_name} [{getattr(self.config, 'command', '')}]")
+            try:
+                switch_to(self.identity)
+            except OSError as exc:
+                log.error("worker %d cannot switch to --user/--group: %s", os.getpid(), exc)
+                code = APP_LOAD_FAILED
+                return
             app = self.app
             if app is None:
                 from bridge.loader import load_from_config
@@ -437,9 +482,20 @@ class Master:
                     code = APP_LOAD_FAILED      # load_from_config said why on stderr
                     return
             from bridge.server.process import run_worker
-            worker = run_worker(self.listeners, app, self.factory_builder, self.config,
-                                board=self.board, slot_index=slot, max_requests=max_requests,
-                                master_pid=self.pid)
+            booted: list = []
+            try:
+                worker = run_worker(self.listeners, app, self._worker_builder(), self.config,
+                                    board=self.board, slot_index=slot, max_requests=max_requests,
+                                    master_pid=self.pid, on_ready=lambda: booted.append(True))
+            except Exception as exc:
+                if booted:
+                    raise
+                # Before serving: every worker would fail the same way, so say it
+                # once and let the master stop with status 2 (no crash loop).
+                log.error("worker %d cannot start: %s", os.getpid(), exc)
+                log.debug("worker start failure", exc_info=True)
+                code = APP_LOAD_FAILED
+                return
             log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
             code = 0
         except SystemExit as exc:

@@ -31,6 +31,11 @@ setting("idle_timeout", "--idle-timeout", type=float, default=60.0, metavar="SEC
 setting("io_timeout", "--io-timeout", type=float, default=30.0, metavar="SECONDS", commands=S,
         section="server", validate=non_negative,
         help="how long one send or body read may block before the connection is dropped (0: no limit)")
+setting("worker_connections", "--worker-connections", type=int, default=0, metavar="N", commands=S,
+        section="server", validate=non_negative,
+        help="most connections one worker process holds open, idle keep-alive ones included; the rest "
+             "wait in the listen queue (0: half the open-files limit, ulimit -n, leaving the other half "
+             "to the app)")
 setting("max_requests", "--max-requests", type=int, default=0, metavar="N", commands=S,
         section="server", validate=non_negative,
         help="restart a worker after it has served N requests (0: never); limits slow leaks")
@@ -39,7 +44,8 @@ setting("max_requests", "--max-requests", type=int, default=0, metavar="N", comm
 
 setting("preload", "--preload", type=bool, default=False, commands=S, section="processes",
         help="import the app once in the master before forking the workers (copy-on-write memory; "
-             "SIGHUP then restarts workers on the code loaded at start)")
+             "SIGHUP then restarts workers on the code loaded at start); with --user, imported "
+             "with that user's effective ids")
 setting("workers_min", "--workers-min", type=int, metavar="N", commands=S, section="processes",
         validate=positive_int, help="dynamic pool: never fewer worker processes than this (default: --workers)")
 setting("workers_max", "--workers-max", type=int, metavar="N", commands=S, section="processes",
@@ -62,10 +68,11 @@ setting("slowlog", "--slowlog", type=float, default=0.0, metavar="SECONDS", comm
 setting("pid", "--pid", metavar="FILE", commands=S, section="processes",
         help="write the master's process id to FILE (removed on exit)")
 setting("user", "--user", metavar="USER", commands=S, section="processes",
-        help="after binding the sockets, switch to this user (name or uid; needs root)")
+        help="the workers run as this user (name or uid, even one with no passwd entry; needs "
+             "root); the master keeps its own to reopen logs and remove --pid")
 setting("group", "--group", metavar="GROUP", commands=S, section="processes",
-        help="after binding the sockets, switch to this group (default: the user's group); "
-             "a unix socket made by --bind is given to it")
+        help="the workers run as this group (default: the user's group, or the gid equal to a "
+             "numeric --user with no passwd entry); a unix socket made by --bind is given to it")
 
 # -- status page (bridge.server.status) -------------------------------------------
 

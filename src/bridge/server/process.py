@@ -22,6 +22,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.server")
 
 
+#: Signals whose default action would end (or stop) a process that is still
+#: importing the app: blocked by :func:`defer_signals` before anything slow
+#: runs, delivered to :class:`WorkerSignals`' handlers once they are in place.
+DEFERRED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def defer_signals() -> None:
+    """Hold HUP/USR1/TTIN/TTOU pending until the worker's handlers exist (issue 21, item 6).
+
+    Blocking rather than a handler that records: nothing to replay, and the
+    kernel keeps one of each pending, which is all a reopen or a warning
+    needs.  Threads the app starts during its import inherit the mask, so
+    none of them takes the signal with the default action either.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+
+
 class WorkerSignals:
     """TERM/INT: graceful stop (a second INT: at once); QUIT: at once; USR1: reopen logs.
 
@@ -46,6 +64,8 @@ class WorkerSignals:
             self.saved[signum] = signal.signal(signum, self._handle)
         if self.prefork:
             self.saved.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+        # What came during the import (defer_signals) is delivered now, to these handlers.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -66,6 +86,9 @@ class WorkerSignals:
             worker.stop(graceful=True)
 
     def __exit__(self, *exc) -> None:
+        if self.saved:
+            # A late USR1 or HUP while the process winds down must not kill it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
         for signum, handler in self.saved.items():
             signal.signal(signum, handler)
 
