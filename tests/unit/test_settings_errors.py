@@ -128,6 +128,19 @@ def run_bridge(*args, **env):
      "bridge http: --status-allow 'bogus': not an address or network"),
     (("check", "no_such_module_here:app"),
      "bridge check: module 'no_such_module_here' not found (sys.path starts with "),
+    # checked at start-up, still one line with the prefix
+    (("http", "--bind", "127.0.0.1:0", "--user", "nosuchuser", "bridge.demo:app"),
+     "bridge http: --user nosuchuser: no such user"),
+    (("fcgi", "--bind", "127.0.0.1:0", "--group", "nosuchgroup", "bridge.demo:app"),
+     "bridge fcgi: --group nosuchgroup: no such group"),
+    (("fcgi", "--bind", "127.0.0.1:0", "--error-log", "/nonexistent-dir/error.log", "bridge.demo:app"),
+     "bridge fcgi: --error-log /nonexistent-dir/error.log: No such file or directory"),
+    (("http", "--bind", "127.0.0.1:0", "--access-log", "/nonexistent-dir/a.log", "bridge.demo:app"),
+     "bridge http: cannot open --access-log '/nonexistent-dir/a.log': No such file or directory"),
+    (("http", "--bind", "127.0.0.1:0", "--certfile", "/nonexistent-dir/c.pem", "bridge.demo:app"),
+     "bridge http: cannot load --certfile '/nonexistent-dir/c.pem': No such file or directory"),
+    (("http", "--bind", "127.0.0.1:0", "--certfile", "/etc/hostname", "bridge.demo:app"),
+     "bridge http: cannot load --certfile '/etc/hostname': not a usable PEM file"),
 ])
 def test_the_command_says_it_on_one_line_with_its_prefix(args, line):
     proc = run_bridge(*args)
@@ -140,6 +153,23 @@ def test_the_command_says_it_on_one_line_with_its_prefix(args, line):
 def test_an_environment_value_error_has_the_command_prefix_too():
     proc = run_bridge("http", "bridge.demo:app", BRIDGE_THREADS="zero")
     assert (proc.returncode, proc.stderr) == (2, "bridge http: BRIDGE_THREADS: 'zero' is not a whole number\n")
+
+
+def test_a_server_that_served_one_request_says_1_request():
+    import signal
+    import urllib.request
+    from support import Process, free_port, wait_for_port
+    port = free_port()
+    proc = Process(bridge_command("http", "--bind", f"127.0.0.1:{port}", "bridge.demo:app"),
+                   env=bridge_env())
+    try:
+        wait_for_port(port, proc=proc.proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=10) as resp:
+            assert resp.status == 200
+        # (wait_for_port's probe connection sent no request: it is not counted)
+    finally:
+        proc.stop(signal.SIGTERM)
+    assert "Stopped (1 request served)" in proc.output(), proc.output()
 
 
 def test_counts_in_log_lines_are_pluralised():

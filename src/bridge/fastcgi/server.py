@@ -30,6 +30,7 @@ import threading
 import time
 
 from bridge.fastcgi import protocol as fcgi
+from bridge.logtext import counted
 from bridge.wsgi import FileShrank, apply_script_name, call_app, decode_path, encode_headers, make_environ, remove_dot_segments
 
 TYPE_CHECKING = False
@@ -326,8 +327,8 @@ class Handler:
                         log.warning("FastCGI connection from %s: %s", self.peer, exc)
                     else:
                         if self.conn.requests:
-                            log.info("FastCGI connection from %s closed with %d request(s) unanswered",
-                                     self.peer, len(self.conn.requests))
+                            log.info("FastCGI connection from %s closed with %s unanswered",
+                                     self.peer, counted(len(self.conn.requests), "request"))
                 self._abort_running()
                 return False
             try:

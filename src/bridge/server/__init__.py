@@ -84,10 +84,14 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     from bridge.server.listeners import BindError
     from bridge.server.logs import setup_logging
     log = logging.getLogger("bridge.server")
-    setup_logging(config)
+    command = getattr(config, "command", "serve")
+    try:
+        setup_logging(config)
+    except OSError as exc:
+        sys.stderr.write(f"bridge {command}: {exc}\n")
+        return 2
     from bridge.server import malloc
     malloc.tune()       # before forking: the workers inherit it
-    command = getattr(config, "command", "serve")
     scheme = scheme or default_scheme(config)
     if getattr(config, "workers", 1) > 1 or _needs_master(config):
         from bridge.server.master import Master
@@ -108,6 +112,18 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
             return 2
     log_socket_access(listeners, config)
     try:
+        prepare = getattr(factory_builder, "prepare", None)
+        if prepare is not None:
+            # The files the protocol opens (TLS key, access log), as the
+            # master does: a bad path is one line here, not a traceback from
+            # inside the worker.
+            try:
+                prepared = prepare(config)
+            except (OSError, ValueError) as exc:
+                sys.stderr.write(f"bridge {command}: {exc}\n")
+                return 2
+            import functools
+            factory_builder = functools.partial(factory_builder, prepared=prepared)
         from bridge.server.process import run_worker
         from bridge.server.scoreboard import Scoreboard
         threads = getattr(config, "threads", 4)

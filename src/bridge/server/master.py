@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 
+from bridge.logtext import counted
 from bridge.server.listeners import set_socket_file
 from bridge.server.logs import reopen_logs, set_workers_user
 from bridge.server.pidfile import PidFile
@@ -496,7 +497,7 @@ class Master:
                 log.debug("worker start failure", exc_info=True)
                 code = APP_LOAD_FAILED
                 return
-            log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
+            log.debug("worker %d exiting after %s", os.getpid(), counted(worker.state.requests, "request"))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -674,7 +675,7 @@ class Master:
             self.target += 1
             self.grow_after = now + 1.0
             self.idle_since = None
-            log.info("every thread busy (%d): growing the pool to %d workers", busy, self.target)
+            log.info("every thread busy (%d): growing the pool to %s", busy, counted(self.target, "worker"))
             self.board.write_header(target=self.target)
             return
         if capacity - busy >= self.threads and self.target > self.workers_min:
@@ -683,8 +684,8 @@ class Master:
             elif now - self.idle_since >= self.idle_period:
                 self.target -= 1
                 self.idle_since = now
-                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %d workers",
-                         self.idle_period, self.target)
+                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %s",
+                         self.idle_period, counted(self.target, "worker"))
                 self.board.write_header(target=self.target)
         else:
             self.idle_since = None
