@@ -28,7 +28,10 @@ def run(app, **options):
                 import sys
                 sys.stderr.write(f"bridge fcgi: {exc}\n")
                 raise SystemExit(2)
-        return serve_inherited(app, **options)
+        code = serve_inherited(app, **options)
+        if code:    # a setting that cannot work: the process says so too (mod_fcgid logs it)
+            raise SystemExit(code)
+        return code
     if "GATEWAY_INTERFACE" in os.environ:
         from bridge.cgi.gateway import run_cgi
         return run_cgi(app, in_script=True, **options)

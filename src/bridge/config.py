@@ -80,11 +80,13 @@ class Setting:
     def is_flag(self) -> bool:
         return self.type is bool
 
-    def convert(self, raw: Any, origin: str) -> Any:
+    def convert(self, raw: Any, origin: str, *, assigned: bool = False) -> Any:
         """``raw`` as this setting's type, or a :class:`ConfigError` naming ``origin`` and ``raw``.
 
         ``origin`` is where the value came from, as the user wrote it: the
-        flag (``--threads``) or the variable (``BRIDGE_THREADS``).  The
+        flag (``--threads``), the variable (``BRIDGE_THREADS``) or a keyword
+        of a script's ``run()``; ``assigned``: the user wrote ``NAME=value``
+        (a variable, a keyword), so the message does too.  The
         message is in the user's words, never Python's ("invalid literal for
         int() with base 10" tells nobody which option was wrong).
         """
@@ -106,7 +108,7 @@ class Setting:
             try:
                 self.validate(value)
             except ValueError as exc:
-                given = f"{origin}={shown(raw)}" if origin == self.env else f"{origin} {shown(raw)}"
+                given = f"{origin}={shown(raw)}" if assigned else f"{origin} {shown(raw)}"
                 raise ConfigError(f"{given}: {exc}") from None
         return value
 
@@ -217,8 +219,12 @@ class Config:
 
     @classmethod
     def build(cls, command: str, cli_values: Optional[dict] = None,
-              environ: Optional[dict] = None) -> "Config":
-        """Merge command line values (``None`` = not given), environment and defaults."""
+              environ: Optional[dict] = None, *, keywords: bool = False) -> "Config":
+        """Merge command line values (``None`` = not given), environment and defaults.
+
+        ``keywords``: the values are a script's ``run(app, threads=8, ...)``
+        arguments, not flags, and errors name them so.
+        """
         cli_values = cli_values or {}
         environ = os.environ if environ is None else environ
         values = {}
@@ -226,17 +232,19 @@ class Config:
             if command not in s.commands:
                 continue
             given = cli_values.get(s.name)
+            option = f"run(): {s.name}" if keywords else s.option
             if s.multiple:
                 if given:
-                    values[s.name] = [s.convert(v, s.option) for v in given]
+                    values[s.name] = [s.convert(v, option, assigned=keywords) for v in given]
                 elif environ.get(s.env):
-                    values[s.name] = [s.convert(v, s.env) for v in environ[s.env].split(",") if v.strip()]
+                    values[s.name] = [s.convert(v, s.env, assigned=True)
+                                      for v in environ[s.env].split(",") if v.strip()]
                 else:
                     values[s.name] = list(s.default or [])
             elif given is not None:
-                values[s.name] = given if s.is_flag else s.convert(given, s.option)
+                values[s.name] = given if s.is_flag else s.convert(given, option, assigned=keywords)
             elif environ.get(s.env) not in (None, ""):
-                values[s.name] = s.convert(environ[s.env], s.env)
+                values[s.name] = s.convert(environ[s.env], s.env, assigned=True)
             else:
                 values[s.name] = s.default
         return cls(command, values)

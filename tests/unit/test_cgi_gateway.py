@@ -265,6 +265,18 @@ def test_a_script_under_fastcgi_whose_app_is_not_found_is_told_of_its_own_settin
     assert "run(APP, pythonpath=" in proc.stderr and "--chdir" not in proc.stderr
 
 
+def test_a_script_under_fastcgi_with_a_bad_run_keyword_is_told_of_that_keyword():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("bridge.demo:app", threads=0), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stderr) == (2, "bridge fcgi: run(): threads=0: must be at least 1\n")
+
+
 def test_a_stray_print_goes_to_stderr_not_into_the_response(apps):
     r = run_cgi(script("probe:application", pythonpath=[str(apps)]), cgi_env(path=b"/print"))
     assert r.status == "200 OK" and r.json()["PATH_INFO"] == "/print"

@@ -100,6 +100,16 @@ def test_a_value_that_could_hide_in_the_message_is_quoted():
     assert str(caught.value) == "BRIDGE_WORKERS=' 0': must be at least 1"
 
 
+def test_a_scripts_run_keywords_are_named_as_the_script_wrote_them():
+    # run(app, threads=0) under mod_fcgid: the script has no --threads flag.
+    with pytest.raises(ConfigError) as caught:
+        Config.build("fcgi", {"threads": 0}, environ={}, keywords=True)
+    assert str(caught.value) == "run(): threads=0: must be at least 1"
+    with pytest.raises(ConfigError) as caught:
+        Config.build("fcgi", {"threads": "zero"}, environ={}, keywords=True)
+    assert str(caught.value) == "run(): threads: 'zero' is not a whole number"
+
+
 def test_good_values_still_convert():
     config = Config.build("fcgi", {"socket_mode": "0660", "fcgi_max_params": "64k", "threads": "8",
                                    "timeout": "2.5", "log_level": "debug"},
@@ -133,6 +143,8 @@ def run_bridge(*args, **env):
      "bridge http: --user nosuchuser: no such user"),
     (("fcgi", "--bind", "127.0.0.1:0", "--group", "nosuchgroup", "bridge.demo:app"),
      "bridge fcgi: --group nosuchgroup: no such group"),
+    (("fcgi", "--bind", "127.0.0.1:0", "--user", "no such\x1b[2J", "bridge.demo:app"),
+     "bridge fcgi: --user 'no such\\x1b[2J': no such user"),
     (("fcgi", "--bind", "127.0.0.1:0", "--error-log", "/nonexistent-dir/error.log", "bridge.demo:app"),
      "bridge fcgi: --error-log /nonexistent-dir/error.log: No such file or directory"),
     (("http", "--bind", "127.0.0.1:0", "--access-log", "/nonexistent-dir/a.log", "bridge.demo:app"),

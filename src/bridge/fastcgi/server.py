@@ -892,7 +892,7 @@ def serve_inherited(app: Callable, **options: Any) -> int:
     from bridge.server import serve
     from bridge.server.listeners import BindError, inherited_listeners
     try:
-        config = Config.build("fcgi", options)
+        config = Config.build("fcgi", options, keywords=True)
         listeners = inherited_listeners()
     except (ConfigError, BindError) as exc:
         import sys
