@@ -297,6 +297,13 @@ def test_bridge_cgi_command_with_a_bad_app_still_answers_500():
     assert "no_such_module" in r.stderr
 
 
+def test_bridge_cgi_with_a_bad_setting_found_by_a_hook_answers_500_and_one_line():
+    r = run_cgi([sys.executable, "-m", "bridge", "cgi", "--gzip", "--gzip-types", "bad type",
+                 "bridge.demo:app"], cgi_env())
+    assert r.status == "500 Internal Server Error"
+    assert r.stderr == "bridge cgi: --gzip-types: gzip type 'bad type' is not type/subtype (type/* and type/*+suffix allowed)\n"
+
+
 def test_bridge_cgi_outside_a_web_server_explains_and_exits_2():
     env = {k: v for k, v in cgi_env().items() if k != b"GATEWAY_INTERFACE"}
     proc = subprocess.run([sys.executable, "-m", "bridge", "cgi", "bridge.demo:app"], env=env,

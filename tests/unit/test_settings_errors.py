@@ -143,6 +143,13 @@ def run_bridge(*args, **env):
      "bridge http: --user nosuchuser: no such user"),
     (("fcgi", "--bind", "127.0.0.1:0", "--group", "nosuchgroup", "bridge.demo:app"),
      "bridge fcgi: --group nosuchgroup: no such group"),
+    (("http", "--bind", "127.0.0.1:0", "--gzip", "--gzip-types", "bad type", "bridge.demo:app"),
+     "bridge http: --gzip-types: gzip type 'bad type' is not type/subtype"),
+    (("fcgi", "--bind", "127.0.0.1:0", "--fcgi-web-server-addrs", "bogus", "bridge.demo:app"),
+     "bridge fcgi: --fcgi-web-server-addrs: 'bogus' is not an IP address or network"),
+    (("fcgi", "--bind", "127.0.0.1:0", "--workers", "2", "--fcgi-web-server-addrs", "10.0.0.0/99",
+      "bridge.demo:app"),
+     "bridge fcgi: --fcgi-web-server-addrs: '10.0.0.0/99' is not an IP address or network"),
     (("fcgi", "--bind", "127.0.0.1:0", "--user", "no such\x1b[2J", "bridge.demo:app"),
      "bridge fcgi: --user 'no such\\x1b[2J': no such user"),
     (("fcgi", "--bind", "127.0.0.1:0", "--error-log", "/nonexistent-dir/error.log", "bridge.demo:app"),
@@ -160,6 +167,13 @@ def test_the_command_says_it_on_one_line_with_its_prefix(args, line):
     assert proc.stderr.startswith(line), proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "usage:" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_fcgi_web_server_addrs_variable_is_one_line_before_serving():
+    proc = run_bridge("fcgi", "--bind", "127.0.0.1:0", "bridge.demo:app",
+                      FCGI_WEB_SERVER_ADDRS="127.0.0.1,nope")
+    assert (proc.returncode, proc.stderr) == (
+        2, "bridge fcgi: FCGI_WEB_SERVER_ADDRS: 'nope' is not an IP address or network\n")
 
 
 def test_an_environment_value_error_has_the_command_prefix_too():

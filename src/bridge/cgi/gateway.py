@@ -159,8 +159,9 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
         try:
             wsgi_app = _load(app, pythonpath, chdir, config, in_script)
         except Exception as exc:
+            from bridge.config import ConfigError    # the error path only: no cost per request
             from bridge.loader import AppLoadError
-            if isinstance(exc, AppLoadError):
+            if isinstance(exc, (AppLoadError, ConfigError)):
                 message = f"bridge cgi: {exc}"
             else:
                 import traceback
