@@ -297,6 +297,9 @@ def both_workers_serve(port: int, pid: int) -> set:
             return set()
         return {w["pid"] for w in json.loads(answer[1])["processes"] if w["state"] == "ready"}
     seen = wait_for(lambda: len(ready()) == 2 and ready(), what="both workers ready")
+    # After a reload the old generation may still be finishing its graceful
+    # stop: wait for it to leave, then no other child may be there.
+    wait_for(lambda: children(pid) <= seen, timeout=15, what="only the ready workers left")
     assert seen == children(pid)
     return seen
 
