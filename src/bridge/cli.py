@@ -97,7 +97,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
 
-
 def fail(command: str, message: str) -> int:
     """Say what is wrong on one line with the one prefix, ``bridge COMMAND:``; exit status 2."""
     sys.stderr.write(f"bridge {command}: {message}\n")

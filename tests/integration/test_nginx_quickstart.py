@@ -25,7 +25,7 @@ import pytest
 from support import Process, bridge_env, free_port, public_tmpdir, require_binary, wait_for_path
 from support.doc_commands import doc_command, doc_commands, shlex_bridge_argv
 from support.fastcgi import wait_for_unix_socket
-from support.nginx import include_file, start_nginx
+from support.nginx import start_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = "docs/nginx.md"
