@@ -87,7 +87,9 @@ def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]"
         except Exception as exc:
             raise AppLoadError(_with_traceback(f"factory {module_name}:{attr}() raised {type(exc).__name__}: {exc}")) from None
     if not callable(obj):
-        raise AppLoadError(f"{spec} is a {type(obj).__name__}, not a callable WSGI application")
+        kind = type(obj).__name__
+        raise AppLoadError(f"{spec} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}, "
+                           f"not a callable WSGI application")
     return obj
 
 
