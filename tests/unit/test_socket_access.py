@@ -79,6 +79,17 @@ def test_mode_0666_may_connect_but_not_through_a_closed_directory(sockdir):
     assert level == "warning" and f"it may not enter {sockdir} (mode 0700, owner root:root)" in text
 
 
+def test_mode_0666_in_a_0750_directory_of_the_web_servers_group_may_connect(sockdir):
+    # docs/nginx.md's other way: the directory keeps everyone else out.
+    os.chown(sockdir, -1, web_user().pw_gid)
+    os.chmod(sockdir, 0o750)
+    [(level, text)] = report(sockdir, mode=0o666)
+    assert level == "info" and text.endswith(" may connect"), text
+    os.chown(sockdir, -1, 0)
+    [(level, text)] = report(sockdir, mode=0o666)
+    assert level == "warning" and f"it may not enter {sockdir} (mode 0750" in text
+
+
 def test_root_with_a_unix_socket_and_no_user_is_warned_once(sockdir, monkeypatch):
     monkeypatch.setattr(listeners_module.os, "geteuid", lambda: 0)
     lines = report(sockdir, mode=0o666, user=None)
