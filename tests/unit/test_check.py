@@ -78,6 +78,7 @@ def test_every_violation_of_one_call_is_reported_not_just_the_first():
     ("abc OK", "three-digit code"),
     ("200 ", "three-digit code"),
     ("700 Beyond", "outside 100-599"),
+    ("103 Early Hints", "informational (1xx)"),
     ("200 \u20ac", "not latin-1"),
 ])
 def test_status_problems(status, fragment):

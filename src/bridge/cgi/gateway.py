@@ -18,7 +18,8 @@ only when the app is given by name, ``traceback`` only on failure.
 import os
 import sys
 
-from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ, remove_dot_segments
+from bridge.wsgi import (AmbiguousPath, BoundedInput, InputStream, call_app, encode_headers, make_environ,
+                         refuse_ambiguous_path, remove_dot_segments)
 
 # Annotations that name typing's types are strings, and there is no
 # `from __future__ import annotations`: that line imports the __future__
@@ -182,7 +183,10 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
         if "/." in env["PATH_INFO"]:
             # Apache and nginx normalise before they route; a server that
             # did not must not let a mount route differently (RFC 3986 §5.2.4).
-            env["PATH_INFO"] = remove_dot_segments(env["PATH_INFO"])
+            try:
+                env["PATH_INFO"] = remove_dot_segments(env["PATH_INFO"])
+            except AmbiguousPath:
+                wsgi_app = refuse_ambiguous_path
         if script_name:
             from bridge.wsgi import apply_script_name
             apply_script_name(env, script_name)

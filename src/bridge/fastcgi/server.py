@@ -32,7 +32,8 @@ import time
 
 from bridge.fastcgi import protocol as fcgi
 from bridge.logtext import counted
-from bridge.wsgi import FileShrank, apply_script_name, call_app, decode_path, encode_headers, make_environ, remove_dot_segments
+from bridge.wsgi import (AmbiguousPath, FileShrank, apply_script_name, call_app, decode_path, encode_headers,
+                         make_environ, refuse_ambiguous_path, remove_dot_segments)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -121,7 +122,9 @@ def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> 
       SCRIPT_NAME, for mounts the web server cannot describe.
 
     Either way PATH_INFO has no dot segments (RFC 3986 §5.2.4), so bridge
-    routes on the path the web server routed on.
+    routes on the path the web server routed on; a path whose ``..``
+    follows ``//`` raises :class:`bridge.wsgi.AmbiguousPath` (the web
+    server may have merged the slashes or not: answered 400).
     """
     path_info = environ.get("PATH_INFO")
     if path_info is not None and "/." in path_info:
@@ -309,6 +312,12 @@ class Handler:
         self.exchange = Exchange(self, True)   # the transport of inline requests, reused
 
     # ---- the Worker's interface ----------------------------------------
+
+    @property
+    def holds_request(self) -> bool:
+        """A request has begun (records of it arrived) or runs: closing the
+        connection to make room would drop it (see Worker._make_room)."""
+        return bool(self.conn.requests) or bool(self.pending) or self.tasks > 0
 
     def on_readable(self) -> bool:
         try:
@@ -546,7 +555,12 @@ class Handler:
         server = self.server
         exchange.start(request)
         params = request.params
-        fix_script_name_and_path_info(params, server.script_name)
+        app = server.app
+        try:
+            fix_script_name_and_path_info(params, server.script_name)
+        except AmbiguousPath:
+            app = refuse_ambiguous_path
+            params.setdefault("PATH_INFO", "")
         errors = _LogErrors() if server.errors_to_log else exchange
         environ = make_environ(
             params,
@@ -564,7 +578,7 @@ class Handler:
         state = self.state
         state.request_started(environ)
         try:
-            call_app(server.app, environ, exchange)
+            call_app(app, environ, exchange)
         finally:
             state.request_finished()
             exchange.request = None

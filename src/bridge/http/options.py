@@ -22,6 +22,10 @@ setting("body_spool_threshold", "--body-spool-threshold", default=1 << 20, type=
         commands=HTTP, section="http", metavar="BYTES",
         help="a request body is received before the app runs: up to this size in memory, a bigger one in "
              "an unlinked temporary file (k/M/G suffixes)")
+setting("body_memory", "--body-memory", default=64 << 20, type=size, validate=non_negative,
+        commands=HTTP, section="http", metavar="BYTES",
+        help="request bodies one worker process keeps in memory, all connections together; past it a "
+             "body goes to its temporary file even below --body-spool-threshold (k/M/G suffixes)")
 setting("stream_request_body", "--stream-request-body", default=False, type=bool, commands=HTTP,
         section="http",
         help="let the app read request bodies from the socket as they arrive instead (large uploads "

@@ -42,7 +42,7 @@ from bridge.http.protocol import (
     REASONS, RemoteProtocolError, Request,
 )
 from bridge.logtext import escape
-from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
+from bridge.wsgi import AmbiguousPath, FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -292,6 +292,12 @@ class HTTPConnection:
 
     # ---- the Worker's interface
 
+    @property
+    def holds_request(self) -> bool:
+        """A request head has arrived and its body is being received: closing
+        the connection to make room would drop it (see Worker._make_room)."""
+        return self.body is not None
+
     def on_readable(self) -> bool:
         if self.closed:
             return False
@@ -371,7 +377,7 @@ class HTTPConnection:
                 if (event.chunked or event.content_length) and not self.ctx.stream_body:
                     # Received here, between readable events, before the app
                     # runs: a slow client never holds a pool thread.
-                    self.body = ReceivedBody(self.ctx.spool_threshold)
+                    self.body = ReceivedBody(self.ctx.spool_threshold, self.ctx.body_memory)
                     self.body_request = event
                     timeout = self.ctx.body_timeout
                     self.body_deadline = _monotonic() + timeout if timeout else None
@@ -464,7 +470,12 @@ class HTTPConnection:
         state = self.state
         if state is not None and not state.accepting:
             conn.close_after_response()     # the worker is stopping
-        env = self._environ(request)
+        try:
+            env = self._environ(request)
+        except AmbiguousPath as exc:
+            # Routed on neither reading (see remove_dot_segments): refused.
+            self._reject(RemoteProtocolError(str(exc), 400))
+            return False
         if self.tls is not None:
             env.update(self.tls.environ())
         if body is not None:
