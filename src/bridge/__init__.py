@@ -33,8 +33,8 @@ def run(app, **options):
             raise SystemExit(code)
         return code
     if "GATEWAY_INTERFACE" in os.environ:
-        from bridge.cgi.gateway import run_cgi
-        return run_cgi(app, in_script=True, **options)
+        from bridge.cgi.gateway import run_script
+        return run_script(app, **options)
     import sys
     sys.stderr.write(
         "bridge.run(): this script is a CGI/FastCGI program and was started from neither.\n"

@@ -171,6 +171,21 @@ def load_declarations() -> dict:
     return SETTINGS
 
 
+def unknown_keywords(names: Iterable[str], command: Optional[str] = None) -> Optional[str]:
+    """One line for the first of a script's ``run()`` keywords that is no setting, or None.
+
+    ``command``: only that command's settings count (None: any command's).
+    A typo named with the nearest setting, as ``threads`` for ``thread``.
+    """
+    declared = [s.name for s in load_declarations().values() if command is None or command in s.commands]
+    for name in names:
+        if name not in declared:
+            import difflib
+            close = difflib.get_close_matches(name, declared, n=1)
+            return f"run(): no setting named {name!r}{f' (did you mean {close[0]}?)' if close else ''}"
+    return None
+
+
 # Validators and types shared by several options modules.
 
 def positive_int(value: int) -> None:
@@ -247,6 +262,10 @@ class Config:
                 values[s.name] = s.convert(environ[s.env], s.env, assigned=True)
             else:
                 values[s.name] = s.default
+        if keywords:
+            problem = unknown_keywords(cli_values, command)
+            if problem:
+                raise ConfigError(problem)
         return cls(command, values)
 
 

@@ -277,6 +277,32 @@ def test_a_script_under_fastcgi_with_a_bad_run_keyword_is_told_of_that_keyword()
     assert (proc.returncode, proc.stderr) == (2, "bridge fcgi: run(): threads=0: must be at least 1\n")
 
 
+def test_a_script_with_fastcgi_settings_in_run_still_answers_under_cgi():
+    # The same script serves mod_fcgid: run(app, threads=8) was a TypeError
+    # under CGI, before any output (Apache: End of script output before headers).
+    r = run_cgi(script("bridge.demo:app", threads=8, fcgi_max_params="64k"), cgi_env(path=b"/hello"))
+    assert r.status == "200 OK" and r.body == b"Hello, world!\n"
+
+
+def test_a_script_with_a_run_keyword_that_is_no_setting_answers_500_and_names_it():
+    r = run_cgi(script("bridge.demo:app", thread=8), cgi_env(path=b"/hello"))
+    assert r.status == "500 Internal Server Error"
+    assert r.stderr == "bridge cgi: run(): no setting named 'thread' (did you mean threads?)\n"
+
+
+def test_a_script_under_fastcgi_with_a_run_keyword_that_is_no_setting_exits_2():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("bridge.demo:app", thread=8), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stderr) == (
+        2, "bridge fcgi: run(): no setting named 'thread' (did you mean threads?)\n")
+
+
 def test_a_stray_print_goes_to_stderr_not_into_the_response(apps):
     r = run_cgi(script("probe:application", pythonpath=[str(apps)]), cgi_env(path=b"/print"))
     assert r.status == "200 OK" and r.json()["PATH_INFO"] == "/print"

@@ -208,6 +208,33 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     return 0
 
 
+#: The keywords of ``run()`` the CGI gateway itself takes (see :func:`run_script`).
+CGI_KEYWORDS = frozenset(("stdin", "stdout", "stderr", "environ", "script_name", "pythonpath",
+                          "chdir", "config"))
+
+
+def run_script(app: "Union[str, Callable]", **options) -> int:
+    """``bridge.run(app, ...)`` in a cgi-bin script started as CGI.
+
+    The same script serves FastCGI under mod_fcgid, so its ``run()`` may
+    carry settings of the server (``threads=8``): they mean nothing for one
+    request and are left out, instead of a TypeError before any output
+    (Apache's bare "End of script output before headers").  A keyword that
+    is no setting at all gets a 500 and one line naming it, with the nearest
+    setting for a typo.
+    """
+    extra = [name for name in options if name not in CGI_KEYWORDS]
+    if extra:
+        from bridge.config import unknown_keywords
+        problem = unknown_keywords(extra)
+        if problem:
+            out = options.get("stdout") or sys.stdout.buffer
+            write_error_response(out, f"bridge cgi: {problem}", options.get("stderr"))
+            return 0
+        options = {name: value for name, value in options.items() if name in CGI_KEYWORDS}
+    return run_cgi(app, in_script=True, **options)
+
+
 NOT_CGI = (
     "bridge cgi: GATEWAY_INTERFACE is not set, so this is not a CGI request.\n"
     "  Run it from a web server (Apache ScriptAlias, see docs/cgi.md), or try one request by hand:\n"
