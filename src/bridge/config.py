@@ -177,12 +177,16 @@ def unknown_keywords(names: Iterable[str], command: Optional[str] = None) -> Opt
     ``command``: only that command's settings count (None: any command's).
     A typo named with the nearest setting, as ``threads`` for ``thread``.
     """
-    declared = [s.name for s in load_declarations().values() if command is None or command in s.commands]
+    settings = load_declarations()
+    declared = [s.name for s in settings.values() if command is None or command in s.commands]
     for name in names:
-        if name not in declared:
-            import difflib
-            close = difflib.get_close_matches(name, declared, n=1)
-            return f"run(): no setting named {name!r}{f' (did you mean {close[0]}?)' if close else ''}"
+        if name in declared:
+            continue
+        if name in settings:
+            return f"run(): {name} is not a setting of bridge {command}"
+        import difflib
+        close = difflib.get_close_matches(name, declared, n=1)
+        return f"run(): no setting named {name!r}{f' (did you mean {close[0]}?)' if close else ''}"
     return None
 
 

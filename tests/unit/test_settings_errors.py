@@ -110,6 +110,15 @@ def test_a_scripts_run_keywords_are_named_as_the_script_wrote_them():
     assert str(caught.value) == "run(): threads: 'zero' is not a whole number"
 
 
+def test_a_scripts_run_keyword_that_is_no_setting_of_the_command_is_named():
+    with pytest.raises(ConfigError) as caught:
+        Config.build("fcgi", {"thread": 8}, environ={}, keywords=True)
+    assert str(caught.value) == "run(): no setting named 'thread' (did you mean threads?)"
+    with pytest.raises(ConfigError) as caught:
+        Config.build("fcgi", {"access_log": "/x"}, environ={}, keywords=True)
+    assert str(caught.value) == "run(): access_log is not a setting of bridge fcgi"
+
+
 def test_good_values_still_convert():
     config = Config.build("fcgi", {"socket_mode": "0660", "fcgi_max_params": "64k", "threads": "8",
                                    "timeout": "2.5", "log_level": "debug"},
