@@ -197,6 +197,11 @@ def _check_headers(headers: "Any") -> "tuple":
                 raise WSGIError(f"invalid header name {name!r}")
             if name.lower() in HOP_BY_HOP:
                 raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")
+            if len(name) == 6 and name.lower() == "status":
+                # RFC 3875 §6.3.3: under CGI/FastCGI this field *is* the status;
+                # the app's own would be a second one on the wire.
+                raise WSGIError(f"header {name!r} is the gateway's (the CGI Status line); "
+                                "give the status to start_response")
             if len(_valid_names) < 512:
                 _valid_names.add(name)
         if "\n" in value or "\r" in value or "\0" in value:

@@ -413,6 +413,15 @@ def test_a_hop_by_hop_header_from_the_app_is_a_500(name):
     assert "hop-by-hop" in log
 
 
+@pytest.mark.parametrize("name", ["Status", "status", "STATUS"])
+def test_a_status_header_from_the_app_is_a_500_never_a_second_cgi_status_line(name):
+    """Under CGI and FastCGI a ``Status:`` field *is* the response status (RFC 3875 §6.3.3):
+    an app's own would be a second one on the wire, and the web server picks one of them."""
+    t, _, log = run(simple(headers=[("Content-Type", "text/plain"), (name, "200 OK")]))
+    assert t.status == "500 Internal Server Error"
+    assert "Status" in log and "start_response" in log
+
+
 class Lookalike(str):
     """A str that claims to equal (and hashes like) a header already checked."""
 
