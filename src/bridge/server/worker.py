@@ -83,6 +83,8 @@ import socket
 import threading
 import time
 
+from bridge.logtext import counted
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -467,8 +469,8 @@ class Worker:
             self._wake()
 
     def _max_requests_reached(self) -> None:
-        self.log.info("worker %d served %d requests (--max-requests): restarting",
-                      os.getpid(), self.state.requests)
+        self.log.info("worker %d served %s (--max-requests): restarting",
+                      os.getpid(), counted(self.state.requests, "request"))
         self.stop(graceful=True)
 
     def _wake(self) -> None:
@@ -878,8 +880,8 @@ class Worker:
             return True
         if self.graceful_timeout is not None and \
                 _monotonic() - self._stopping_since >= self.graceful_timeout:
-            self.log.warning("graceful timeout (%ss): abandoning %d request(s) in flight",
-                             self.graceful_timeout, in_hand)
+            self.log.warning("graceful timeout (%ss): abandoning %s in flight",
+                             self.graceful_timeout, counted(in_hand, "request"))
             return True
         return False
 
