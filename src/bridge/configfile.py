@@ -149,8 +149,8 @@ def expected(s) -> str:
 def from_toml(s, value: Any, where: str) -> Any:
     """A TOML value as the setting ``s`` holds it; ``where`` is ``FILE: key`` for the message."""
     if s.multiple:
-        return [s.convert(scalar(s, item, where), where) for item in items_of(s, value, where)]
-    return s.convert(scalar(s, value, where), where) if s.type is not bool else scalar(s, value, where)
+        return [s.convert(scalar(s, item, where), where, assigned=True) for item in items_of(s, value, where)]
+    return s.convert(scalar(s, value, where), where, assigned=True) if s.type is not bool else scalar(s, value, where)
 
 
 def items_of(s, value: Any, where: str) -> list:

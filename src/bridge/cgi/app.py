@@ -122,11 +122,15 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
                       f"(last to {escape(location)}); giving up (500)")
         return _plain(start_response, "500 Internal Server Error")
     from bridge.middleware.mount import ROOT_KEY
-    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, InternalRedirect, decode_path, remove_dot_segments
+    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, AmbiguousPath, InternalRedirect, decode_path, remove_dot_segments
     import io
     uri = location.partition("#")[0]
     raw_path, _, query = uri.partition("?")
-    path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
+    try:
+        path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
+    except AmbiguousPath:
+        _log(environ, f"bridge: CGI local redirect to {escape(location)} has '..' after '//'; refused (502)")
+        return _plain(start_response, "502 Bad Gateway")
     whole_stack = environ.get(INTERNAL_REDIRECT_ROOT)
     mount_root = environ.get(ROOT_KEY)
     if whole_stack is not None:
