@@ -151,3 +151,20 @@ def test_any_failure_reading_the_file_on_hup_is_logged_and_the_master_carries_on
     m._reread_settings()
     assert m.threads == 2
     assert any("unexpected; the settings in force are kept" in r.getMessage() for r in caplog.records)
+
+
+def test_the_pool_totals_survive_a_new_scoreboard_and_the_old_workers_exits():
+    from bridge.server.scoreboard import Scoreboard
+    old = Scoreboard(4, 2)
+    a, b = old.claim(101, 1), old.claim(102, 1)
+    for index in (a, b):
+        slot = old.slot(index)
+        slot.request_started(0, 1.0, {"REQUEST_METHOD": "GET", "PATH_INFO": "/"})
+        slot.request_finished(0)
+    old.release(a)                                   # gone before the HUP
+    new = Scoreboard(4, 5)
+    new.carry_over(old)
+    old.release(b, into=new)                         # gone after it
+    header, (total, counts) = new.header(), new.histogram()
+    assert (header["gone_requests"], header["worker_exits"], sum(counts)) == (2, 2, 2)
+    assert new.threads == 5

@@ -489,19 +489,13 @@ class Master:
 
     def _new_board(self) -> None:
         """A scoreboard for a new thread count: the old workers keep theirs until they are gone."""
-        header = self.board.header()
         board = Scoreboard(self._slots_needed(), self.threads)
-        board.write_header(**header)
+        board.carry_over(self.board)
         self.board = board
 
     def _release(self, w: WorkerProc) -> None:
         """Free a gone worker's slot; its counts go to the pool's totals (the current board's)."""
-        info = w.board.release(w.slot)
-        if w.board is not self.board:
-            h = self.board.header()
-            self.board.write_header(gone_requests=h["gone_requests"] + info["requests"],
-                                    gone_accepted=h["gone_accepted"] + info["accepted"],
-                                    gone_slow=h["gone_slow"] + info["slow"])
+        w.board.release(w.slot, into=self.board)
 
     def _reprepare(self) -> None:
         """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
