@@ -15,9 +15,17 @@ def run(app, **options):
     message saying how to run the script.  ``app`` is the WSGI callable or
     its name (``"module:callable"``): by name, a failure to import it still
     answers 500 under CGI instead of killing the script before any output.
+
+    ``warm=True`` (CGI only, the app by name): relay each request to a
+    FastCGI daemon that keeps the app loaded, started by the first request
+    (:mod:`bridge.warm`; ``warm_dir``, ``warm_idle``, ``warm_threads``).
+    Started with a listening socket on fd 0 the script serves FastCGI as
+    always, so it also runs under mod_fcgid and ``cgi-fcgi``.
     """
     import os
     if _fd0_is_listening_socket():
+        for key in ("warm", "warm_dir", "warm_idle", "warm_threads"):
+            options.pop(key, None)
         from bridge.fastcgi.server import serve_inherited
         if isinstance(app, str):   # by name: load it now; a failure exits 2 with one line
             from bridge.loader import AppLoadError, load_app
@@ -29,6 +37,9 @@ def run(app, **options):
                 raise SystemExit(2)
         return serve_inherited(app, **options)
     if "GATEWAY_INTERFACE" in os.environ:
+        if options.get("warm"):
+            from bridge.warm import serve
+            return serve(app, **options)
         from bridge.cgi.gateway import run_cgi
         return run_cgi(app, **options)
     import sys
@@ -60,6 +71,11 @@ def main(argv=None) -> int:
         if not any(key.startswith("BRIDGE_") for key in os.environ):
             from bridge.cgi.gateway import serve_one
             return serve_one(args[1])
+    if len(args) == 3 and args[:2] == ["cgi", "--warm"] and not args[2].startswith("-"):
+        import os
+        if not any(key.startswith("BRIDGE_") for key in os.environ):
+            from bridge.warm import serve
+            return serve(args[2], warm=True)
     from bridge.cli import main as cli_main
     return cli_main(args)
 

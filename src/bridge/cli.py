@@ -77,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          f"e.g. bridge.demo:app)\n")
         return 2
     module_name, func, _ = RUNNERS[command]
+    if command == "cgi" and getattr(config, "warm", False):
+        module_name, func = "bridge.warm", "main"
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
     try:
