@@ -46,3 +46,29 @@ def stop_daemons(warm_dir) -> None:
         except ProcessLookupError:
             pass
     wait_for_daemons(warm_dir, 0, timeout=5.0)
+
+
+def make_warm(script, warm_dir, **options) -> None:
+    """Turn a cgi-bin script's last ``run(...)`` call into ``run(..., warm=True, warm_dir=...)``."""
+    from pathlib import Path
+    path = Path(script)
+    lines = path.read_text().splitlines(keepends=True)
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].rstrip("\n")
+        if line.startswith("run(") and line.endswith(")"):
+            extra = "".join(f", {k}={v!r}" for k, v in {"warm": True, "warm_dir": str(warm_dir), **options}.items())
+            lines[i] = line[:-1] + extra + ")\n"
+            path.write_text("".join(lines))
+            return
+    raise ValueError(f"{script} has no run(...) line")
+
+
+def private_dir_for(path, user: str = "www-data"):
+    """A mode-700 directory owned by ``user`` (where Apache's scripts keep their daemons)."""
+    import pwd
+    from pathlib import Path
+    entry = pwd.getpwnam(user)
+    path = Path(path)
+    path.mkdir(mode=0o700)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
