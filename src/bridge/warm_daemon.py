@@ -285,6 +285,9 @@ def _report(fd: "Optional[int]", message: str) -> None:
 
 def main(argv: "Optional[list]" = None) -> int:
     args = parse_args(argv)
+    # stdout is the log file: a stray print() of the app lands there, a line
+    # at a time (block buffering would hold it until the daemon exits).
+    sys.stdout.reconfigure(line_buffering=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s [{os.getpid()}] %(levelname)s %(message)s")
     log.info("starting for %s (socket %s)", args.app, args.socket)
