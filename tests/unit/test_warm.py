@@ -298,3 +298,12 @@ def test_the_daemon_refuses_a_connection_from_another_uid():
         _, err = daemon.communicate(timeout=30)
         shutil.rmtree(tmp_path, ignore_errors=True)
     assert "refused a connection from uid 65534" in err.decode()
+
+
+def test_the_docs_option_table_is_the_generated_one():
+    from bridge.config import option_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cgi.md").read_text()
+    start = doc.index("<!-- generated from src/bridge/warm_options.py")
+    table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->", start)]
+    generated = option_table().splitlines()
+    assert table.splitlines() == generated[:2] + [row for row in generated if row.startswith("| `--warm")]
