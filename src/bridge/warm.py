@@ -250,7 +250,7 @@ def script_path() -> str:
 class Place:
     """The files of one app's daemon in the private directory: socket, lock, log, marker."""
 
-    __slots__ = ("dir", "key", "socket", "lock", "log", "marker")
+    __slots__ = ("dir", "key", "socket", "lock", "log", "marker", "died")
 
     def __init__(self, directory: str, key: str) -> None:
         self.dir = directory
@@ -260,6 +260,7 @@ class Place:
         self.lock = base + ".lock"
         self.log = base + ".log"
         self.marker = base + ".failed"
+        self.died = base + ".died"
 
 
 # --------------------------------------------------------------------------
@@ -324,7 +325,8 @@ def _send_body(sock: "_socket.socket", environ: "dict") -> None:
     sock.sendall(encode_record(STDIN))
 
 
-def relay(sock: "_socket.socket", environ: "Optional[dict]" = None) -> int:
+def relay(sock: "_socket.socket", environ: "Optional[dict]" = None,
+          place: "Optional[Place]" = None) -> int:
     """Send this CGI request over ``sock``, copy the response out; 0 (Apache has its answer).
 
     The daemon reads the whole body before the app runs, so sending all of
@@ -332,7 +334,9 @@ def relay(sock: "_socket.socket", environ: "Optional[dict]" = None) -> int:
     arrives (a streaming app streams), STDERR to fd 2.  The connection
     ending before END_REQUEST means the daemon died: a 502 if nothing was
     sent yet, else the response stays cut short, which is how the web
-    server and the client learn it was incomplete.
+    server and the client learn it was incomplete.  Two such deaths within
+    RETRY_AFTER seconds (``place`` keeps the count) are a crash loop: plain
+    CGI for a while, as when the daemon cannot start.
     """
     environ = os.environb if environ is None else environ
     started = False
@@ -378,7 +382,16 @@ def relay(sock: "_socket.socket", environ: "Optional[dict]" = None) -> int:
                   b" (it died or was killed); " + (b"response cut short\n" if started else b"502\n"))
     if not started:
         _write_all(1, BAD_GATEWAY)
+    if place is not None:
+        _note_death(place)
     return 0
+
+
+def _note_death(place: "Place") -> None:
+    if _recently_failed(place.died):
+        _log_fallback(place.marker, f"the daemon died during two requests within {RETRY_AFTER:.0f} s "
+                                    f"(a crash loop?), see {place.log}")
+    _touch(place.died, "died\n")
 
 
 # --------------------------------------------------------------------------
@@ -412,22 +425,37 @@ def _recently_failed(marker: str) -> bool:
         st = os.lstat(marker)
     except OSError:
         return False
-    return st.st_uid == os.getuid() and time.time() - st.st_mtime < RETRY_AFTER
+    return (st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid()
+            and time.time() - st.st_mtime < RETRY_AFTER)
 
 
 def _note_failure(marker: str, reason: str) -> bool:
     """Record the failure in ``marker``; False when it was recorded recently (do not log again)."""
     if _recently_failed(marker):
         return False
+    _touch(marker, reason + "\n")
+    return True
+
+
+def _touch(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` if it is (or becomes) a regular file of this uid; else nothing.
+
+    O_NONBLOCK and the fstat: a FIFO or another user's file planted at a
+    /tmp path neither blocks the script nor receives the text.
+    """
     try:
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, reason.encode("utf-8", "replace") + b"\n")
-        finally:
-            os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid():
+            os.ftruncate(fd, 0)
+            os.write(fd, text.encode("utf-8", "replace"))
     except OSError:
         pass
-    return True
+    finally:
+        os.close(fd)
 
 
 def daemon_environ() -> dict:
@@ -572,8 +600,8 @@ def start_or_wait(place: Place, app: str, script: str, options: dict) -> "_socke
 # entry points
 
 
-def warm_connection(app: str, options: dict) -> "_socket.socket":
-    """A connection to this app's daemon, started if need be; WarmUnavailable if none can be had."""
+def warm_connection(app: str, options: dict) -> tuple:
+    """``(connection, place)`` for this app's daemon, started if need be; WarmUnavailable if none."""
     pythonpath = [os.path.abspath(p) for p in options.get("pythonpath") or ()]
     script = script_path()
     directory = private_dir(options.get("warm_dir"))
@@ -582,9 +610,9 @@ def warm_connection(app: str, options: dict) -> "_socket.socket":
         raise WarmUnavailable(f"the socket path {place.socket} is too long for a unix socket")
     try:
         sock = connect(place.socket)
-        if sock is not None:
-            return sock
-        return start_or_wait(place, app, script, options)
+        if sock is None:
+            sock = start_or_wait(place, app, script, options)
+        return sock, place
     except WarmUnavailable as exc:
         exc.marker = place.marker
         raise
@@ -605,14 +633,14 @@ def serve(app: "Union[str, Callable]", **options) -> int:
                             "so the daemon can load it; serving as plain CGI")
     else:
         try:
-            sock = warm_connection(app, options)
+            sock, place = warm_connection(app, options)
         except WarmUnavailable as exc:
             if str(exc):
                 _log_fallback(getattr(exc, "marker", None) or _spare_marker(app), str(exc))
         except OSError as exc:       # fork, pipe, ...: anything the OS refuses
             _log_fallback(_spare_marker(app), f"cannot start the daemon: {exc}")
         else:
-            return relay(sock)
+            return relay(sock, place=place)
     from bridge.cgi.gateway import run_cgi
     return run_cgi(app, **_gateway_options(options))
 

@@ -307,3 +307,24 @@ def test_the_docs_option_table_is_the_generated_one():
     table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->", start)]
     generated = option_table().splitlines()
     assert table.splitlines() == generated[:2] + [row for row in generated if row.startswith("| `--warm")]
+
+
+def _killed_during_a_request(site) -> tuple:
+    """Start a /sleep request, SIGKILL the daemon serving it: (stdout, stderr) of the script."""
+    _, body, _ = cgi(site)
+    pid = json.loads(body)["pid"]
+    slow = subprocess.Popen([sys.executable, str(site / "app.cgi")], env=env_for(site, b"/sleep"), cwd=site,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    return slow.communicate(timeout=30)
+
+
+def test_a_daemon_dying_during_two_requests_in_a_row_is_a_crash_loop_served_as_plain_cgi(site):
+    out, err = _killed_during_a_request(site)
+    assert out.startswith(b"Status: 502 ") and b"crash loop" not in err
+    out, err = _killed_during_a_request(site)
+    assert out.startswith(b"Status: 502 ") and b"crash loop" in err
+    status, body, err = cgi(site)
+    assert status == "Status: 200 OK" and json.loads(body)["run_once"] is True
+    assert "serving as plain CGI" not in err          # said once, by the request that saw it
