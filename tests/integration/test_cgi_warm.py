@@ -1,7 +1,7 @@
 """Warm CGI (bridge.warm) under a real Apache: daemons started, shared, retired and refused.
 
-A private Apache (tests/support/apache.py: mod_cgid, scripts run as
-www-data) serves a cgi-bin directory of small scripts, each
+A private Apache (tests/support/apache.py: mod_cgid, then mod_cgi; scripts
+run as www-data) serves a cgi-bin directory of small scripts, each
 ``run("probe:application", warm=True, warm_dir=WARM, ...)`` with its own
 name, so each test has its own daemon (the daemon is per script and app).
 The daemons run as www-data in the mode-700 directory WARM; the tests count
@@ -78,8 +78,14 @@ run("probe:application")
 '''
 
 
-@pytest.fixture(scope="module")
-def site():
+@pytest.fixture(scope="module", params=["cgid", "cgi"], ids=["mod_cgid", "mod_cgi"])
+def site(request):
+    """The site under mod_cgid (event MPM) and again under mod_cgi (prefork MPM).
+
+    They differ where the relay touches Apache: under mod_cgid the script's
+    stdin is a socket from the cgid daemon, under mod_cgi a pipe from the
+    worker; and mod_cgi's scripts are children of the serving process.
+    """
     python = public_bridge_python()
     root = public_tmpdir("bw-site-")
     cgi_bin = root / "cgi-bin"
@@ -102,7 +108,8 @@ def site():
     # the fd-0 script finds the probe app beside the cgi-bin scripts
     (root / "probe.py").write_text(PROBE_APP)
     (root / "probe.py").chmod(0o644)
-    server = start_apache(CONF.format(root=root), modules=("cgid",))
+    mpm = "event" if request.param == "cgid" else "prefork"
+    server = start_apache(CONF.format(root=root), modules=(request.param,), mpm=mpm)
     server.root = root
     server.warm = warm
     try:
