@@ -616,6 +616,10 @@ def warm_connection(app: str, options: dict) -> tuple:
     except WarmUnavailable as exc:
         exc.marker = place.marker
         raise
+    except OSError as exc:       # fork, pipe, ...: anything the OS refuses
+        unavailable = WarmUnavailable(f"cannot start the daemon: {exc}")
+        unavailable.marker = place.marker
+        raise unavailable from None
 
 
 def serve(app: "Union[str, Callable]", **options) -> int:

@@ -307,8 +307,12 @@ def main(argv: "Optional[list]" = None) -> int:
     activity = Activity()
     keeper = Keeper(args.socket, args.lock, os.stat(args.socket).st_ino, args.idle,
                     Watched(args.watch), activity)
-    config = Config.build("fcgi", {"threads": args.threads, "workers": 1,
-                                   "script_name": args.script_name, "error_log": "-"})
+    config = Config.build("fcgi", {"threads": args.threads, "script_name": args.script_name,
+                                   "error_log": "-"})
+    # One process whatever BRIDGE_* the script's environment has: idleness is
+    # counted here, and a master would count nothing.
+    config.workers, config.workers_max, config.max_requests, config.preload = 1, None, 0, False
+    config.timeout, config.pid, config.user, config.group = 0.0, None, None, None
     listener = Listener(sock, "unix", f"unix:{args.socket}", path=args.socket)
     keeper.start()
     _report(args.ready_fd, f"ready {os.getpid()}")

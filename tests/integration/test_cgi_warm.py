@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support import ROOT, public_tmpdir
+from support import ROOT, public_tmpdir, require_binary
 from support.apache import public_bridge_python, start_apache
 from support.warm import daemon_pids, private_dir_for, stop_daemons, wait_for_daemons
 
@@ -67,7 +67,7 @@ ScriptAlias /cgi-bin/ "{root}/cgi-bin/"
 # The zero-Python relay (docs/cgi.md): cgi-fcgi connects to the socket, or
 # starts the script with the listening socket on fd 0 when nobody listens.
 CGI_FCGI = '''\
-#!/usr/bin/cgi-fcgi -f
+#!{cgi_fcgi} -f
 -connect {sock} {script}
 '''
 
@@ -102,7 +102,7 @@ def site(request):
     (cgi_bin / "probe.py").write_text(PROBE_APP)
     (cgi_bin / "editable.py").write_text(PROBE_APP)
     (root / "fcgi-app.py").write_text(PLAIN.format(python=python))
-    (cgi_bin / "cf.fcgi").write_text(CGI_FCGI.format(sock=relay_dir / "app.sock", script=root / "fcgi-app.py"))
+    (cgi_bin / "cf.fcgi").write_text(CGI_FCGI.format(cgi_fcgi=require_binary("cgi-fcgi"), sock=relay_dir / "app.sock", script=root / "fcgi-app.py"))
     for path in [*cgi_bin.iterdir(), root / "fcgi-app.py"]:
         path.chmod(0o755)
     # the fd-0 script finds the probe app beside the cgi-bin scripts

@@ -328,3 +328,12 @@ def test_a_daemon_dying_during_two_requests_in_a_row_is_a_crash_loop_served_as_p
     status, body, err = cgi(site)
     assert status == "Status: 200 OK" and json.loads(body)["run_once"] is True
     assert "serving as plain CGI" not in err          # said once, by the request that saw it
+
+
+def test_the_daemon_is_one_process_whatever_bridge_settings_the_environment_has(site):
+    """Idleness is counted in the serving process: a master with workers would count nothing."""
+    _, body, _ = cgi(site, BRIDGE_WORKERS="3", BRIDGE_MAX_REQUESTS="100", BRIDGE_PRELOAD="1")
+    pid = json.loads(body)["pid"]
+    _, body, _ = cgi(site, b"/again")
+    assert json.loads(body)["pid"] == pid
+    assert daemon_pids(site / "run") == [pid]
