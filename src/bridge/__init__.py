@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     33.21 M instructions; ``python -c pass`` is 28.96 M).  Anything else,
     including any ``BRIDGE_*`` variable in the environment, takes
     :func:`bridge.cli.main`; both give the same result for the plain form.
+    ``bridge cgi --warm APP``, alone, goes as directly to the warm relay
+    (:mod:`bridge.warm`).
     """
     import sys
     args = sys.argv[1:] if argv is None else list(argv)
