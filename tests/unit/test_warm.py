@@ -99,7 +99,8 @@ def application(environ, start_response):
     info = {"pid": os.getpid(), "path": path, "query": environ["QUERY_STRING"],
             "script_name": environ["SCRIPT_NAME"], "run_once": environ["wsgi.run_once"],
             "env_keys": sorted(os.environ), "body": environ["wsgi.input"].read().decode("latin-1"),
-            "modules": sorted(sys.modules) if path == "/modules" else []}
+            "modules": sorted(sys.modules) if path == "/modules" else [],
+            "environ": {k: v for k, v in environ.items() if isinstance(v, str)}}
     environ["wsgi.errors"].write("probe says hello on wsgi.errors\\n")
     body = __import__("json").dumps(info).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -337,3 +338,20 @@ def test_the_daemon_is_one_process_whatever_bridge_settings_the_environment_has(
     _, body, _ = cgi(site, b"/again")
     assert json.loads(body)["pid"] == pid
     assert daemon_pids(site / "run") == [pid]
+
+
+def test_the_environ_through_the_relay_is_the_plain_gateways(site):
+    """HTTPS, REMOTE_ADDR, Authorization, a non-ASCII (and non-UTF-8) path, a query: byte for byte."""
+    request = dict(path=b"/p\xc3\xa4th/\xff", QUERY_STRING=b"a=1&b=%C3%A4", HTTPS="on", REMOTE_ADDR="2001:db8::7",
+                   HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz", CONTENT_TYPE="text/plain")
+    plain = site / "plain.cgi"
+    plain.write_text('from bridge import run\nrun("probe:application")\n')
+    _, warm_body, _ = cgi(site, body=b"x=1", **request)
+    _, plain_body, _ = cgi(site, body=b"x=1", args=[sys.executable, str(plain)], **request)
+    warm_env, plain_env = json.loads(warm_body)["environ"], json.loads(plain_body)["environ"]
+    assert warm_env["wsgi.url_scheme"] == "https"
+    assert warm_env["PATH_INFO"].encode("latin-1") == b"/p\xc3\xa4th/\xff"
+    for key in ("wsgi.url_scheme", "PATH_INFO", "SCRIPT_NAME", "QUERY_STRING", "REMOTE_ADDR",
+                "HTTP_AUTHORIZATION", "HTTPS", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_METHOD",
+                "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL"):
+        assert warm_env.get(key) == plain_env.get(key), key
