@@ -533,7 +533,6 @@ def spawn_daemon(place: Place, app: str, script: str, options: dict,
             os.closerange(3, wfd)
             os.closerange(wfd + 1, 65536)
             os.set_inheritable(wfd, True)
-            os.umask(0o077)
             os.execve(sys.executable, argv, env)
         finally:
             os._exit(127)

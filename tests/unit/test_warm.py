@@ -100,7 +100,8 @@ def application(environ, start_response):
             "script_name": environ["SCRIPT_NAME"], "run_once": environ["wsgi.run_once"],
             "env_keys": sorted(os.environ), "body": environ["wsgi.input"].read().decode("latin-1"),
             "modules": sorted(sys.modules) if path == "/modules" else [],
-            "environ": {k: v for k, v in environ.items() if isinstance(v, str)}}
+            "environ": {k: v for k, v in environ.items() if isinstance(v, str)},
+            "umask": [int(line.split()[1], 8) for line in open("/proc/self/status") if line.startswith("Umask:")][0]}
     environ["wsgi.errors"].write("probe says hello on wsgi.errors\\n")
     body = __import__("json").dumps(info).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -355,3 +356,10 @@ def test_the_environ_through_the_relay_is_the_plain_gateways(site):
                 "HTTP_AUTHORIZATION", "HTTPS", "CONTENT_TYPE", "CONTENT_LENGTH", "REQUEST_METHOD",
                 "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL"):
         assert warm_env.get(key) == plain_env.get(key), key
+
+
+def test_the_daemon_keeps_the_scripts_umask_for_the_files_the_app_makes(site):
+    env = env_for(site)
+    proc = subprocess.run([sys.executable, str(site / "app.cgi")], env=env, capture_output=True, cwd=site,
+                          timeout=60, preexec_fn=lambda: os.umask(0o027))
+    assert json.loads(proc.stdout.partition(b"\r\n\r\n")[2])["umask"] == 0o027
