@@ -19,9 +19,9 @@ gives that request a 502 (or cuts a response already started short).
 
 The relay is every request's cost, so this module imports only ``os`` and
 ``sys`` (already loaded by the interpreter) and the C module ``_socket``
-(``socket.py`` costs ~5 ms: enum, selectors); ``fcntl``, ``time``,
-``select``, ``pwd`` only on the path that starts the daemon or looks for
-the home directory.  FastCGI records are framed here, in a dozen lines,
+(``socket.py`` costs ~5 ms: enum, selectors); ``pwd`` only to find the home
+directory, and :mod:`bridge.warm_start` (the lock, the double fork) only
+when nobody listens.  FastCGI records are framed here, in a dozen lines,
 because importing :mod:`bridge.fastcgi.protocol` costs more than the whole
 relay (``__future__``, ``struct``, ``io`` and 900 lines to unmarshal); a
 unit test checks the two agree byte for byte.
@@ -53,18 +53,9 @@ MAX_CONTENT = 0xFFFF
 #: The relay's one request on its connection.
 REQUEST_ID = 1
 
-#: Seconds the request that starts the daemon waits for it to load the app
-#: (and the others wait for that request) before serving as plain CGI.
-START_TIMEOUT = 60.0
-#: After a failure to use the daemon, requests within this many seconds go
-#: straight to plain CGI, silently: the reason was logged once, and a crash
-#: loop does not cost every request a fork and a wait.
-RETRY_AFTER = 30.0
 #: Defaults of the daemon: idle seconds before it exits, pool threads.
 DEFAULT_IDLE = 300.0
 DEFAULT_THREADS = 4
-#: The daemon's log is moved to ``.log.1`` when a start finds it larger.
-LOG_LIMIT = 1 << 20
 #: sun_path is 108 bytes with the terminating NUL (unix(7)).
 MAX_SOCKET_PATH = 107
 
@@ -72,19 +63,6 @@ BAD_GATEWAY = (b"Status: 502 Bad Gateway\r\n"
                b"Content-Type: text/plain; charset=utf-8\r\n"
                b"Content-Length: 12\r\n\r\n"
                b"Bad Gateway\n")
-
-#: Request meta-variables (RFC 3875 §4.1, and what Apache adds) the daemon
-#: must not inherit from the request that started it: they belong to that
-#: one request, and every request brings its own as PARAMS.
-REQUEST_VARIABLES = frozenset((
-    b"AUTH_TYPE", b"CONTENT_LENGTH", b"CONTENT_TYPE", b"GATEWAY_INTERFACE", b"PATH_INFO",
-    b"PATH_TRANSLATED", b"QUERY_STRING", b"REMOTE_ADDR", b"REMOTE_HOST", b"REMOTE_IDENT",
-    b"REMOTE_PORT", b"REMOTE_USER", b"REQUEST_METHOD", b"REQUEST_URI", b"REQUEST_SCHEME",
-    b"SCRIPT_NAME", b"SCRIPT_FILENAME", b"SCRIPT_URI", b"SCRIPT_URL", b"SERVER_NAME",
-    b"SERVER_ADDR", b"SERVER_PORT", b"SERVER_PROTOCOL", b"SERVER_SOFTWARE", b"SERVER_ADMIN",
-    b"SERVER_SIGNATURE", b"DOCUMENT_ROOT", b"CONTEXT_DOCUMENT_ROOT", b"CONTEXT_PREFIX",
-    b"HTTPS", b"UNIQUE_ID"))
-REQUEST_PREFIXES = (b"HTTP_", b"SSL_", b"REDIRECT_")
 
 #: The keyword arguments of ``run()`` that are the relay's, not the gateway's.
 WARM_OPTIONS = ("warm", "warm_dir", "warm_idle", "warm_threads")
@@ -388,211 +366,11 @@ def relay(sock: "_socket.socket", environ: "Optional[dict]" = None,
 
 
 def _note_death(place: "Place") -> None:
-    if _recently_failed(place.died):
+    from bridge.warm_start import RETRY_AFTER, recently_failed, touch
+    if recently_failed(place.died):
         _log_fallback(place.marker, f"the daemon died during two requests within {RETRY_AFTER:.0f} s "
                                     f"(a crash loop?), see {place.log}")
-    _touch(place.died, "died\n")
-
-
-# --------------------------------------------------------------------------
-# starting the daemon
-
-
-def _lock(path: str, timeout: float) -> int:
-    """An exclusive flock on ``path`` within ``timeout`` seconds, as an fd; WarmUnavailable if not."""
-    import fcntl
-    import time
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise WarmUnavailable(f"cannot open the lock file {path}: {exc.strerror}") from None
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise WarmUnavailable(f"another request held {path} for over {timeout:.0f} s") from None
-            time.sleep(0.02)
-
-
-def _recently_failed(marker: str) -> bool:
-    """A failure was logged less than RETRY_AFTER seconds ago (the marker file's mtime)."""
-    import time
-    try:
-        st = os.lstat(marker)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid()
-            and time.time() - st.st_mtime < RETRY_AFTER)
-
-
-def _note_failure(marker: str, reason: str) -> bool:
-    """Record the failure in ``marker``; False when it was recorded recently (do not log again)."""
-    if _recently_failed(marker):
-        return False
-    _touch(marker, reason + "\n")
-    return True
-
-
-def _touch(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` if it is (or becomes) a regular file of this uid; else nothing.
-
-    O_NONBLOCK and the fstat: a FIFO or another user's file planted at a
-    /tmp path neither blocks the script nor receives the text.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-    except OSError:
-        return
-    try:
-        st = os.fstat(fd)
-        if st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid():
-            os.ftruncate(fd, 0)
-            os.write(fd, text.encode("utf-8", "replace"))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def daemon_environ() -> dict:
-    """The script's environment without the request's variables (the daemon outlives it).
-
-    What the web server set for the script (``SetEnv``, PATH, LANG, TZ)
-    stays: the app's import may depend on it, as it does under plain CGI.
-    Each request's own variables arrive as its PARAMS.  bridge's directory
-    is added to PYTHONPATH when it is not there, so the daemon finds the
-    same bridge as the script, however the script found it.
-    """
-    env = {k: v for k, v in os.environb.items()
-           if k not in REQUEST_VARIABLES and not k.startswith(REQUEST_PREFIXES)}
-    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__))).encode()
-    path = env.get(b"PYTHONPATH", b"")
-    if home not in path.split(b":"):
-        env[b"PYTHONPATH"] = home + b":" + path if path else home
-    return env
-
-
-def daemon_argv(place: Place, app: str, script: str, ready_fd: int, options: dict) -> list:
-    """``python -m bridge.warm_daemon ...``: everything it needs on its command line (suexec-proof)."""
-    argv = [sys.executable, "-m", "bridge.warm_daemon", "--app", app, "--socket", place.socket,
-            "--lock", place.lock, "--watch", script, "--ready-fd", str(ready_fd),
-            "--idle", str(float(DEFAULT_IDLE if options.get("warm_idle") is None else options["warm_idle"])),
-            "--threads", str(int(options.get("warm_threads") or DEFAULT_THREADS))]
-    for entry in options.get("pythonpath") or ():
-        argv += ["--pythonpath", os.path.abspath(entry)]
-    # The script's own directory is on its sys.path (an app beside it).
-    if sys.path and sys.path[0]:
-        argv += ["--pythonpath", os.path.abspath(sys.path[0])]
-    if options.get("chdir"):
-        argv += ["--chdir", options["chdir"]]
-    if options.get("script_name"):
-        argv += ["--script-name", options["script_name"]]
-    return argv
-
-
-def _rotate(log: str) -> None:
-    try:
-        if os.lstat(log).st_size > LOG_LIMIT:
-            os.replace(log, log + ".1")
-    except OSError:
-        pass
-
-
-def spawn_daemon(place: Place, app: str, script: str, options: dict,
-                 timeout: float = START_TIMEOUT) -> None:
-    """Start the daemon detached and wait until it listens; WarmUnavailable with the reason if not.
-
-    Double fork and setsid: the daemon is no child of this script (Apache
-    reaps only the script) and in no session or process group of Apache's
-    (a CGI timeout kills the script's group).  Its stdin is /dev/null and
-    stdout/stderr its log file, so no descriptor of Apache's pipes stays
-    open: Apache would otherwise wait for the daemon before ending the
-    response.  It reports "ready" (or why not) on a pipe once the app is
-    loaded and the socket is bound.
-    """
-    _rotate(place.log)
-    rfd, wfd = os.pipe()
-    argv = daemon_argv(place, app, script, wfd, options)
-    env = daemon_environ()
-    pid = os.fork()
-    if pid == 0:        # pragma: no cover (a forked child)
-        try:
-            os.close(rfd)
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            null = os.open(os.devnull, os.O_RDWR)
-            log = os.open(place.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.closerange(3, wfd)
-            os.closerange(wfd + 1, 65536)
-            os.set_inheritable(wfd, True)
-            os.execve(sys.executable, argv, env)
-        finally:
-            os._exit(127)
-    os.close(wfd)
-    try:
-        os.waitpid(pid, 0)
-        answer = _read_ready(rfd, timeout)
-    finally:
-        os.close(rfd)
-    if not answer.startswith(b"ready"):
-        reason = answer.decode("utf-8", "replace").strip() or "it exited before it was ready"
-        raise WarmUnavailable(f"the daemon did not start: {reason} (log: {place.log})")
-
-
-def _read_ready(fd: int, timeout: float) -> bytes:
-    import select
-    import time
-    deadline = time.monotonic() + timeout
-    answer = b""
-    while b"\n" not in answer:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return b"not ready after %d s" % timeout
-        data = os.read(fd, 4096)
-        if not data:
-            break
-        answer += data
-    return answer
-
-
-def start_or_wait(place: Place, app: str, script: str, options: dict) -> "_socket.socket":
-    """A connection to a daemon this request started, or that another one started meanwhile.
-
-    One starter at a time, under an flock on the lock file: the others wait
-    for it (up to START_TIMEOUT), then find the socket listening.  Under the
-    lock a socket file nobody answers on is stale (its daemon died) and is
-    removed before the new daemon binds.
-    """
-    if _recently_failed(place.marker):
-        raise WarmUnavailable("")      # logged when it failed; plain CGI until RETRY_AFTER
-    fd = _lock(place.lock, START_TIMEOUT + 5)
-    try:
-        sock = connect(place.socket)
-        if sock is not None:
-            return sock
-        if _recently_failed(place.marker):      # the starter we waited for failed
-            raise WarmUnavailable("")
-        try:
-            os.unlink(place.socket)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise WarmUnavailable(f"cannot remove the stale socket {place.socket}: {exc.strerror}") from None
-        spawn_daemon(place, app, script, options)
-        sock = connect(place.socket)
-        if sock is None:
-            raise WarmUnavailable(f"the daemon said it was ready but {place.socket} refuses connections")
-        return sock
-    finally:
-        os.close(fd)      # releases the flock
+    touch(place.died, "died\n")
 
 
 # --------------------------------------------------------------------------
@@ -610,6 +388,7 @@ def warm_connection(app: str, options: dict) -> tuple:
     try:
         sock = connect(place.socket)
         if sock is None:
+            from bridge.warm_start import start_or_wait
             sock = start_or_wait(place, app, script, options)
         return sock, place
     except WarmUnavailable as exc:
@@ -659,7 +438,8 @@ def _spare_marker(app: str) -> str:
 
 def _log_fallback(marker: "Optional[str]", reason: str) -> None:
     """The reason on stderr (Apache's error log), once per RETRY_AFTER when a marker can be kept."""
-    if marker is None or _note_failure(marker, reason):
+    from bridge.warm_start import note_failure
+    if marker is None or note_failure(marker, reason):
         try:
             _write_all(2, f"bridge warm: serving as plain CGI: {reason}\n".encode("utf-8", "replace"))
         except OSError:

@@ -172,7 +172,7 @@ def test_the_daemon_does_not_keep_the_first_requests_variables(site):
 # What a warm request imports is every request's cost: the relay only.
 RELAY_FORBIDDEN = {"re", "typing", "socket", "struct", "__future__", "fcntl", "select", "enum",
                    "bridge.wsgi", "bridge.cgi.gateway", "bridge.loader", "bridge.fastcgi.protocol",
-                   "bridge.config", "probe"}
+                   "bridge.config", "bridge.warm_start", "probe"}
 
 
 def test_a_warm_request_imports_only_the_relay(site):
