@@ -192,11 +192,11 @@ def guarded_factory_builder(activity: Activity, uid: int) -> "Callable":
 class Keeper:
     """The thread that decides when the daemon leaves: idle, a file changed, its socket gone."""
 
-    def __init__(self, path: str, lock: str, inode: int, idle: float, watched: Watched,
+    def __init__(self, path: str, lock: str, identity: tuple, idle: float, watched: Watched,
                  activity: Activity) -> None:
         self.path = path
         self.lock = lock
-        self.inode = inode
+        self.identity = identity      # see file_identity()
         self.idle = idle
         self.watched = watched
         self.activity = activity
@@ -205,7 +205,7 @@ class Keeper:
     def reason(self) -> "Optional[str]":
         """Why to leave now, or None."""
         try:
-            if os.lstat(self.path).st_ino != self.inode:
+            if file_identity(self.path) != self.identity:
                 return f"{self.path} is another daemon's now"
         except FileNotFoundError:
             return f"{self.path} was removed"
@@ -251,13 +251,24 @@ class Keeper:
                         log.warning("could not take %s; leaving %s in place", self.lock, self.path)
                         return
                     time.sleep(0.05)
-            if os.lstat(self.path).st_ino == self.inode:
+            if file_identity(self.path) == self.identity:
                 os.unlink(self.path)
         except OSError:
             pass
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+def file_identity(path: str) -> tuple:
+    """Which file ``path`` is: device, inode and change time (an inode number alone is reused).
+
+    A daemon must never take another daemon's socket for its own: after it
+    left, the path may hold a new daemon's socket, with the same inode
+    number on some file systems.
+    """
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def bind(path: str) -> socket.socket:
@@ -305,7 +316,7 @@ def main(argv: "Optional[list]" = None) -> int:
         return 1
     uid = os.getuid()
     activity = Activity()
-    keeper = Keeper(args.socket, args.lock, os.stat(args.socket).st_ino, args.idle,
+    keeper = Keeper(args.socket, args.lock, file_identity(args.socket), args.idle,
                     Watched(args.watch), activity)
     config = Config.build("fcgi", {"threads": args.threads, "script_name": args.script_name,
                                    "error_log": "-"})
