@@ -363,3 +363,13 @@ def test_the_daemon_keeps_the_scripts_umask_for_the_files_the_app_makes(site):
     proc = subprocess.run([sys.executable, str(site / "app.cgi")], env=env, capture_output=True, cwd=site,
                           timeout=60, preexec_fn=lambda: os.umask(0o027))
     assert json.loads(proc.stdout.partition(b"\r\n\r\n")[2])["umask"] == 0o027
+
+
+def test_editing_the_cgi_bin_script_retires_the_daemon_and_the_next_request_starts_a_new_one(site):
+    _, body, _ = cgi(site)
+    old = json.loads(body)["pid"]
+    script = site / "app.cgi"
+    script.write_text(script.read_text() + "# edited\n")
+    assert wait_for_daemons(site / "run", 0) == []          # it left by itself
+    _, body, _ = cgi(site)
+    assert json.loads(body)["pid"] != old
