@@ -31,7 +31,7 @@ import pytest
 
 from support import ROOT, public_tmpdir, require_binary
 from support.apache import public_bridge_python, start_apache
-from support.warm import daemon_pids, private_dir_for, stop_daemons, wait_for_daemons
+from support.warm import daemon_pids, private_dir_for, remove_spare_markers, stop_daemons, wait_for_daemons
 
 PROBE_APP = '''\
 import os, sys, time
@@ -117,6 +117,7 @@ def site(request):
     finally:
         server.stop()
         stop_daemons(warm)
+        remove_spare_markers(str(root))
         for pid in _pids_with(str(root / "fcgi-app.py")):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from support import SRC, public_tmpdir
-from support.warm import daemon_pids, stop_daemons, wait_for_daemons
+from support.warm import daemon_pids, remove_spare_markers, stop_daemons, wait_for_daemons
 
 from bridge import warm
 from bridge.fastcgi import protocol
@@ -223,9 +223,7 @@ def test_without_a_usable_directory_requests_are_plain_cgi_and_the_reason_is_log
         assert "serving as plain CGI" not in second[2]
         assert daemon_pids(site / "run") == []
     finally:
-        spare = f"/tmp/bridge-warm-{os.getuid()}-{warm.app_key(str(site / 'app.cgi'), 'probe:application')}.failed"
-        if os.path.exists(spare):
-            os.unlink(spare)
+        remove_spare_markers(str(site))
 
 
 def test_an_app_that_cannot_be_loaded_is_answered_by_plain_cgi_with_a_500(site):
