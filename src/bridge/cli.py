@@ -89,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(config, "app", None) and not getattr(config, "mount", None) and not getattr(config, "static", None):
         return fail(command, "no application given (APP is module:callable, e.g. bridge.demo:app)")
     module_name, func, _ = RUNNERS[command]
+    if command == "cgi" and getattr(config, "warm", False):
+        module_name, func = "bridge.warm", "main"
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
     try:

@@ -22,6 +22,7 @@ OPTION_MODULES = [
     "bridge.server.options",
     "bridge.composition_options",
     "bridge.middleware.options",
+    "bridge.warm_options",
 ]
 
 #: Functions ``hook(app, config) -> app`` applied, in order, to the loaded app
