@@ -113,6 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(config, "check_config", False):
         from bridge.configfile import check_command
         return check_command(config, module_name)
+    if command == "cgi" and getattr(config, "warm", False):
+        module_name, func = "bridge.warm", "main"
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
     try:

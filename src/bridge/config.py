@@ -24,6 +24,7 @@ OPTION_MODULES = [
     "bridge.server.options",
     "bridge.composition_options",
     "bridge.middleware.options",
+    "bridge.warm_options",
 ]
 
 #: Functions ``hook(app, config) -> app`` applied, in order, to the loaded app
