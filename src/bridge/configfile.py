@@ -16,11 +16,11 @@ from the directory bridge is started in, as on the command line.
 
 Imported only when a config file is given (or ``--check-config``): the
 plain ``bridge cgi APP`` of every CGI request never pays for ``tomllib``.
+``difflib`` and ``json`` (11 and 2 ms) are imported only for an error or the
+report, so a CGI request that does read a file pays for the parser alone.
 """
 from __future__ import annotations
 
-import difflib
-import json
 import sys
 
 from bridge.config import COMMANDS, ConfigError, octal
@@ -115,6 +115,7 @@ def suggestion(key: str, table: "Any", declarations: dict) -> str:
     alias = GUNICORN_NAMES.get(key.lower().replace("-", "_"))
     if alias in names:
         return f"; did you mean {alias!r}?"
+    import difflib        # only for a mistake: a CGI request that reads a file never pays for it
     close = difflib.get_close_matches(key.lower().replace("-", "_"), names, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -225,6 +226,7 @@ def render(s, value: Any) -> str:
 
 
 def toml_str(value: Any) -> str:
+    import json
     return json.dumps(str(value))      # a JSON string is a TOML basic string
 
 

@@ -306,3 +306,13 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path, value):
 def test_arrays_nested_past_the_parsers_depth_are_one_line(tmp_path):
     got = error_of(tmp_path, "bind = " + "[" * 100000 + "]" * 100000 + "\n")
     assert "not valid TOML" in got
+
+
+def test_reading_a_good_file_does_not_import_what_only_errors_need(tmp_path):
+    (tmp_path / "b.toml").write_text("workers = 2\n")
+    code = (f"import sys; from bridge.config import Config; "
+            f"Config.build('http', {{'config': {str(tmp_path / 'b.toml')!r}}}, environ={{}}); "
+            f"print('difflib' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], env=bridge_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
