@@ -413,7 +413,7 @@ def test_bridge_check_of_a_raising_app_shows_the_traceback_and_exits_1(tmp_path)
 def test_bridge_check_of_an_app_that_cannot_load_exits_2(tmp_path):
     proc = run_check("checkapps:missing", tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "bridge: module 'checkapps' has no attribute 'missing'"
+    assert proc.stderr.strip() == "bridge check: module 'checkapps' has no attribute 'missing'"
 
 
 # --------------------------------------------------------------------------
@@ -579,7 +579,7 @@ def test_bridge_check_reports_on_stdout_and_exits_1_only_for_problems(tmp_path, 
 
 
 @pytest.mark.parametrize("options,message", [
-    (["--path", "api/items"], "--path 'api/items': 'api/items' is not a path and query"),
+    (["--path", "api/items"], "bridge check: --path api/items: 'api/items' is not a path and query"),
     (["--path", "/a b"], "is not a path and query"),
     (["--method", "GE T"], "is not an HTTP method"),
     (["-H", "NoColon"], "expected 'Name: value'"),

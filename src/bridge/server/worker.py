@@ -84,6 +84,7 @@ import socket
 import threading
 import time
 
+from bridge.logtext import counted
 from bridge.server.accepter import ACCEPT_BATCH, Accepter
 from bridge.server.monitor import Monitor
 from bridge.server.pool import Connection, Pool, Task, Turn
@@ -317,8 +318,8 @@ class Worker:
                 pass
 
     def _max_requests_reached(self) -> None:
-        self.log.info("worker %d served %d requests (--max-requests): restarting",
-                      os.getpid(), self.state.requests)
+        self.log.info("worker %d served %s (--max-requests): restarting",
+                      os.getpid(), counted(self.state.requests, "request"))
         self.stop(graceful=True)
 
     def _wake(self) -> None:
@@ -511,8 +512,8 @@ class Worker:
             return True
         if self.graceful_timeout is not None and \
                 _monotonic() - self._stopping_since >= self.graceful_timeout:
-            self.log.warning("graceful timeout (%ss): abandoning %d request(s) in flight",
-                             self.graceful_timeout, in_hand)
+            self.log.warning("graceful timeout (%ss): abandoning %s in flight",
+                             self.graceful_timeout, counted(in_hand, "request"))
             return True
         return False
 
