@@ -89,10 +89,7 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     ``factory_builder(app, config) -> factory`` (see :class:`Worker`).  ``app``
     skips loading (already loaded); ``listeners`` skips opening sockets.
     """
-    import logging
-    from bridge.server.listeners import BindError
     from bridge.server.logs import setup_logging
-    log = logging.getLogger("bridge.server")
     command = getattr(config, "command", "serve")
     problem = check_pool(config)
     if problem:
@@ -112,6 +109,16 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     if getattr(config, "workers", 1) > 1 or _needs_master(config) or file_reload:
         from bridge.server.master import Master
         return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
+    return _serve_alone(config, factory_builder, app=app, scheme=scheme, listeners=listeners)
+
+
+def _serve_alone(config, factory_builder: Callable, *, app: Optional[Callable], scheme: str,
+                 listeners: Optional[list]) -> int:
+    """:func:`serve` without a master: this process is the one worker."""
+    import logging
+    from bridge.server.listeners import BindError
+    log = logging.getLogger("bridge.server")
+    command = getattr(config, "command", "serve")
     # Before anything slow (the import, a client connecting early): HUP,
     # TTIN, TTOU and USR1 would kill or stop the process until the worker's
     # handlers are in place, so they wait, blocked, and reach those handlers.

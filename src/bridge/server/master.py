@@ -122,6 +122,20 @@ def set_proc_title(title: str) -> None:
     setproctitle(title)
 
 
+
+def _worker_signals(old_mask) -> None:
+    """A new worker leaves the master's signal handling for its own (set up by the Worker)."""
+    for name in SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # USR1 stays blocked while the app is imported: the master may forward
+    # one at any time, and its default action ends the process.  The
+    # worker's handlers unblock it (WorkerSignals).
+    signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
+
+
 class Master:
     def __init__(self, config, factory_builder: Callable, *, app: Optional[Callable] = None,
                  scheme: str = "http", listeners: Optional[list] = None) -> None:
@@ -566,15 +580,7 @@ class Master:
         code = 1
         try:
             become_session_leader()     # what it starts can be found when it dies
-            for name in SIGNALS:
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
-            signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            # USR1 stays blocked while the app is imported: the master may
-            # forward one at any time, and its default action ends the
-            # process.  The worker's handlers unblock it (WorkerSignals).
-            signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
+            _worker_signals(old_mask)
             os.close(self.wake_r)
             os.close(self.wake_w)
             if self.pidfile is not None:

@@ -99,7 +99,6 @@ def listen_queue(listeners: list) -> tuple:
 
 def snapshot() -> dict:
     """The pool's state as a JSON-ready dict."""
-    from bridge.server.scoreboard import READY, STATE_NAMES
     board = CONTEXT.board
     if board is None:
         raise RuntimeError("no scoreboard in this process")
@@ -108,36 +107,9 @@ def snapshot() -> dict:
     config = CONTEXT.config
     threads = board.threads
     now = time.time()
-    processes = []
-    busy_workers = idle_workers = busy_threads = 0
-    requests = header["gone_requests"]
-    accepted = header["gone_accepted"]
-    slow = header["gone_slow"]
-    max_active = header["max_active"]
-    for w in workers:
-        busy = len(w["running"])
-        busy_threads += busy
-        if w["state"] == READY:
-            if busy:
-                busy_workers += 1
-            else:
-                idle_workers += 1
-        requests += w["requests"]
-        accepted += w["accepted"]
-        slow += w["slow"]
-        max_active = max(max_active, w["max_busy"])
-        processes.append({
-            "pid": w["pid"], "state": STATE_NAMES.get(w["state"], str(w["state"])),
-            "generation": w["generation"], "started": round(w["started"], 3),
-            "uptime": round(now - w["started"], 3) if w["started"] else None,
-            "accepted_connections": w["accepted"], "requests": w["requests"],
-            "busy_threads": busy, "slow_requests": w["slow"],
-            "requests_in_flight": [
-                {"thread": r["thread"], "request": r["request"], "duration": round(r["duration"], 3)}
-                for r in w["running"]],
-        })
-    ready = idle_workers + busy_workers
-    max_active = max(max_active, busy_threads)
+    t = _worker_totals(header, workers)
+    busy_threads = t["busy_threads"]
+    ready = t["idle_workers"] + t["busy_workers"]
     duration_sum, counts = board.histogram()
     waiting, backlog = listen_queue(CONTEXT.listeners)
     workers_min = getattr(config, "workers_min", None) or getattr(config, "workers", 1)
@@ -153,15 +125,15 @@ def snapshot() -> dict:
         "workers_target": header["target"] or len(workers),
         "workers_min": workers_min,
         "workers_max": workers_max,
-        "idle_workers": idle_workers,
-        "busy_workers": busy_workers,
+        "idle_workers": t["idle_workers"],
+        "busy_workers": t["busy_workers"],
         "threads_per_worker": threads,
         "busy_threads": busy_threads,
         "idle_threads": max(0, ready * threads - busy_threads),
-        "max_active_threads": max_active,
-        "accepted_connections": accepted,
-        "requests": requests,
-        "slow_requests": slow,
+        "max_active_threads": max(t["max_active"], busy_threads),
+        "accepted_connections": t["accepted"],
+        "requests": t["requests"],
+        "slow_requests": t["slow"],
         "max_children_reached": header["pool_full"],
         "worker_restarts": header["worker_exits"],
         "request_duration": _duration_histogram(duration_sum, counts),
@@ -169,7 +141,40 @@ def snapshot() -> dict:
         "listen_queue_max": backlog,
         "listeners": [getattr(l, "name", "?") for l in CONTEXT.listeners],
         "answered_by": CONTEXT.pid,
-        "processes": processes,
+        "processes": [_process(w, now) for w in workers],
+    }
+
+
+def _worker_totals(header: dict, workers: list) -> dict:
+    """Counts over the live workers, added to what gone workers left in the header."""
+    from bridge.server.scoreboard import READY
+    t = {"busy_workers": 0, "idle_workers": 0, "busy_threads": 0,
+         "requests": header["gone_requests"], "accepted": header["gone_accepted"],
+         "slow": header["gone_slow"], "max_active": header["max_active"]}
+    for w in workers:
+        busy = len(w["running"])
+        t["busy_threads"] += busy
+        if w["state"] == READY:
+            t["busy_workers" if busy else "idle_workers"] += 1
+        t["requests"] += w["requests"]
+        t["accepted"] += w["accepted"]
+        t["slow"] += w["slow"]
+        t["max_active"] = max(t["max_active"], w["max_busy"])
+    return t
+
+
+def _process(w: dict, now: float) -> dict:
+    """One worker's entry in the snapshot's ``processes``, from its scoreboard slot."""
+    from bridge.server.scoreboard import STATE_NAMES
+    return {
+        "pid": w["pid"], "state": STATE_NAMES.get(w["state"], str(w["state"])),
+        "generation": w["generation"], "started": round(w["started"], 3),
+        "uptime": round(now - w["started"], 3) if w["started"] else None,
+        "accepted_connections": w["accepted"], "requests": w["requests"],
+        "busy_threads": len(w["running"]), "slow_requests": w["slow"],
+        "requests_in_flight": [
+            {"thread": r["thread"], "request": r["request"], "duration": round(r["duration"], 3)}
+            for r in w["running"]],
     }
 
 
