@@ -6,6 +6,7 @@ so --help, the parser and the docs' tables show them without a second rule.
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -34,8 +35,11 @@ def test_gunicorns_flag_sets_the_same_setting(args, name, value):
 
 def test_the_aliases_are_in_help():
     out = run("http", "--help").stdout
+    # Python 3.13's argparse writes an option's metavar once, after its last flag.
+    worker_class = ("-k, --worker-class [CLASS]" if sys.version_info >= (3, 13)
+                    else "-k [CLASS], --worker-class [CLASS]")
     for flag in ("--access-logfile", "--error-logfile", "--log-file", "--check-config", "-c FILE",
-                 "--config FILE", "-k [CLASS], --worker-class [CLASS]"):
+                 "--config FILE", worker_class):
         assert flag in out, flag
 
 
