@@ -65,9 +65,9 @@ def main(argv=None) -> int:
 
 
 def mount(apps):
-    """One WSGI app routing URL prefixes to apps (see :mod:`bridge.middleware.mount`)."""
-    from bridge.middleware.mount import mount as _mount
-    return _mount(apps)
+    """One WSGI app routing URL prefixes to apps (see :mod:`bridge.upstream.mount`)."""
+    from bridge.upstream.mount import mount as upstream_mount
+    return upstream_mount(apps)
 
 
 def _fd0_is_listening_socket() -> bool:

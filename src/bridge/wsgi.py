@@ -26,6 +26,7 @@ __all__ = [
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "merge_content_length", "single_content_length",
     "remove_dot_segments", "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
+    "log_line", "plain_response",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -328,16 +329,45 @@ class Response:
             raise
 
 
-def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
+def log_line(environ: dict, message: str) -> None:
+    """Write ``message`` as one line to the request's ``wsgi.errors`` (stderr without one).
+
+    For gateways, middleware and upstream apps alike: logging must never
+    fail a request, so a broken error stream is ignored.
+    """
     errors = environ.get("wsgi.errors") or sys.stderr
     try:
-        if with_traceback:
-            import traceback   # only when something went wrong: keep CGI start-up lean
-            message = message + "\n" + "".join(traceback.format_exception(*sys.exc_info()))
         errors.write(message.rstrip("\n") + "\n")
         errors.flush()
     except Exception:
         pass
+
+
+def plain_response(start_response: "Callable", status: str, extra: "Optional[list]" = None,
+                   body: "Optional[bytes]" = None) -> list:
+    """Answer ``status`` with a short text/plain body (its reason phrase by default).
+
+    The error and refusal responses of middleware and upstream apps (404,
+    502, 504...): never a traceback or an internal detail, which go to
+    :func:`log_line` instead.  ``extra`` headers are added (``Allow``, ``Location``).
+    """
+    if body is None:
+        body = status[4:].encode("latin-1") + b"\n"
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if extra:
+        headers.extend(extra)
+    start_response(status, headers)
+    return [body]
+
+
+def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
+    if with_traceback:
+        try:
+            import traceback   # only when something went wrong: keep CGI start-up lean
+            message = message + "\n" + "".join(traceback.format_exception(*sys.exc_info()))
+        except Exception:
+            pass
+    log_line(environ, message)
 
 
 def _describe(environ: dict) -> str:
@@ -349,7 +379,7 @@ def _describe(environ: dict) -> str:
 #: environ key set by :func:`call_app`: the SCRIPT_NAME the gateway gave,
 #: before any mount moved a prefix into it.  Its presence says that raising
 #: :class:`InternalRedirect` is served (elsewhere an app falls back to a
-#: redirect of its own, see ``bridge.cgi.app.local_redirect``).
+#: redirect of its own, see ``bridge.upstream.common.local_redirect``).
 INTERNAL_REDIRECT_ROOT = "bridge.internal_redirect_root"
 #: A bound for apps that raise InternalRedirect without counting (CGIApp and
 #: FastCGIApp count, and stop at their ``max_redirects``).

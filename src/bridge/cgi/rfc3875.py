@@ -1,7 +1,7 @@
 """RFC 3875 (CGI/1.1), the server's side, sans-I/O: meta-variables out, a response head in.
 
-Shared by :class:`bridge.cgi.app.CGIApp` (a script's stdout) and
-:class:`bridge.fastcgi.client.FastCGIApp` (a backend's STDOUT, which §6 of
+Shared by :class:`bridge.upstream.cgi.CGIApp` (a script's stdout) and
+:class:`bridge.upstream.fastcgi.FastCGIApp` (a backend's STDOUT, which §6 of
 the same RFC describes), so a script answers the same whichever way it runs.
 Nothing here does I/O; the tests feed it byte strings.
 """

@@ -36,6 +36,7 @@ import stat
 
 from bridge import httputil
 from bridge.middleware.beneath import open_beneath
+from bridge.wsgi import log_line, plain_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class Static:
             if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
                 return self.serve(environ, start_response, root, path[len(prefix):])
         if self.app is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         return self.app(environ, start_response)
 
     # -- resolving a URL path to a file -------------------------------------
@@ -125,42 +126,42 @@ class Static:
         """Answer a request for ``rel`` (the PATH_INFO part after the prefix) under ``root``."""
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
-            return _plain(start_response, "405 Method Not Allowed", [("Allow", ALLOW)])
+            return plain_response(start_response, "405 Method Not Allowed", [("Allow", ALLOW)])
         try:
             raw = rel.encode("latin-1")
         except UnicodeEncodeError:
-            return _plain(start_response, "400 Bad Request")   # not a PEP 3333 PATH_INFO
+            return plain_response(start_response, "400 Bad Request")   # not a PEP 3333 PATH_INFO
         if b"\0" in raw:
-            return _plain(start_response, "400 Bad Request")
+            return plain_response(start_response, "400 Bad Request")
         parts = self._segments(raw)
         if parts is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         found = self._open(environ, root, parts)
         if found is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         with _Descriptor(found[0]) as file:
             st = os.fstat(file.fd)
             if stat.S_ISDIR(st.st_mode):
                 file.close()
                 return self._directory(environ, start_response, root, raw, found[1])
             if raw.endswith(b"/"):
-                return _plain(start_response, "404 Not Found")   # "file/" names no file
+                return plain_response(start_response, "404 Not Found")   # "file/" names no file
             return self._send(environ, start_response, root, file, st, found[1])
 
     def _directory(self, environ: dict, start_response: Callable, root: bytes, raw: bytes,
                    names: list) -> Iterable:
         """A directory: never a listing; with ``index``, a redirect to ``dir/`` or its index.html."""
         if not self.index:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         if not raw.endswith(b"/"):
             # Relative links in the index page need the slash (as nginx does).
             location = _quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")) + "/"
             if environ.get("QUERY_STRING"):
                 location += "?" + environ["QUERY_STRING"]
-            return _plain(start_response, "301 Moved Permanently", [("Location", location)])
+            return plain_response(start_response, "301 Moved Permanently", [("Location", location)])
         found = self._open(environ, root, names + [b"index.html"])
         if found is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         with _Descriptor(found[0]) as file:
             return self._send(environ, start_response, root, file, os.fstat(file.fd), found[1])
 
@@ -175,7 +176,7 @@ class Static:
         except OSError as exc:
             if isinstance(exc, PermissionError):
                 name = os.fsdecode(b"/".join(parts))
-                _log(environ, f"bridge static: cannot open {name!r}: {exc.strerror}")
+                log_line(environ, f"bridge static: cannot open {name!r}: {exc.strerror}")
             return None
 
     def _segments(self, raw: bytes) -> Optional[list]:
@@ -249,7 +250,7 @@ class Static:
                  headers: list, coding: Optional[str], vary: bool) -> Iterable:
         """The response for ``file`` (``st`` its fstat: of the file we send, not of a name)."""
         if not stat.S_ISREG(st.st_mode):
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         size = st.st_size
         mtime = int(st.st_mtime)
         etag = f'"{st.st_mtime_ns:x}-{size:x}{"-" + coding if coding else ""}"'
@@ -264,7 +265,7 @@ class Static:
                 # §15.4.5: a 304 carries the validators and caching fields a 200 would.
                 start_response(status, validators)
                 return []
-            return _plain(start_response, status)
+            return plain_response(start_response, status)
 
         if coding:
             headers.append(("Content-Encoding", coding))
@@ -277,8 +278,8 @@ class Static:
         if range_header is not None and method == "GET" and _if_range_holds(environ.get("HTTP_IF_RANGE"), etag, mtime):
             ranges = httputil.parse_range(range_header, size)
             if ranges == []:
-                return _plain(start_response, "416 Range Not Satisfiable",
-                              [("Content-Range", f"bytes */{size}")])
+                return plain_response(start_response, "416 Range Not Satisfiable",
+                                      [("Content-Range", f"bytes */{size}")])
             if ranges is not None and len(ranges) == 1:
                 (first, last), = ranges
                 length = last - first + 1
@@ -370,20 +371,6 @@ class FileSlice:
         self._file.close()
 
 
-_REASONS_BODY = {"404": b"Not Found\n", "400": b"Bad Request\n", "405": b"Method Not Allowed\n",
-                 "412": b"Precondition Failed\n", "416": b"Range Not Satisfiable\n",
-                 "301": b"Moved Permanently\n"}
-
-
-def _plain(start_response: Callable, status: str, extra: Optional[list] = None) -> list:
-    body = _REASONS_BODY.get(status[:3], status[4:].encode("latin-1") + b"\n")
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    if extra:
-        headers.extend(extra)
-    start_response(status, headers)
-    return [body]
-
-
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/!$&'()*+,;=:@")
 
 
@@ -416,15 +403,3 @@ class _Descriptor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _log(environ: dict, message: str) -> None:
-    errors = environ.get("wsgi.errors")
-    if errors is None:
-        import sys
-        errors = sys.stderr
-    try:
-        errors.write(message + "\n")
-        errors.flush()
-    except Exception:
-        pass

@@ -18,7 +18,7 @@ def mount_spec(raw: str) -> tuple:
     app = app.strip()
     if not eq or not prefix or not app:
         raise ValueError(f"expected PREFIX=APP (e.g. /api=pkg.api:app), got {raw!r}")
-    from bridge.middleware.mount import normalize_prefix
+    from bridge.upstream.mount import normalize_prefix
     normalize_prefix(prefix)   # raises ValueError with the reason
     return prefix, app
 
@@ -36,7 +36,7 @@ def build_mounts(app, config):
     if not mounts:
         return app
     from bridge.loader import AppLoadError
-    from bridge.middleware.mount import Mount, normalize_prefix, resolve
+    from bridge.upstream.mount import Mount, normalize_prefix, resolve
     grouped: dict = {}
     order = []
     for prefix, spec in mounts:
