@@ -17,7 +17,9 @@ def run(app, **options):
     answers 500 under CGI instead of killing the script before any output.
     """
     import os
-    if _fd0_is_listening_socket():
+    # The one check, in its own tiny module: server/listeners.py asks it too.
+    from bridge.fd0 import fd0_is_listening_socket
+    if fd0_is_listening_socket():
         from bridge.fastcgi.server import serve_inherited
         if isinstance(app, str):   # by name: load it now; a failure exits 2 with one line
             from bridge.loader import AppLoadError, load_app
@@ -68,27 +70,3 @@ def mount(apps):
     """One WSGI app routing URL prefixes to apps (see :mod:`bridge.upstream.mount`)."""
     from bridge.upstream.mount import mount as upstream_mount
     return upstream_mount(apps)
-
-
-def _fd0_is_listening_socket() -> bool:
-    """True when fd 0 is a listening socket (the FastCGI convention, spec §2.2)."""
-    import os
-    import stat
-    try:
-        if not stat.S_ISSOCK(os.fstat(0).st_mode):
-            return False
-    except OSError:
-        return False
-    # _socket, not socket: under mod_cgid fd 0 of every CGI request is a
-    # (connected) socket, and socket.py costs ~5 ms (enum, selectors).
-    import _socket
-    try:
-        s = _socket.socket(fileno=os.dup(0))
-    except OSError:
-        return False
-    try:
-        return s.type == _socket.SOCK_STREAM and bool(s.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN))
-    except OSError:
-        return False
-    finally:
-        s.close()

@@ -107,7 +107,7 @@ def _check_name(line: str, name: str, colon: str) -> str:
     return lname
 
 
-def _split_lines(head: bytes) -> list:
+def split_lines(head: bytes) -> list:
     """Head bytes (each line ended by CRLF or LF) → lines as latin-1 str.
 
     RFC 9112 §2.2: a bare LF may end a line (we accept it, old clients send
@@ -408,4 +408,5 @@ class ChunkedReader:
         raise RemoteProtocolError("client closed the connection in the middle of a chunked body")
 
 
-_NO_BODY_READER = NoBody()
+#: The reader of every message without a body: it holds no state, so one serves all.
+NO_BODY_READER = NoBody()

@@ -23,12 +23,15 @@ import os
 import socket
 import stat
 
+from bridge.fd0 import fd0_is_listening_socket
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterable, Optional
 
 __all__ = ["BindError", "Listener", "open_listeners", "inherited_listeners",
-           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE"]
+           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE", "fd0_is_listening_socket",
+           "open_config_listeners", "describe_listeners"]
 
 #: sd_listen_fds(3): passed descriptors start at 3.
 SD_LISTEN_FDS_START = 3
@@ -388,12 +391,6 @@ def inherited_listeners(environ: Optional[dict] = None) -> list:
     return []
 
 
-def fd0_is_listening_socket() -> bool:
-    """True when fd 0 is a listening stream socket (spawn-fcgi, mod_fcgid), unix or inet."""
-    from bridge import _fd0_is_listening_socket   # the one check, kept import-light for CGI
-    return _fd0_is_listening_socket()
-
-
 def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,
                   backlog: int = 2048) -> list:
     """``--bind`` if given, else the inherited sockets, else BindError(:data:`NO_SOCKET_MESSAGE`).
@@ -408,3 +405,15 @@ def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,
     if inherited:
         return inherited
     raise BindError(NO_SOCKET_MESSAGE)
+
+
+def open_config_listeners(config) -> list:
+    """The listeners ``config`` asks for (``--bind``) or was started with; raises BindError."""
+    return listeners_for(getattr(config, "bind", None) or [],
+                         socket_mode=getattr(config, "socket_mode", None),
+                         backlog=getattr(config, "backlog", 2048) or 2048)
+
+
+def describe_listeners(listeners: list, scheme: str) -> str:
+    """``"http://127.0.0.1:8000, unix:/run/app.sock"``: the listeners for the log."""
+    return ", ".join(listener.url(scheme) for listener in listeners)

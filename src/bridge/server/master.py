@@ -156,7 +156,7 @@ class Master:
     # -- start and stop ------------------------------------------------------
 
     def run(self) -> int:
-        from bridge.server import BindError, describe_listeners, open_config_listeners
+        from bridge.server.listeners import BindError, describe_listeners, open_config_listeners
         command = getattr(self.config, "command", "serve")
         try:
             self.identity = resolve(getattr(self.config, "user", None),

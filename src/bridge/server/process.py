@@ -216,11 +216,33 @@ def describe_request(environ: dict) -> str:
     return f"{logtext.describe_request(environ, query=True)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
 
 
+def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
+                on_tick=None, siblings: bool = False):
+    """A Worker configured from ``config``.
+
+    ``siblings``: other worker processes share the listeners (pre-fork), so
+    a worker pauses accepting once it has as many requests in hand (running,
+    or accepted and not started) as threads, and leaves the connections it
+    could not start to an idle sibling.
+    """
+    from bridge.server.worker import Worker
+    threads = getattr(config, "threads", 4)
+    return Worker(listeners, factory,
+                  threads=threads,
+                  accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
+                  graceful_timeout=getattr(config, "graceful_timeout", 30.0),
+                  max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
+                  idle_timeout=getattr(config, "idle_timeout", 60.0),
+                  io_timeout=getattr(config, "io_timeout", 30.0),
+                  state=state, on_tick=on_tick)
+
+
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
                board, slot_index: int, max_requests: int = 0, master_pid: Optional[int] = None,
                on_ready: Optional[Callable[[], None]] = None) -> "object":
     """Build the factory and serve until stopped; returns the Worker (for its counts)."""
-    from bridge.server import make_worker, status
+    from bridge.server import status
     from bridge.server.scoreboard import READY, STOPPING
     from bridge.server.worker import WorkerState
     slot = board.slot(slot_index)
