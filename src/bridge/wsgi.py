@@ -14,6 +14,9 @@ start-up, because a CGI request pays for every import.
 import io
 import sys
 
+# The grammar's tokens and hop-by-hop names (bridge.abnf names them too); it imports nothing.
+from bridge.tokens import HOP_BY_HOP, is_token
+
 # Annotations that name typing's types are strings, and there is no
 # `from __future__ import annotations`: that line imports the __future__
 # module, one more import every CGI request would pay (bridge cgi's path).
@@ -30,21 +33,6 @@ __all__ = [
 ]
 
 WSGI_VERSION = (1, 0)
-
-#: RFC 9110 §7.6.1: connection-specific fields an application must not set;
-#: the gateway owns the connection (PEP 3333 "hop-by-hop" rule).
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-))
-
-# RFC 9110 §5.6.2:  token = 1*tchar
-#   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
-#           "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-TCHAR = frozenset(
-    "!#$%&'*+-.^_`|~0123456789"
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
 
 ERROR_STATUS = "500 Internal Server Error"
 ERROR_BODY = b"Internal Server Error\n"
@@ -188,7 +176,7 @@ def _check_headers(headers: "Any") -> "tuple":
             length = known
             continue
         if name not in _valid_names:
-            if not name or not all(c in TCHAR for c in name):
+            if not is_token(name):
                 raise WSGIError(f"invalid header name {name!r}")
             if name.lower() in HOP_BY_HOP:
                 raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")

@@ -258,3 +258,38 @@ def test_private_names_are_found_imported_or_through_a_module_alias():
     finally:
         MODULES.clear()
         MODULES.update(saved)
+
+
+# --------------------------------------------------------------------------
+# the grammar: one module, and no `re` until a regular expression is used
+
+
+def test_the_grammar_compiles_its_regular_expressions_only_when_used():
+    import subprocess
+    import sys
+    probe = ("import sys\n"
+             "import bridge.abnf, bridge.httputil, bridge.lint, bridge.cgi.rfc3875\n"
+             "before = 're' in sys.modules\n"
+             "from bridge.abnf import HOST\n"
+             "print(before, 're' in sys.modules, bool(HOST.fullmatch('[::1]:80')))\n")
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env={"PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert out.split() == ["False", "True", "True"]
+
+
+def test_the_rules_are_written_once():
+    trees = parsed()
+    defined: dict = {}
+    for module, tree in trees.items():
+        for node in tree.body:
+            names = []
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            for name in names:
+                if name in ("TCHAR", "HOP_BY_HOP", "http_date", "parse_http_date", "is_token"):
+                    defined.setdefault(name, []).append(module)
+    assert defined == {"TCHAR": ["bridge.tokens"], "HOP_BY_HOP": ["bridge.tokens"],
+                       "is_token": ["bridge.tokens"], "http_date": ["bridge.abnf"],
+                       "parse_http_date": ["bridge.abnf"]}

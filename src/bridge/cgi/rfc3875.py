@@ -7,8 +7,8 @@ Nothing here does I/O; the tests feed it byte strings.
 """
 from __future__ import annotations
 
-from bridge.http.abnf import HEAD_ALLOWED_BYTES
-from bridge.wsgi import HOP_BY_HOP, TCHAR, merge_content_length
+from bridge.abnf import HEAD_ALLOWED_BYTES, HOP_BY_HOP, is_token
+from bridge.wsgi import merge_content_length
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def parse_head(head: bytes) -> CGIHead:
             name_s = name.decode("ascii")
         except UnicodeDecodeError:
             raise BadResponse(f"header name is not ASCII: {name[:80]!r}") from None
-        if not name_s or not all(c in TCHAR for c in name_s):
+        if not is_token(name_s):
             raise BadResponse(f"invalid header name {name[:80]!r}")
         value_s = value.strip(b" \t").decode("latin-1")
         lower = name_s.lower()

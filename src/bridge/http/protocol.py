@@ -18,7 +18,7 @@ smuggling does (RFC 9112 §6.3, §11.2); leniency where clients are merely old
 The parts, as in h11: everything that moves the state lives here, in
 :class:`ConnectionState`, as tables; the events and errors in
 :mod:`bridge.http.events`; the head parser and the per-framing body readers in
-:mod:`bridge.http.readers`; the grammar in :mod:`bridge.http.abnf`.  The
+:mod:`bridge.http.readers`; the grammar in :mod:`bridge.abnf`.  The
 response writers (Content-Length, chunked, until-close, none) are the
 ``_writer`` kinds of :class:`Connection`.
 """

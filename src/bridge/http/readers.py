@@ -5,11 +5,11 @@ head into a :class:`~bridge.http.events.Request` (or a
 :class:`~bridge.http.events.RemoteProtocolError` with the status to answer),
 and one small reader class per framing of RFC 9112 §6.3 turns the receive
 buffer into ``Data`` / ``EndOfMessage`` / ``NEED_DATA``.  The grammar itself
-is in :mod:`bridge.http.abnf`.
+is in :mod:`bridge.abnf`.
 """
 from __future__ import annotations
 
-from bridge.http.abnf import (
+from bridge.abnf import (
     ABSOLUTE_FORM, CHUNK_LINE, FIELD_NAME, HEAD_ALLOWED_BYTES, HOST, HTTP_VERSION, METHOD,
 )
 from bridge.http.events import NEED_DATA, Data, EndOfMessage, RemoteProtocolError, Request

@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 
+from bridge.abnf import http_date
 from bridge.http.accesslog import Record
 from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
@@ -73,15 +74,6 @@ LINGER = 2.0
 
 _date_cache: list = [0, b"", b""]   # second, "Date: ...\r\n", "Date: ...\r\nServer: ...\r\n"
 SERVER_LINE = b"Server: wsgi-bridge\r\n"
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def http_date(seconds: float) -> str:
-    """RFC 9110 §5.6.7 IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    t = time.gmtime(seconds)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def date_lines(with_server: bool) -> bytes:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import stat
 
-from bridge import httputil
+from bridge import abnf, httputil
 from bridge.middleware.beneath import open_beneath
 from bridge.wsgi import log_line, plain_response
 
@@ -254,7 +254,7 @@ class Static:
         size = st.st_size
         mtime = int(st.st_mtime)
         etag = f'"{st.st_mtime_ns:x}-{size:x}{"-" + coding if coding else ""}"'
-        validators = [("ETag", etag), ("Last-Modified", httputil.http_date(mtime)),
+        validators = [("ETag", etag), ("Last-Modified", abnf.http_date(mtime)),
                       ("Cache-Control", self.cache_control)]
         if vary:
             validators.append(("Vary", "Accept-Encoding"))
@@ -309,7 +309,7 @@ def _preconditions(environ: dict, etag: str, mtime: int) -> Optional[str]:
         if not httputil.etag_in_list(if_match, etag, weak=False):
             return "412 Precondition Failed"      # malformed counts as no match
     else:
-        since = httputil.parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+        since = abnf.parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
         if since is not None and mtime > since:
             return "412 Precondition Failed"
     if_none_match = environ.get("HTTP_IF_NONE_MATCH")
@@ -318,7 +318,7 @@ def _preconditions(environ: dict, etag: str, mtime: int) -> Optional[str]:
         if httputil.etag_in_list(if_none_match, etag):
             return "304 Not Modified"
         return None
-    since = httputil.parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    since = abnf.parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
     if since is not None and mtime <= since:
         return "304 Not Modified"
     return None
@@ -331,7 +331,7 @@ def _if_range_holds(value: Optional[str], etag: str, mtime: int) -> bool:
     value = value.strip(" \t")
     if value.startswith('"') or value.startswith("W/"):
         return httputil.strong_match(httputil.parse_etag(value), httputil.parse_etag(etag))
-    return httputil.parse_http_date(value) == mtime
+    return abnf.parse_http_date(value) == mtime
 
 
 class FileSlice:
