@@ -30,7 +30,11 @@ reason goes to ``wsgi.errors``; the client only sees the status.
 from __future__ import annotations
 
 import os
+import selectors
+import signal
+import subprocess
 import sys
+import time
 
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
@@ -175,8 +179,6 @@ class _Run:
     """One running script: feeds stdin, drains stderr, hands out stdout; the response iterable."""
 
     def __init__(self, script: str, env: dict, body: Any, length: int, timeout: float, environ: dict) -> None:
-        import selectors
-        import subprocess
         self.script = script
         self.environ = environ
         self.timeout = timeout
@@ -206,7 +208,6 @@ class _Run:
 
     # The selector loop: one round, returning what stdout gave (b"" = EOF, None = nothing).
     def _step(self, deadline: float) -> Optional[bytes]:
-        import time
         wait = deadline - time.monotonic()
         if wait <= 0:
             raise _Timeout()
@@ -278,7 +279,6 @@ class _Run:
                 log_line(self.environ, f"[cgi {name}] " + escape(line))
 
     def read_head(self) -> CGIHead:
-        import time
         buf = b""
         start = 0
         while True:
@@ -315,7 +315,6 @@ class _Run:
 
         Whatever it still writes to stderr is logged; stdout is dropped.
         """
-        import time
         if self.closed:
             return
         self.closed = True
@@ -356,7 +355,6 @@ class _Run:
         Unreaped, its pid stays reserved as its process group's id, so a
         later ``killpg`` cannot hit another process that took the number.
         """
-        import time
         delay = 0.0005
         while True:
             try:
@@ -372,7 +370,6 @@ class _Run:
 
     def kill(self) -> None:
         """SIGKILL the script's process group: the script and whatever it started in it."""
-        import signal
         if self.proc.returncode is None:     # not reaped: the group id is still its
             self.killed = True
             try:
@@ -384,7 +381,6 @@ class _Run:
     # -- the response body --------------------------------------------------
 
     def __iter__(self):
-        import time
         if self.rest:
             rest, self.rest = self.rest, b""
             yield rest

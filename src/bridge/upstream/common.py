@@ -11,7 +11,6 @@ error responses and log lines are :func:`bridge.wsgi.plain_response` and
 from __future__ import annotations
 
 import io
-import tempfile
 
 from bridge.logtext import escape
 from bridge.wsgi import (INTERNAL_REDIRECT_ROOT, InternalRedirect, decode_path, log_line, plain_response,
@@ -51,6 +50,10 @@ def request_body(environ: dict) -> tuple:
             length = 0
         return (stream, length) if length > 0 else (None, None)
     if stream is not None and environ.get("wsgi.input_terminated"):
+        # Lazy: only a body of unknown length needs it (tempfile pulls in
+        # random, shutil...), and under ``bridge cgi --mount`` every import
+        # is paid by every request.
+        import tempfile
         spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
         length = 0
         while True:

@@ -35,6 +35,7 @@ behind php-fpm.
 """
 from __future__ import annotations
 
+import selectors
 import socket
 import threading
 import time
@@ -381,7 +382,6 @@ class _Exchange:
 
     def __init__(self, app: FastCGIApp, backend: Backend, sock: socket.socket, environ: dict,
                  head: bytes, body: Any, length: int) -> None:
-        import selectors
         self.app = app
         self.backend = backend
         self.sock = sock
@@ -414,7 +414,6 @@ class _Exchange:
     # -- the pump -----------------------------------------------------------
 
     def _want(self) -> int:
-        import selectors
         events = selectors.EVENT_READ
         if len(self.out) or not self.stdin_done:
             events |= selectors.EVENT_WRITE
@@ -429,7 +428,6 @@ class _Exchange:
         if not ready:
             raise _Timeout()
         mask = ready[0][1]
-        import selectors
         if mask & selectors.EVENT_WRITE:
             self._send()
         if mask & selectors.EVENT_READ:

@@ -128,6 +128,9 @@ def resolve(spec: str, *, pythonpath: Iterable[str] = (), chdir: Optional[str] =
 
     Raises :class:`bridge.loader.AppLoadError` with a one-line message.
     """
+    # Lazy, for the CGI path (``from bridge import mount`` in a cgi-bin
+    # script, ``bridge cgi --mount``): each request loads only the clients
+    # its mounts use; the FastCGI one pulls in socket and threading.
     from bridge.loader import AppLoadError
     spec = spec.strip()
     try:
@@ -158,7 +161,7 @@ def _split_query(spec: str) -> tuple:
     address, _, query = spec.partition("?")
     options = {}
     if query:
-        from urllib.parse import parse_qsl
+        from urllib.parse import parse_qsl   # lazy: CGI path, and only for a spec with options
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=True):
             options[key] = value
     return address, options

@@ -5,6 +5,10 @@ applied by an :data:`bridge.config.APP_WRAPPERS` hook that builds a
 :func:`bridge.mount` map: the positional APP, if given, is mounted at
 ``/``; each ``--mount`` adds a prefix.  Repeating a prefix with ``fcgi://``
 backends balances requests across them.
+
+Every command imports this module to build its command line (``bridge cgi``
+too, once per request): the mount code is imported inside the functions,
+when a ``--mount`` is given.
 """
 from __future__ import annotations
 
