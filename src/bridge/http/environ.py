@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import tempfile
 
+from bridge import __version__
 from bridge.http.events import Request
 from bridge.http.forwarded import TrustedProxies, apply_forwarded
+from bridge.http.prepared import prepare
 from bridge.http.readers import Limits
 from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ, remove_dot_segments
 
@@ -117,7 +120,6 @@ class ReceivedBody:
             return
         self.parts.append(data)
         if self.size > self.threshold:
-            import tempfile
             self.file = tempfile.TemporaryFile(prefix="bridge-body-")
             self.file.writelines(self.parts)
             self.parts = []
@@ -165,11 +167,9 @@ class ServerContext:
         self.forwarded_host = bool(getattr(config, "forwarded_host", False))
         self.script_name = getattr(config, "script_name", None)
         if prepared is None:        # one process, or a test: no master opened them
-            from bridge.http.prepared import prepare
             prepared = prepare(config)
         self.tls_context = prepared.tls_context
         self.access_log = prepared.access_log
-        from bridge import __version__
         self.base = make_environ(
             {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},
             input=EMPTY_INPUT, errors=ErrorStream(),

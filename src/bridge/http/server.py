@@ -29,20 +29,28 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
+import ssl
+import struct
+import sys
 import threading
 import time
 
 from bridge.abnf import http_date
-from bridge.http.accesslog import Record
+from bridge.http.accesslog import Record, compile_format
 from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
+from bridge.http.reload import run_with_reloader
+from bridge.http.tls import TLSSession, make_context
 from bridge.http.protocol import (
     DONE, DRAIN_LIMIT, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
 from bridge.logtext import escape
+from bridge.server import serve
+from bridge.server.listeners import fd0_is_listening_socket
 from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
@@ -142,7 +150,6 @@ class HTTPConnection:
             # From the connect on, the request (and the TLS handshake) must come promptly.
             self.idle_deadline = _monotonic() + ctx.header_timeout
         if ctx.tls_context is not None:
-            from bridge.http.tls import TLSSession
             self.tls = TLSSession(ctx.tls_context)
 
     # ---- raw I/O
@@ -161,7 +168,6 @@ class HTTPConnection:
         return self._tls_feed(bytes(buf[:n]) if n else b"")
 
     def _tls_feed(self, raw: bytes):
-        import ssl
         tls = self.tls
         try:
             data = tls.feed(raw)
@@ -277,7 +283,6 @@ class HTTPConnection:
             self.timeout_set = True
             timeout = self.ctx.io_timeout
             if timeout:
-                import struct
                 sec = int(timeout)
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                                      struct.pack("ll", sec, int((timeout - sec) * 1e6)))
@@ -757,7 +762,6 @@ class HTTPConnection:
 
 def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
     """Wait until ``fd`` is writable/readable; False on timeout."""
-    import select
     poller = select.poll()
     poller.register(fd, select.POLLOUT if write else select.POLLIN)
     return bool(poller.poll(None if timeout is None else max(0, timeout) * 1000))
@@ -789,10 +793,8 @@ def check_config(config) -> Optional[str]:
     try:
         TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
         if getattr(config, "access_log_format", None):
-            from bridge.http.accesslog import compile_format
             compile_format(config.access_log_format)
         if getattr(config, "certfile", None):
-            from bridge.http.tls import make_context
             make_context(config.certfile, getattr(config, "keyfile", None), getattr(config, "ca_certs", None))
         elif getattr(config, "keyfile", None) or getattr(config, "ca_certs", None):
             return "--keyfile and --ca-certs need --certfile"
@@ -808,18 +810,14 @@ DEFAULT_BIND = "127.0.0.1:8000"
 
 def main(config) -> int:
     """``bridge http APP``."""
-    import sys
     problem = check_config(config)
     if problem:
         sys.stderr.write(f"bridge http: {problem}\n")
         return 2
     if not getattr(config, "bind", None):
-        from bridge.server.listeners import fd0_is_listening_socket
         systemd = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
         if not systemd and not fd0_is_listening_socket():
             config.bind = [DEFAULT_BIND]
     if getattr(config, "reload", False):
-        from bridge.http.reload import run_with_reloader
         return run_with_reloader(config, factory_builder)
-    from bridge.server import serve
     return serve(config, factory_builder)
