@@ -57,6 +57,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     ``factory_builder(app, config) -> factory`` (see :class:`Worker`).  ``app``
     skips loading (already loaded); ``listeners`` skips opening sockets.
     """
+    # Imported here, not at the top: this package is loaded to build every
+    # command's CLI (bridge.server.options), ``bridge cgi`` too (see _LAZY).
     import logging
     from bridge.server.listeners import BindError, describe_listeners, open_config_listeners
     from bridge.server.logs import setup_logging

@@ -12,8 +12,13 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 from bridge import logtext
+from bridge.server import status
+from bridge.server.logs import reopen_logs
+from bridge.server.scoreboard import READY, STOPPING
+from bridge.server.worker import Worker, WorkerState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +76,6 @@ class WorkerSignals:
     def _handle(self, signum, frame) -> None:
         worker = self.worker
         if signum == signal.SIGUSR1:
-            from bridge.server.logs import reopen_logs
             worker.call_soon(reopen_logs)
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             if not self.prefork:
@@ -129,7 +133,6 @@ class Watchdog:
             if threads is None:
                 threads = {i: ident for ident, i in self.state._index.items()}
             frame = sys._current_frames().get(threads.get(index))
-            import traceback
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
             log.warning("slow request (%.1f s > --slowlog %g s) in worker %d thread %d: %s\n%s",
                         now - started, self.slowlog, os.getpid(), index,
@@ -225,7 +228,6 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
     or accepted and not started) as threads, and leaves the connections it
     could not start to an idle sibling.
     """
-    from bridge.server.worker import Worker
     threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
                   threads=threads,
@@ -242,9 +244,6 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
                board, slot_index: int, max_requests: int = 0, master_pid: Optional[int] = None,
                on_ready: Optional[Callable[[], None]] = None) -> "object":
     """Build the factory and serve until stopped; returns the Worker (for its counts)."""
-    from bridge.server import status
-    from bridge.server.scoreboard import READY, STOPPING
-    from bridge.server.worker import WorkerState
     slot = board.slot(slot_index)
     factory = factory_builder(app, config)
     threads = getattr(config, "threads", 4)
