@@ -8,10 +8,12 @@ A gateway supplies a *transport* (see :class:`Transport`) with four methods
 and calls :func:`call_app`.  That is the whole contract, in the spirit of
 ``wsgiref.handlers.BaseHandler`` but without its faults: headers are never
 sent for an empty first chunk, validation raises real exceptions (never
-``assert``), and this module imports nothing beyond ``sys`` and ``io`` at
-start-up, because a CGI request pays for every import.
+``assert``), and this module imports nothing beyond ``sys``, ``io``, ``os``
+and :mod:`bridge.tokens` at start-up, because a CGI request pays for every
+import: the imports inside functions are the CGI path's, for the error path.
 """
 import io
+import os    # io, os and sys are loaded by the interpreter before any script: free
 import sys
 
 # The grammar's tokens and hop-by-hop names (bridge.abnf names them too); it imports nothing.
@@ -486,7 +488,6 @@ def _fail(response: "Response", environ: dict) -> None:
 
 def _send_file_wrapper(response: "Response", wrapper: "FileWrapper") -> None:
     """Let the gateway use ``os.sendfile`` for a real file (PEP 3333 optional extension)."""
-    import os
     filelike = wrapper.filelike
     try:
         fd = filelike.fileno()

@@ -7,6 +7,7 @@ Nothing here does I/O; the tests feed it byte strings.
 """
 from __future__ import annotations
 
+from bridge import __version__
 from bridge.abnf import HEAD_ALLOWED_BYTES, HOP_BY_HOP, is_token
 from bridge.wsgi import merge_content_length
 
@@ -33,7 +34,7 @@ PASS_THROUGH = frozenset((
 
 
 def _quote_path(path: str) -> str:
-    from urllib.parse import quote
+    from urllib.parse import quote   # lazy: CGI path (bridge cgi --mount), only without a REQUEST_URI
     return quote(path.encode("latin-1"), safe="/;=,@:!$&'()*+~")
 
 
@@ -60,7 +61,6 @@ def cgi_variables(environ: dict, *, script_name: Optional[str] = None, path_info
     sn = environ.get("SCRIPT_NAME", "") if script_name is None else script_name
     pi = environ.get("PATH_INFO", "") if path_info is None else path_info
     scheme = environ.get("wsgi.url_scheme", "http")
-    from bridge import __version__
     env["GATEWAY_INTERFACE"] = "CGI/1.1"                                     # §4.1.4
     env["SERVER_SOFTWARE"] = environ.get("SERVER_SOFTWARE") or f"wsgi-bridge/{__version__}"  # §4.1.17
     env["SERVER_NAME"] = environ.get("SERVER_NAME", "localhost")             # §4.1.14
@@ -182,7 +182,7 @@ def head_search_resume(buf: bytes) -> int:
 
 
 def _reason(code: int) -> str:
-    from http import HTTPStatus
+    from http import HTTPStatus   # lazy: CGI path; it loads enum, only for a Status without a phrase
     try:
         return HTTPStatus(code).phrase
     except ValueError:

@@ -31,12 +31,13 @@ elsewhere, a dot-file on the way: 404).  Directories are never listed.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 
 from bridge import abnf, httputil
 from bridge.middleware.beneath import open_beneath
-from bridge.wsgi import log_line, plain_response
+from bridge.wsgi import FileWrapper, log_line, plain_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -202,7 +203,7 @@ class Static:
         ext = os.path.splitext(name)[1].lower()
         ctype = TYPES.get(ext)
         if ctype is None:
-            import mimetypes
+            import mimetypes   # lazy, CGI path (--static): only for an extension TYPES lacks
             ctype, coding = mimetypes.guess_type(name, strict=False)
             if coding is not None:
                 # "x.tar.gz" is a gzip file to whoever asks for it by that name.
@@ -296,9 +297,7 @@ class Static:
         except BaseException:
             body.close()
             raise
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None:
-            from bridge.wsgi import FileWrapper as wrapper
+        wrapper = environ.get("wsgi.file_wrapper") or FileWrapper
         return wrapper(body, self.blksize)
 
 
@@ -346,7 +345,6 @@ class FileSlice:
     __slots__ = ("_file", "_left")
 
     def __init__(self, fd: int, first: int, length: int) -> None:
-        import io
         self._file = io.FileIO(fd, "rb", closefd=True)
         if first:
             self._file.seek(first)
