@@ -22,17 +22,21 @@ def run(app, **options):
     if fd0_is_listening_socket():
         from bridge.fastcgi.server import serve_inherited
         if isinstance(app, str):   # by name: load it now; a failure exits 2 with one line
-            from bridge.loader import AppLoadError, load_app
+            from bridge.loader import SCRIPT_PATH_SETTINGS, AppLoadError, load_app
             try:
-                app = load_app(app, options.get("pythonpath", ()), options.get("chdir"))
+                app = load_app(app, options.get("pythonpath", ()), options.get("chdir"),
+                               path_settings=SCRIPT_PATH_SETTINGS)
             except AppLoadError as exc:
                 import sys
-                sys.stderr.write(f"bridge: {exc}\n")
+                sys.stderr.write(f"bridge fcgi: {exc}\n")
                 raise SystemExit(2)
-        return serve_inherited(app, **options)
+        code = serve_inherited(app, **options)
+        if code:    # a setting that cannot work: the process says so too (mod_fcgid logs it)
+            raise SystemExit(code)
+        return code
     if "GATEWAY_INTERFACE" in os.environ:
-        from bridge.cgi.gateway import run_cgi
-        return run_cgi(app, **options)
+        from bridge.cgi.gateway import run_script
+        return run_script(app, **options)
     import sys
     sys.stderr.write(
         "bridge.run(): this script is a CGI/FastCGI program and was started from neither.\n"

@@ -19,13 +19,25 @@ RUNNERS = {
     "cgi": ("bridge.cgi.gateway", "main", "run APP once as a CGI script (RFC 3875): environ from the CGI meta-variables, response on stdout"),
     "fcgi": ("bridge.fastcgi.server", "main", "serve APP over FastCGI behind nginx or Apache"),
     "http": ("bridge.http.server", "main", "serve APP over HTTP/1.1"),
-    "check": ("bridge.check", "main", "load APP, run one GET through it under a WSGI checker, report what is wrong"),
+    "check": ("bridge.check", "main", "load APP, send it one request (GET /, or --path/--method/--data/--header) under a WSGI checker, report what is wrong"),
 }
 
 
 def build_parser():
     import argparse
-    parser = argparse.ArgumentParser(
+
+    class Parser(argparse.ArgumentParser):
+        """argparse with bridge's one-line errors: ``bridge http: ...``, no usage dump.
+
+        The usage text says nothing the message does not; ``--help`` is
+        named instead.  A sub-command's parser has ``prog`` ``bridge http``,
+        so its errors carry the command's prefix like every other message.
+        """
+
+        def error(self, message: str):
+            self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    parser = Parser(
         prog="bridge",
         description="Serve a WSGI application as CGI, FastCGI or HTTP/1.1. "
                     "Every option can also be set as a BRIDGE_* environment variable.")
@@ -65,17 +77,17 @@ def build_parser():
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     command = args.command
+    if unknown:
+        return fail(command, f"unrecognized arguments: {' '.join(unknown)} (see bridge {command} --help)")
     values = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         config = Config.build(command, values)
     except ConfigError as exc:
-        parser.error(str(exc))
+        return fail(command, str(exc))
     if not getattr(config, "app", None) and not getattr(config, "mount", None) and not getattr(config, "static", None):
-        sys.stderr.write(f"bridge {command}: no application given (APP is module:callable, "
-                         f"e.g. bridge.demo:app)\n")
-        return 2
+        return fail(command, "no application given (APP is module:callable, e.g. bridge.demo:app)")
     module_name, func, _ = RUNNERS[command]
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
@@ -84,3 +96,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return 0
 
+
+def fail(command: str, message: str) -> int:
+    """Say what is wrong on one line with the one prefix, ``bridge COMMAND:``; exit status 2."""
+    sys.stderr.write(f"bridge {command}: {message}\n")
+    return 2

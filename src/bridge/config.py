@@ -72,29 +72,82 @@ class Setting:
         return "BRIDGE_" + self.name.upper()
 
     @property
+    def option(self) -> str:
+        """How the command line names it: its first flag, or APP for a positional."""
+        return self.flags[0] if self.flags else (self.metavar or self.name.upper())
+
+    @property
     def is_flag(self) -> bool:
         return self.type is bool
 
-    def convert(self, raw: Any, origin: str) -> Any:
+    def convert(self, raw: Any, origin: str, *, assigned: bool = False) -> Any:
+        """``raw`` as this setting's type, or a :class:`ConfigError` naming ``origin`` and ``raw``.
+
+        ``origin`` is where the value came from, as the user wrote it: the
+        flag (``--threads``), the variable (``BRIDGE_THREADS``) or a keyword
+        of a script's ``run()``; ``assigned``: the user wrote ``NAME=value``
+        (a variable, a keyword), so the message does too.  The
+        message is in the user's words, never Python's ("invalid literal for
+        int() with base 10" tells nobody which option was wrong).
+        """
         try:
             if self.type is bool and isinstance(raw, str):
-                low = raw.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(f"expected yes/no, got {raw!r}")
-            value = self.type(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
+                value = yes_or_no(raw)
+            else:
+                value = self.type(raw)
+            if isinstance(value, float) and not -INFINITY < value < INFINITY:
+                raise ValueError("not a finite number")     # nan would pass every "< 0" check
+        except (TypeError, ValueError, OverflowError) as exc:
+            expected = expected_value(self.type)
+            if expected is None:        # a type of its own: its message is already the user's
+                raise ConfigError(f"{origin}: {exc}") from None
+            raise ConfigError(f"{origin}: {raw!r} is not {expected}") from None
         if self.choices and value not in self.choices:
-            raise ConfigError(f"{origin}: {value!r} is not one of {', '.join(map(str, self.choices))}")
+            raise ConfigError(f"{origin}: {raw!r} is not one of {', '.join(map(str, self.choices))}")
         if self.validate is not None:
             try:
                 self.validate(value)
             except ValueError as exc:
-                raise ConfigError(f"{origin}: {exc}") from None
+                given = f"{origin}={shown(raw)}" if assigned else f"{origin} {shown(raw)}"
+                raise ConfigError(f"{given}: {exc}") from None
         return value
+
+
+INFINITY = float("inf")
+
+
+def shown(value: Any) -> str:
+    """``value`` as it goes in a message: bare when it reads unambiguously, else quoted.
+
+    Quoted (``repr``) when it is empty, has spaces, quotes or anything not
+    printable, so a value can neither hide in the message nor put a
+    terminal escape on the user's screen.
+    """
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in " '\"\\"):
+        return text
+    return repr(text)
+
+
+def yes_or_no(raw: str) -> bool:
+    """A switch from the environment: ``BRIDGE_GZIP=1``, ``yes``, ``on``, ``true`` (or their opposites)."""
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(raw)
+
+
+def expected_value(kind: Callable) -> Optional[str]:
+    """What a value of type ``kind`` looks like, said to a user ("a whole number"); None if unknown.
+
+    A converter of bridge's own says it with an ``expected`` attribute.
+    """
+    return EXPECTED.get(kind) or getattr(kind, "expected", None)
+
+
+EXPECTED = {int: "a whole number", float: "a number", bool: "yes or no (1/0, true/false, on/off)"}
 
 
 SETTINGS: dict = {}
@@ -118,20 +171,46 @@ def load_declarations() -> dict:
     return SETTINGS
 
 
+def unknown_keywords(names: Iterable[str], command: Optional[str] = None) -> Optional[str]:
+    """One line for the first of a script's ``run()`` keywords that is no setting, or None.
+
+    ``command``: only that command's settings count (None: any command's).
+    A typo named with the nearest setting, as ``threads`` for ``thread``.
+    """
+    settings = load_declarations()
+    declared = [s.name for s in settings.values() if command is None or command in s.commands]
+    for name in names:
+        if name in declared:
+            continue
+        if name in settings:
+            return f"run(): {name} is not a setting of bridge {command}"
+        import difflib
+        close = difflib.get_close_matches(name, declared, n=1)
+        return f"run(): no setting named {name!r}{f' (did you mean {close[0]}?)' if close else ''}"
+    return None
+
+
 # Validators and types shared by several options modules.
 
 def positive_int(value: int) -> None:
     if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
+        raise ValueError("must be at least 1")
 
 
 def non_negative(value: float) -> None:
     if value < 0:
-        raise ValueError(f"must not be negative, got {value}")
+        raise ValueError("must not be negative")
 
 
 def octal(raw: str) -> int:
-    return int(raw, 8)
+    """``0660`` → a file mode; more than the permission and sticky bits is refused."""
+    value = int(str(raw).strip(), 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError(raw)
+    return value
+
+
+octal.expected = "an octal file mode such as 0660"
 
 
 def size(raw: str) -> int:
@@ -141,6 +220,9 @@ def size(raw: str) -> int:
     if mult != 1:
         raw = raw[:-1]
     return int(raw) * mult
+
+
+size.expected = "a size in bytes such as 65536, 64k, 10M or 1G"
 
 
 class Config:
@@ -156,8 +238,12 @@ class Config:
 
     @classmethod
     def build(cls, command: str, cli_values: Optional[dict] = None,
-              environ: Optional[dict] = None) -> "Config":
-        """Merge command line values (``None`` = not given), environment and defaults."""
+              environ: Optional[dict] = None, *, keywords: bool = False) -> "Config":
+        """Merge command line values (``None`` = not given), environment and defaults.
+
+        ``keywords``: the values are a script's ``run(app, threads=8, ...)``
+        arguments, not flags, and errors name them so.
+        """
         cli_values = cli_values or {}
         environ = os.environ if environ is None else environ
         values = {}
@@ -165,19 +251,25 @@ class Config:
             if command not in s.commands:
                 continue
             given = cli_values.get(s.name)
+            option = f"run(): {s.name}" if keywords else s.option
             if s.multiple:
                 if given:
-                    values[s.name] = [s.convert(v, f"{s.flags[0] if s.flags else s.name} {v!r}") for v in given]
+                    values[s.name] = [s.convert(v, option, assigned=keywords) for v in given]
                 elif environ.get(s.env):
-                    values[s.name] = [s.convert(v, f"{s.env}={v!r}") for v in environ[s.env].split(",") if v.strip()]
+                    values[s.name] = [s.convert(v, s.env, assigned=True)
+                                      for v in environ[s.env].split(",") if v.strip()]
                 else:
                     values[s.name] = list(s.default or [])
             elif given is not None:
-                values[s.name] = given if s.is_flag else s.convert(given, f"{s.flags[0] if s.flags else s.name} {given!r}")
+                values[s.name] = given if s.is_flag else s.convert(given, option, assigned=keywords)
             elif environ.get(s.env) not in (None, ""):
-                values[s.name] = s.convert(environ[s.env], f"{s.env}={environ[s.env]!r}")
+                values[s.name] = s.convert(environ[s.env], s.env, assigned=True)
             else:
                 values[s.name] = s.default
+        if keywords:
+            problem = unknown_keywords(cli_values, command)
+            if problem:
+                raise ConfigError(problem)
         return cls(command, values)
 
 

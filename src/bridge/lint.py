@@ -204,8 +204,9 @@ class _Request:
         code = status[:3]
         if not (len(status) >= 5 and code.isdigit() and code.isascii() and status[3] == " " and status[4:].strip()):
             p(f"app: status must be a three-digit code, a space and a reason phrase ('200 OK'), got {status!r}")
-        elif not 100 <= int(code) <= 599:
-            p(f"app: status code {code} is outside 100-599")
+        elif not 200 <= int(code) <= 599:
+            p(f"app: status code {code} is outside 100-599" if not 100 <= int(code) <= 599 else
+              f"app: status code {code} is informational (1xx): a final response is 200-599")
         if has_control_chars(status):
             p(f"app: status contains a control character: {status!r}")
         if _not_latin1(status):

@@ -13,7 +13,7 @@ same four characters typed by the client (those arrive as ``\\\\x0a``).
 No imports: the CGI path and the WSGI core's error path can afford it.
 """
 
-__all__ = ["escape", "describe_request"]
+__all__ = ["escape", "describe_request", "counted"]
 
 
 def escape(value: str) -> str:
@@ -44,3 +44,8 @@ def describe_request(environ: dict, query: bool = False) -> str:
     if query and environ.get("QUERY_STRING"):
         target += "?" + environ["QUERY_STRING"]
     return f"{escape(str(environ.get('REQUEST_METHOD', '?')))} {escape(target) or '/'}"
+
+
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """``1 request``, ``2 requests``, ``0 requests``: a count a person reads in a log line."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

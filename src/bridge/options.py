@@ -16,3 +16,48 @@ setting("log_level", "--log-level", default="info", metavar="LEVEL", commands=AL
         help="error log level")
 setting("error_log", "--error-log", default="-", metavar="FILE", commands=("fcgi", "http"),
         section="logging", help="where the error log goes: - for stderr, or a file (reopened on SIGUSR1)")
+
+# -- bridge check (bridge.check): the request to try, as curl takes it ----------
+# Validators import lazily: this module is imported on the CGI path.
+
+CHECK = ("check",)
+
+
+def _origin_form(value: str) -> None:
+    """RFC 9112 §3.2.1 origin-form: an absolute path and an optional query, no spaces or controls."""
+    if not value.startswith("/") or any(c <= " " or c == "\x7f" for c in value) or "#" in value:
+        raise ValueError(f"{value!r} is not a path and query as a client sends it (e.g. /items?page=2)")
+
+
+def _method(value: str) -> None:
+    from bridge.abnf import is_token   # lazy: every command's CLI loads this module
+    if not is_token(value):
+        raise ValueError(f"{value!r} is not an HTTP method (RFC 9110 §9.1: a token, e.g. GET)")
+
+
+def header_line(raw: str) -> tuple:
+    """``'Name: value'`` -> ``('Name', 'value')``, as RFC 9110 §5 allows it in a request."""
+    from bridge.abnf import has_control_chars, is_token   # lazy: every command's CLI loads this module
+    name, colon, value = str(raw).partition(":")
+    value = value.strip(" \t")
+    if not colon or not is_token(name):
+        raise ValueError("expected 'Name: value' with a field name of token characters (RFC 9110 §5.1)")
+    if has_control_chars(value):
+        raise ValueError("control characters (CR, LF, NUL...) are not allowed in a field value (RFC 9110 §5.5)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("a field value must be latin-1 (PEP 3333 bytes as str)") from None
+    return name, value
+
+
+setting("check_path", "--path", default="/", metavar="PATH", commands=CHECK, section="check",
+        validate=_origin_form,
+        help="the request's path and query, as a client sends it (percent-encoded; e.g. /api/items?page=2)")
+setting("check_method", "--method", "-X", metavar="METHOD", commands=CHECK, section="check", validate=_method,
+        help="the request method (default GET, or POST with --data)")
+setting("check_data", "--data", "-d", metavar="BODY", commands=CHECK, section="check",
+        help="the request body, or @FILE to send a file's bytes (as curl); CONTENT_LENGTH is its size")
+setting("check_headers", "--header", "-H", multiple=True, default=[], type=header_line, metavar="'NAME: VALUE'",
+        commands=CHECK, section="check",
+        help="a request header (repeatable): Host, Content-Type, Cookie, Authorization...")

@@ -30,8 +30,8 @@ __all__ = [
     "Transport", "Response", "call_app", "make_environ", "FileWrapper",
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "merge_content_length", "single_content_length",
-    "remove_dot_segments", "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
-    "log_line", "plain_response",
+    "remove_dot_segments", "AmbiguousPath", "refuse_ambiguous_path",
+    "InternalRedirect", "INTERNAL_REDIRECT_ROOT", "log_line", "plain_response",
 ]
 
 WSGI_VERSION = (1, 0)
@@ -110,8 +110,13 @@ def _check_status(status: "Any") -> None:
     # PEP 3333: "999 Message here": three digits, a space, a reason phrase.
     if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or not status[:3].isascii():
         raise WSGIError(f"status must look like '200 OK', got {status!r}")
-    if status[0] == "0":
-        raise WSGIError(f"status code out of range: {status!r}")
+    # RFC 9110 §15: codes are 100-599, and a 1xx is interim, never the final
+    # answer (§15.2): sent as one, the client takes the *next* response on the
+    # connection for the answer to this request (a pipelined one, or another
+    # client's behind a proxy that reuses connections).  The same range as a
+    # CGI script's Status (bridge.cgi.rfc3875).
+    if not "200" <= status[:3] <= "599":
+        raise WSGIError(f"status code out of range (a final response is 200-599): {status!r}")
     if "\r" in status or "\n" in status or "\0" in status:
         raise WSGIError(f"status contains a control character: {status!r}")
     if not status.isascii() and max(status) > "\xff":
@@ -182,6 +187,11 @@ def _check_headers(headers: "Any") -> "tuple":
                 raise WSGIError(f"invalid header name {name!r}")
             if name.lower() in HOP_BY_HOP:
                 raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")
+            if len(name) == 6 and name.lower() == "status":
+                # RFC 3875 §6.3.3: under CGI/FastCGI this field *is* the status;
+                # the app's own would be a second one on the wire.
+                raise WSGIError(f"header {name!r} is the gateway's (the CGI Status line); "
+                                "give the status to start_response")
             if len(_valid_names) < 512:
                 _valid_names.add(name)
         if "\n" in value or "\r" in value or "\0" in value:
@@ -243,6 +253,13 @@ class Response:
         self.content_length, repeated = _check_headers(headers)
         if repeated:
             headers = single_content_length(headers)   # never two on the wire; the app's list unchanged
+        if self.content_length is not None and status[:3] == "204":
+            # RFC 9110 §8.6: "A server MUST NOT send a Content-Length header
+            # field in any response with a status code of ... 204"; a
+            # recipient that framed by it would take the next response's
+            # bytes for this one's body.
+            headers = [h for h in headers if not (len(h[0]) == 14 and h[0].lower() == "content-length")]
+            self.content_length = None
         self.status = status
         self.headers = headers
         self.body_allowed = status_has_body(status, self.environ.get("REQUEST_METHOD", "GET"))
@@ -722,6 +739,28 @@ def decode_path(raw: bytes) -> str:
     return b"".join(out).decode("latin-1")
 
 
+class AmbiguousPath(ValueError):
+    """A path whose ``..`` follows an empty segment: front servers resolve it two ways.
+
+    See :func:`remove_dot_segments`; a gateway answers it with
+    :func:`refuse_ambiguous_path` (400), never routes it.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"'..' after an empty path segment (resolved differently with and "
+                         f"without merging '//'): {path[:200]!r}")
+
+
+AMBIGUOUS_PATH_BODY = b"Bad Request: '..' after '//' in the path\n"
+
+
+def refuse_ambiguous_path(environ: dict, start_response: "Callable") -> list:
+    """The WSGI answer to an :class:`AmbiguousPath`: 400, in place of the app."""
+    start_response("400 Bad Request", [("Content-Type", "text/plain; charset=utf-8"),
+                                       ("Content-Length", str(len(AMBIGUOUS_PATH_BODY)))])
+    return [AMBIGUOUS_PATH_BODY]
+
+
 def remove_dot_segments(path: str) -> str:
     """RFC 3986 §5.2.4 on a *decoded* path: ``/admin/../public`` → ``/public``.
 
@@ -732,8 +771,15 @@ def remove_dot_segments(path: str) -> str:
     it ``/admin/%2e%2e/public`` passes nginx's ``location /admin/ { deny
     all; }`` as ``/public`` and reaches the app mounted at ``/admin``.
     ``..`` above the root is dropped (``/../x`` → ``/x``), as the RFC says.
-    Empty segments, ``..;``, ``...`` and backslashes are ordinary characters,
-    as for nginx on POSIX.  A path not starting with ``/`` is left alone.
+    ``..;``, ``...`` and backslashes are ordinary characters, as for nginx
+    on POSIX.  A path not starting with ``/`` is left alone.
+
+    An empty segment is kept, but a ``..`` that would remove one raises
+    :class:`AmbiguousPath` (the gateways answer 400): nginx and Apache merge
+    ``//`` before they resolve ``..`` by default (``merge_slashes``,
+    ``MergeSlashes``), so ``/admin//../x`` is ``/x`` to them, ``/admin/x``
+    without merging; either choice here lets one of the two configurations
+    route past a front proxy's ``location /admin/ { deny all; }``.
     """
     if "/." not in path or path[:1] != "/":
         return path
@@ -742,6 +788,8 @@ def remove_dot_segments(path: str) -> str:
     for segment in segments[1:]:
         if segment == "..":
             if out:
+                if not out[-1]:
+                    raise AmbiguousPath(path)
                 out.pop()
         elif segment != ".":
             out.append(segment)

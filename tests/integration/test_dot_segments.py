@@ -41,6 +41,11 @@ FORMS = [
     ("/../../admin/../public", "/public"),
 ]
 
+#: ``..`` after an empty segment: nginx (merge_slashes on, the default)
+#: resolves ``/admin//../x`` to ``/x`` and lets it pass ``location /admin/``;
+#: without merging it is ``/admin/x``.  bridge refuses it (400) everywhere.
+AMBIGUOUS = ["/admin//../x", "/admin/%2f../x", "/admin/x//..//../y", "/admin//x/../../y"]
+
 
 def raw_get(port: int, target: str, prefix: str = "") -> tuple:
     """GET ``prefix + target`` byte for byte (an HTTP library would normalise it first)."""
@@ -180,3 +185,12 @@ def test_apache_cgi_denies_the_admin_mount_and_serves_the_rest(apache_cgi):
     assert raw_get(apache_cgi, "/admin/x", prefix="/site")[0] == 403
     status, body = raw_get(apache_cgi, "/public/x", prefix="/site")
     assert status == 200 and json.loads(body)["app"] == "public"
+
+
+@pytest.mark.parametrize("target", AMBIGUOUS)
+def test_a_dot_dot_after_an_empty_segment_never_reaches_the_admin_mount(
+        http_bridge, nginx_proxy, nginx_fcgi, apache_cgi, target):
+    assert raw_get(http_bridge, target)[0] == 400
+    for port, prefix in ((nginx_proxy, ""), (nginx_fcgi, ""), (apache_cgi, "/site")):
+        status, body = raw_get(port, target, prefix=prefix)
+        assert status in (400, 403, 404) or json.loads(body)["app"] == "public", (port, status, body)

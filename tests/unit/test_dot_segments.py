@@ -15,7 +15,7 @@ import pytest
 from bridge.fastcgi.server import fix_script_name_and_path_info
 from bridge.upstream.mount import Mount
 from bridge.cgi.gateway import run_cgi
-from bridge.wsgi import decode_path, remove_dot_segments
+from bridge.wsgi import AmbiguousPath, decode_path, remove_dot_segments
 from support.http_server import RunningHTTP, read_response
 
 #: raw request path → the PATH_INFO every gateway hands on.
@@ -44,6 +44,57 @@ FORMS = [
     ("/admin/.well-known", "/admin/.well-known"),
     ("/public/page", "/public/page"),
 ]
+
+
+#: A ``..`` that would remove an empty segment: nginx and Apache (merging
+#: ``//`` by default) resolve ``/admin//../x`` to ``/x``, without merging to
+#: ``/admin/x``.  Routed either way, one configuration lets it past a front
+#: proxy's deny rule for ``/admin/``: every gateway refuses it (400).
+AMBIGUOUS = [
+    "/admin//../x",
+    "/admin/%2f../x",
+    "/admin%2f%2f..%2fx",
+    "/admin/x//..//../y",
+    "/admin//x/../../y",
+    "/admin/.//../x",
+    "/public//../admin/x",
+    "//..",
+    "/admin//..",
+]
+
+
+@pytest.mark.parametrize("raw", AMBIGUOUS)
+def test_a_dot_dot_after_an_empty_segment_is_refused_by_the_rule(raw):
+    with pytest.raises(AmbiguousPath):
+        remove_dot_segments(decode_path(raw.encode("latin-1")))
+
+
+@pytest.mark.parametrize("raw", AMBIGUOUS)
+def test_a_mount_refuses_a_dot_dot_after_an_empty_segment(raw):
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"] = status
+    body = b"".join(SITE({"SCRIPT_NAME": "", "PATH_INFO": decode_path(raw.encode("latin-1"))}, start_response))
+    assert seen["status"].startswith("400"), (seen, body)
+
+
+@pytest.mark.parametrize("raw", AMBIGUOUS)
+def test_fastcgi_refuses_a_dot_dot_after_an_empty_segment(raw):
+    with pytest.raises(AmbiguousPath):
+        fix_script_name_and_path_info({"REQUEST_URI": raw, "SCRIPT_NAME": "/x"}, None)
+    with pytest.raises(AmbiguousPath):
+        fix_script_name_and_path_info({"SCRIPT_NAME": "", "PATH_INFO": decode_path(raw.encode("latin-1"))}, None)
+
+
+@pytest.mark.parametrize("raw", AMBIGUOUS)
+def test_the_cgi_gateway_refuses_a_dot_dot_after_an_empty_segment(raw):
+    environ = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/site.cgi",
+               "PATH_INFO": decode_path(raw.encode("latin-1")), "QUERY_STRING": "",
+               "SERVER_NAME": "localhost", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}
+    stdout = io.BytesIO()
+    run_cgi(who("app"), environ=environ, stdin=io.BytesIO(), stdout=stdout, stderr=io.StringIO())
+    assert stdout.getvalue().startswith(b"Status: 400"), stdout.getvalue()
 
 
 @pytest.mark.parametrize("raw, expected", FORMS)
@@ -124,6 +175,14 @@ def http():
     # The app itself, no mount: what the HTTP gateway alone hands on.
     with RunningHTTP(echo_environ, threads=2) as running:
         yield running
+
+
+@pytest.mark.parametrize("raw", AMBIGUOUS)
+def test_the_http_server_refuses_a_dot_dot_after_an_empty_segment(http, raw):
+    with http.connect() as c:
+        c.sendall(f"GET {raw}?x HTTP/1.1\r\nHost: h\r\n\r\n".encode("latin-1"))
+        status, _, body = read_response(c)
+    assert status.startswith("HTTP/1.1 400"), (status, body)
 
 
 @pytest.mark.parametrize("raw, expected", FORMS)

@@ -599,3 +599,36 @@ def test_without_a_spare_descriptor_kept_requests_are_served_in_turn(monkeypatch
         for n in range(3):
             client.records = []
             assert client.request(get_params(f"/n{n}"), keep_conn=True).head_and_body()[2] == f"fast /n{n}".encode()
+
+
+def test_making_room_at_the_connection_cap_never_closes_a_request_that_has_begun():
+    """At --worker-connections a flood of empty connects closes the longest idle
+    connections; one whose request has begun (PARAMS in, STDIN still coming) is
+    not idle: closing it dropped the request without an END_REQUEST."""
+    from support.fastcgi import Client, RunningFCGI
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got " + body]
+    with RunningFCGI(app, threads=2, worker_connections=4, idle_timeout=60.0) as server:
+        idle = Client(server.address)
+        assert idle.request(get_params("/"), keep_conn=True).ended
+        begun = Client(server.address)
+        begun.send(request_bytes(get_params("/", REQUEST_METHOD="POST", CONTENT_LENGTH="6"), b"abc",
+                                 keep_conn=True, end_stdin=False))
+        flood = []
+        try:
+            for _ in range(12):
+                flood.append(socket.create_connection(server.address))
+            idle.sock.settimeout(5)
+            assert idle.closed_by_server()      # room was made, the idle one first
+            begun.send(p.encode_record(p.STDIN, 1, b"def") + p.encode_record(p.STDIN, 1, b""))
+            begun.read_until(lambda recs: any(t == p.END_REQUEST for t, _, _ in recs))
+            reply = parse_replies(begun.records).get(1)
+            assert reply is not None and reply.ended and reply.stdout.endswith(b"got abcdef"), reply
+        finally:
+            for c in [idle, begun]:
+                c.close()
+            for c in flood:
+                c.close()

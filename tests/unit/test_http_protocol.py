@@ -84,7 +84,7 @@ def test_empty_lines_before_the_request_line_are_ignored():
 def test_absolute_form_target_gives_path_and_overrides_host():
     req, _, _ = parse(b"GET http://other.example:81/p/q?z=1 HTTP/1.1\r\nHost: ignored\r\n\r\n")
     assert (req.path, req.query, req.host) == ("/p/q", "z=1", "other.example:81")
-    req, _, _ = parse(b"GET https://user@h.example HTTP/1.1\r\nHost: x\r\n\r\n")
+    req, _, _ = parse(b"GET https://h.example HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (req.path, req.host) == ("/", "h.example")
 
 
@@ -307,6 +307,16 @@ MALFORMED = [
     ("relative_target", b"GET foo HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("fragment", b"GET /a#b HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("ftp_absolute", b"GET ftp://h/x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # The absolute form's authority becomes HTTP_HOST (it wins over Host:),
+    # so it obeys the Host grammar too, and userinfo is an error (RFC 9110 §4.2.4).
+    ("absolute_userinfo", b"GET http://user@h.example/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_userinfo_password", b"GET http://u:p@h.example/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_quote", b'GET http://evil"x/ HTTP/1.1\r\n' + H + b"\r\n", 400),
+    ("absolute_host_backslash", b"GET http://evil\\x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_angle", b"GET http://<evil>/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_bad_ipv6", b"GET http://[zz::1]/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_bad_port", b"GET http://h.example:8x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_control", b"GET http://h\x01x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("connect", b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),
     ("bad_chunk_size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk_size_0x", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),

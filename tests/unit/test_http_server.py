@@ -529,6 +529,101 @@ def test_body_is_received_in_memory_or_an_unlinked_spool_file_and_reaches_the_ap
             assert len(made) == 2 * spooled, size
 
 
+def test_a_body_past_the_shared_body_memory_spools_and_gives_its_share_back_on_close():
+    """The rule, without sockets: --body-spool-threshold bounds one body, --body-memory
+    all of a worker's bodies together; what a body reserved comes back on close."""
+    from bridge.http.environ import BodyMemory, ReceivedBody
+    memory = BodyMemory(100)
+    first, second = ReceivedBody(80, memory), ReceivedBody(80, memory)
+    first.add(b"x" * 60)
+    second.add(b"y" * 60)           # 120 > 100 together: this one spools
+    assert (first.file is None, second.file is not None, memory.used) == (True, True, 60)
+    assert second.stream().read() == b"y" * 60
+    first.add(b"x" * 30)            # 90 > 80: past its own threshold, spools, gives back its 60
+    assert (first.file is not None, memory.used) == (True, 0)
+    first.close()
+    second.close()
+    assert memory.used == 0
+
+
+def test_unfinished_bodies_together_never_hold_more_memory_than_body_memory(monkeypatch):
+    """Clients that each send a body just under the spool threshold and never finish
+    (200 x 1 MB took a worker from 34 MB to 262 MB): past --body-memory the next
+    bodies go to their temporary files, and the memory is given back when a body ends."""
+    import tempfile
+    made = []
+    real = tempfile.TemporaryFile
+
+    def counting(*args, **kw):
+        made.append(1)
+        return real(*args, **kw)
+    monkeypatch.setattr(tempfile, "TemporaryFile", counting)
+    # 6 clients, each 60 KB of a 100 KB body, threshold 100 KB, budget 150 KB.
+    with RunningHTTP(http_apps.app, body_spool_threshold=100_000, body_memory=150_000) as server:
+        clients = []
+        try:
+            for _ in range(6):
+                c = server.connect()
+                c.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n"
+                          + b"z" * 60_000)
+                clients.append(c)
+            for _ in range(200):        # until the server has taken in every byte (bounded)
+                if len(made) >= 4:
+                    break
+                time.sleep(0.025)
+            assert len(made) == 4       # 2 x 60 KB fit in 150 KB, the other 4 bodies spool
+            for c in clients:
+                c.sendall(b"z" * 40_000)
+                assert read_response(c)[2].startswith(b"100000 ")
+        finally:
+            for c in clients:
+                c.close()
+        made.clear()
+        assert exchange(server, b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")[2] == b"abc"
+        assert not made                 # all given back: a small body is in memory again
+
+
+def _evicted(sock, seconds: float = 5.0) -> bool:
+    """Whether the server closed ``sock`` (read EOF) within ``seconds`` (bounded wait)."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+
+
+def test_making_room_at_the_connection_cap_never_closes_a_request_whose_body_is_arriving():
+    """At --worker-connections, the longest idle connections are closed for new ones;
+    an upload whose head has arrived and whose body is on its way is no idle
+    connection: a flood of empty connects closed it, without an answer."""
+    with RunningHTTP(http_apps.app, worker_connections=4, keepalive=60.0, header_timeout=60.0) as server:
+        idle = server.connect()
+        assert exchange_on(idle, b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")[0].startswith("HTTP/1.1 200")
+        upload = server.connect()
+        upload.sendall(b"POST /echo-length HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n" + b"a" * 10000)
+        flood = []
+        try:
+            for _ in range(12):
+                flood.append(server.connect())
+            assert _evicted(idle)           # room was made (the keep-alive one went first) ...
+            for c in flood[:6]:
+                _evicted(c, 0.2)            # ... and more rounds of it ran
+            upload.settimeout(10)
+            upload.sendall(b"a" * 10000)    # ... but the upload was never a candidate
+            status, _, body = read_response(upload)
+            assert status.startswith("HTTP/1.1 200") and body.startswith(b"20000 "), (status, body)
+        finally:
+            for c in [idle, upload, *flood]:
+                c.close()
+
+
+def exchange_on(sock, raw: bytes) -> tuple:
+    sock.sendall(raw)
+    return read_response(sock)
+
+
 def test_body_that_cannot_be_spooled_gets_500_and_the_server_goes_on(monkeypatch):
     import errno
     import tempfile
@@ -629,3 +724,36 @@ def test_http_date_is_the_imf_fixdate_of_rfc9110():
     for t in (0, 784111777, 1700000000, 1709251199):
         assert http_server.http_date(t) == formatdate(t, usegmt=True)
     assert http_server.http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"
+
+
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints"])
+def test_an_app_1xx_status_never_reaches_the_wire_as_a_final_response(status):
+    """The client would take the pipelined request's answer for this one's:
+    the answers on a kept-alive connection must stay one per request, in order."""
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            start_response(status, [("Content-Type", "text/plain")])
+            return [b"x"]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"second"]
+    with RunningHTTP(app, threads=1) as server, server.connect() as c:
+        c.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        first, second = reader.response(), reader.response()
+        assert first[0].startswith("HTTP/1.1 500"), first
+        assert second[0].startswith("HTTP/1.1 200") and second[2] == b"second", second
+
+
+def test_a_204_from_the_app_goes_out_without_content_length_and_the_connection_stays_in_step():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            start_response("204 No Content", [("Content-Length", "5")])
+            return [b"hello"]
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"second"]
+    with RunningHTTP(app, threads=1) as server, server.connect() as c:
+        c.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = Reader(c)
+        first, second = reader.response(), reader.response()
+        assert first[0].startswith("HTTP/1.1 204") and "content-length" not in first[1], first
+        assert second[2] == b"second", second

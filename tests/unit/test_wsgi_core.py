@@ -359,7 +359,18 @@ def test_a_malformed_status_is_a_500(status):
     assert "WSGIError" in log and "status" in log
 
 
-@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops"])
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints",
+                                    "199 Misc", "600 Beyond", "999 Internal"])
+def test_a_status_that_is_no_final_http_response_is_a_500(status):
+    # A 1xx is interim (RFC 9110 §15.2): sent as the answer, the client takes
+    # the next response on the connection for it.  600-999 are no HTTP codes.
+    t, response, log = run(simple(status=status))
+    assert t.status == "500 Internal Server Error" and response.failed
+    assert "WSGIError" in log and "status" in log
+
+
+@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops",
+                                    "599 Last"])
 def test_a_well_formed_status_is_sent_as_given(status):
     t, response, _ = run(simple(status=status))
     assert t.status == status and not response.failed
@@ -400,6 +411,15 @@ def test_a_hop_by_hop_header_from_the_app_is_a_500(name):
     t, _, log = run(simple(headers=[(name, "close")]))
     assert t.status == "500 Internal Server Error"
     assert "hop-by-hop" in log
+
+
+@pytest.mark.parametrize("name", ["Status", "status", "STATUS"])
+def test_a_status_header_from_the_app_is_a_500_never_a_second_cgi_status_line(name):
+    """Under CGI and FastCGI a ``Status:`` field *is* the response status (RFC 3875 §6.3.3):
+    an app's own would be a second one on the wire, and the web server picks one of them."""
+    t, _, log = run(simple(headers=[("Content-Type", "text/plain"), (name, "200 OK")]))
+    assert t.status == "500 Internal Server Error"
+    assert "Status" in log and "start_response" in log
 
 
 class Lookalike(str):
@@ -645,6 +665,21 @@ def test_head_of_a_streamed_response_sends_headers_and_stops_iterating():
     t, _, _ = run(closing_app(result), method="HEAD")
     assert t.status == "200 OK" and t.body == b""
     assert result.yielded == 1 and result.closed == 1
+
+
+@pytest.mark.parametrize("length", ["0", "5", "7"])
+def test_a_204_never_carries_the_content_length_an_app_gave(length):
+    # RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204.
+    t, response, _ = run(simple(status="204 No Content", headers=[("Content-Length", length), ("X-A", "1")],
+                                body=[b"hello"]))
+    assert t.status == "204 No Content" and t.body == b"" and not response.failed
+    assert [n.lower() for n in t.headers] == ["x-a"]
+
+
+def test_a_304_keeps_the_content_length_of_the_representation():
+    # RFC 9110 §8.6 allows it there (the size a 200 would have had).
+    t, _, _ = run(simple(status="304 Not Modified", headers=[("Content-Length", "5")], body=[b""]))
+    assert t.headers.get("Content-Length") == "5" and t.body == b""
 
 
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])

@@ -26,11 +26,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 
 from bridge.fastcgi import protocol as fcgi
-from bridge.wsgi import FileShrank, apply_script_name, call_app, decode_path, encode_headers, make_environ, remove_dot_segments
+from bridge.logtext import counted
+from bridge.wsgi import (AmbiguousPath, FileShrank, apply_script_name, call_app, decode_path, encode_headers,
+                         make_environ, refuse_ambiguous_path, remove_dot_segments)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,7 +122,9 @@ def fix_script_name_and_path_info(environ: dict, script_name: Optional[str]) -> 
       SCRIPT_NAME, for mounts the web server cannot describe.
 
     Either way PATH_INFO has no dot segments (RFC 3986 §5.2.4), so bridge
-    routes on the path the web server routed on.
+    routes on the path the web server routed on; a path whose ``..``
+    follows ``//`` raises :class:`bridge.wsgi.AmbiguousPath` (the web
+    server may have merged the slashes or not: answered 400).
     """
     path_info = environ.get("PATH_INFO")
     if path_info is not None and "/." in path_info:
@@ -171,10 +176,7 @@ class FastCGIServer:
 
     @classmethod
     def from_config(cls, app: Callable, config: Any) -> "FastCGIServer":
-        addrs = list(getattr(config, "fcgi_web_server_addrs", None) or [])
-        # FastCGI 1.0 §2.3: the web server may pass FCGI_WEB_SERVER_ADDRS.
-        env_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS", "")
-        addrs += [a for a in env_addrs.replace(" ", ",").split(",") if a.strip()]
+        addrs = list(getattr(config, "fcgi_web_server_addrs", None) or []) + environ_web_server_addrs()
         return cls(app,
                    threads=getattr(config, "threads", 4),
                    workers=max(getattr(config, "workers", 1) or 1, getattr(config, "workers_max", 0) or 0),
@@ -196,6 +198,26 @@ class FastCGIServer:
         return Handler(self, sock, addr, state)
 
 
+def environ_web_server_addrs() -> list:
+    """FastCGI 1.0 §2.3: the web server may pass FCGI_WEB_SERVER_ADDRS (comma or space separated)."""
+    env_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS", "")
+    return [a for a in env_addrs.replace(" ", ",").split(",") if a.strip()]
+
+
+def web_server_addrs_problem(config: Any) -> Optional[str]:
+    """One line naming the flag or variable whose entry is no address, or None.
+
+    Checked before serving: found later, in the worker, it was a traceback.
+    """
+    for origin, entries in (("--fcgi-web-server-addrs", getattr(config, "fcgi_web_server_addrs", None)),
+                            ("FCGI_WEB_SERVER_ADDRS", environ_web_server_addrs())):
+        try:
+            _AddressList(entries)
+        except ValueError as exc:
+            return f"{origin}: {exc}"
+    return None
+
+
 class _AddressList:
     """FCGI_WEB_SERVER_ADDRS: exact IPv4/IPv6 addresses, or networks."""
 
@@ -215,7 +237,7 @@ class _AddressList:
                 else:
                     self.exact.add(ipaddress.ip_address(entry.strip("[]")))
             except ValueError:
-                raise ValueError(f"FCGI_WEB_SERVER_ADDRS: {entry!r} is not an IP address or network") from None
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.networks)
@@ -291,6 +313,12 @@ class Handler:
 
     # ---- the Worker's interface ----------------------------------------
 
+    @property
+    def holds_request(self) -> bool:
+        """A request has begun (records of it arrived) or runs: closing the
+        connection to make room would drop it (see Worker._make_room)."""
+        return bool(self.conn.requests) or bool(self.pending) or self.tasks > 0
+
     def on_readable(self) -> bool:
         try:
             return self._readable()
@@ -326,8 +354,8 @@ class Handler:
                         log.warning("FastCGI connection from %s: %s", self.peer, exc)
                     else:
                         if self.conn.requests:
-                            log.info("FastCGI connection from %s closed with %d request(s) unanswered",
-                                     self.peer, len(self.conn.requests))
+                            log.info("FastCGI connection from %s closed with %s unanswered",
+                                     self.peer, counted(len(self.conn.requests), "request"))
                 self._abort_running()
                 return False
             try:
@@ -527,7 +555,12 @@ class Handler:
         server = self.server
         exchange.start(request)
         params = request.params
-        fix_script_name_and_path_info(params, server.script_name)
+        app = server.app
+        try:
+            fix_script_name_and_path_info(params, server.script_name)
+        except AmbiguousPath:
+            app = refuse_ambiguous_path
+            params.setdefault("PATH_INFO", "")
         errors = _LogErrors() if server.errors_to_log else exchange
         environ = make_environ(
             params,
@@ -545,7 +578,7 @@ class Handler:
         state = self.state
         state.request_started(environ)
         try:
-            call_app(server.app, environ, exchange)
+            call_app(app, environ, exchange)
         finally:
             state.request_finished()
             exchange.request = None
@@ -878,6 +911,10 @@ def factory_builder(app: Callable, config: Any) -> Callable:
 def main(config: Any) -> int:
     """``bridge fcgi APP``."""
     from bridge.server import serve
+    problem = web_server_addrs_problem(config)
+    if problem:
+        sys.stderr.write(f"bridge fcgi: {problem}\n")
+        return 2
     return serve(config, factory_builder)
 
 
@@ -891,10 +928,12 @@ def serve_inherited(app: Callable, **options: Any) -> int:
     from bridge.server import serve
     from bridge.server.listeners import BindError, inherited_listeners
     try:
-        config = Config.build("fcgi", options)
+        config = Config.build("fcgi", options, keywords=True)
+        problem = web_server_addrs_problem(config)
+        if problem:
+            raise ConfigError(problem)
         listeners = inherited_listeners()
     except (ConfigError, BindError) as exc:
-        import sys
-        sys.stderr.write(f"bridge: {exc}\n")
+        sys.stderr.write(f"bridge fcgi: {exc}\n")
         return 2
     return serve(config, factory_builder, app=app, listeners=listeners)

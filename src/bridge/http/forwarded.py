@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
 
 class TrustedProxies:
-    """``--forwarded-allow-ips``: ``*``, addresses and networks, comma separated."""
+    """``--forwarded-allow-ips`` (or ``--proxy-allow-ips``): ``*``, addresses and networks, comma separated."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, option: str = "--forwarded-allow-ips") -> None:
         self.everyone = False
         self.networks: list = []
         for item in (spec or "").split(","):
@@ -53,7 +53,7 @@ class TrustedProxies:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise ValueError(f"--forwarded-allow-ips: {item!r} is not an address or network") from None
+                raise ValueError(f"{option}: {item!r} is not an address or network") from None
         self._cache: dict = {}
 
     def __bool__(self) -> bool:

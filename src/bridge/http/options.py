@@ -22,6 +22,10 @@ setting("body_spool_threshold", "--body-spool-threshold", default=1 << 20, type=
         commands=HTTP, section="http", metavar="BYTES",
         help="a request body is received before the app runs: up to this size in memory, a bigger one in "
              "an unlinked temporary file (k/M/G suffixes)")
+setting("body_memory", "--body-memory", default=64 << 20, type=size, validate=non_negative,
+        commands=HTTP, section="http", metavar="BYTES",
+        help="request bodies one worker process keeps in memory, all connections together; past it a "
+             "body goes to its temporary file even below --body-spool-threshold (k/M/G suffixes)")
 setting("stream_request_body", "--stream-request-body", default=False, type=bool, commands=HTTP,
         section="http",
         help="let the app read request bodies from the socket as they arrive instead (large uploads "
@@ -65,6 +69,18 @@ setting("forwarded_allow_ips", "--forwarded-allow-ips", default="127.0.0.1,::1",
 setting("forwarded_host", "--forwarded-host", default=False, type=bool, commands=HTTP, section="proxy",
         help="let a trusted peer's X-Forwarded-Host (or Forwarded host=) set HTTP_HOST, when it is a "
              "valid host[:port]; only for a proxy that sets or clears that header on every request")
+
+# Behind a TCP load balancer (bridge.http.proxyproto).  Off by default: on a
+# port where it is on, the header is required (a client could otherwise send
+# its own and choose its address), so it cannot be guessed per connection.
+setting("proxy_protocol", "--proxy-protocol", default=False, type=bool, commands=HTTP, section="proxy",
+        help="every connection starts with a PROXY protocol header (v1 or v2, as HAProxy send-proxy/"
+             "send-proxy-v2 and AWS NLB write it) giving the client's address for REMOTE_ADDR/REMOTE_PORT; "
+             "a connection without a valid header, or from a peer not in --proxy-allow-ips, is closed")
+setting("proxy_allow_ips", "--proxy-allow-ips", default="127.0.0.1,::1", metavar="IPS", commands=HTTP,
+        section="proxy",
+        help="with --proxy-protocol: peers (comma separated addresses or networks, * for all) that may "
+             "send the header; unix socket peers are always allowed")
 
 # Logs.
 setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",

@@ -185,12 +185,19 @@ def parse_head(lines: list, limits: Limits) -> Request:
         m = ABSOLUTE_FORM.fullmatch(target)
         if m is None or m[1].lower() not in ("http", "https") or (m[3] and m[3][0] not in "/?"):
             raise RemoteProtocolError(f"invalid request target {target[:80]!r}")
-        host = m[2].rpartition("@")[2]   # userinfo is deprecated for http(s), RFC 9110 §4.2.4
+        host = m[2]
+        # RFC 9110 §4.2.4: "a recipient SHOULD parse for userinfo and treat
+        # its presence as an error"; and this authority becomes HTTP_HOST
+        # (§3.2.2 below), so it obeys the Host grammar like a Host field.
+        if "@" in host:
+            raise RemoteProtocolError("userinfo in an absolute-form target (RFC 9110 §4.2.4)")
+        if not host:
+            raise RemoteProtocolError("absolute-form target without a host")
+        if not HOST.fullmatch(host):
+            raise RemoteProtocolError(f"invalid host in the request target {host[:80]!r}")
         path, _, query = (m[3] or "/").partition("?")
         if not path:
             path = "/"
-        if not host:
-            raise RemoteProtocolError("absolute-form target without a host")
     if "#" in target:
         raise RemoteProtocolError("a fragment is not allowed in a request target")
 

@@ -19,6 +19,11 @@ body; the Worker's sweep enforces it through ``idle_deadline``.
 response leaves in one ``writev`` (head and body together); a file from
 ``wsgi.file_wrapper`` with ``os.sendfile``.
 
+With ``--proxy-protocol`` the first bytes of a connection are a PROXY
+protocol header (:mod:`bridge.http.proxyproto`), taken off the raw socket
+before TLS and HTTP see anything; a peer not in ``--proxy-allow-ips`` gets a
+:class:`Refused` handler and is closed at once.
+
 Sends and blocking body reads go straight to the descriptor first (it is
 O_NONBLOCK, see bridge.server.worker) and only fall back to the socket's
 timed methods when the kernel buffer is full or empty: CPython polls before
@@ -42,6 +47,7 @@ from bridge.http.accesslog import Record, compile_format
 from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
+from bridge.http.proxyproto import NEED_DATA as PROXY_NEED_DATA, ProxyProtocolError, parse as parse_proxy_header
 from bridge.http.reload import run_with_reloader
 from bridge.http.tls import TLSSession, make_context
 from bridge.http.protocol import (
@@ -51,7 +57,7 @@ from bridge.http.protocol import (
 from bridge.logtext import escape
 from bridge.server import serve
 from bridge.server.listeners import fd0_is_listening_socket
-from bridge.wsgi import FileShrank, WSGIError, call_app, status_has_body
+from bridge.wsgi import AmbiguousPath, FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -126,7 +132,7 @@ class HTTPConnection:
 
     __slots__ = ("ctx", "sock", "fd", "state", "conn", "base", "trusted", "unix", "tls",
                  "idle_deadline", "head_started", "body_error", "aborted", "closed", "timeout_set",
-                 "body", "body_request", "body_deadline", "lingering", "__weakref__")
+                 "body", "body_request", "body_deadline", "lingering", "proxy_pending", "__weakref__")
 
     def __init__(self, ctx: ServerContext, sock: socket.socket, addr, listener, state) -> None:
         self.ctx = ctx
@@ -146,6 +152,9 @@ class HTTPConnection:
         self.body_request: Optional[Request] = None   # ... and its request
         self.body_deadline: Optional[float] = None    # when the body must be complete (--body-timeout)
         self.lingering = False                        # closing gently: input is read and dropped
+        # --proxy-protocol: the bytes of the PROXY header received so far;
+        # None once it is read (or when the option is off).
+        self.proxy_pending: Optional[bytearray] = bytearray() if ctx.proxy_protocol else None
         if ctx.header_timeout:
             # From the connect on, the request (and the TLS handshake) must come promptly.
             self.idle_deadline = _monotonic() + ctx.header_timeout
@@ -289,11 +298,19 @@ class HTTPConnection:
 
     # ---- the Worker's interface
 
+    @property
+    def holds_request(self) -> bool:
+        """A request head has arrived and its body is being received: closing
+        the connection to make room would drop it (see Worker._make_room)."""
+        return self.body is not None
+
     def on_readable(self) -> bool:
         if self.closed:
             return False
         if self.lingering:
             return self._discard()
+        if self.proxy_pending is not None:
+            return self._read_proxy_header()
         try:
             data = self._read_now()
         except OSError:
@@ -303,10 +320,60 @@ class HTTPConnection:
         self.conn.receive_data(data)    # b"": the client closed its side
         return self._serve()
 
+    def _read_proxy_header(self) -> bool:
+        """--proxy-protocol: take the PROXY header off the raw socket, before TLS and HTTP.
+
+        False (close) when the peer closed, or sent anything but a valid
+        header (logged, escaped, on one line).  What follows the header in
+        the same read is the client's: it goes on to TLS or the HTTP parser.
+        The deadline set at the connect (--header-timeout) covers the header.
+        """
+        buf = _thread_buffer()
+        try:
+            n = _readv(self.fd, (buf,))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        pending = self.proxy_pending
+        peer = self.base.get("REMOTE_ADDR") if not self.unix else "a unix socket peer"
+        if not n:
+            if pending:
+                pending.clear()     # logged here, not again by close()
+                log.warning("connection from %s closed inside its PROXY protocol header", peer)
+            return False
+        pending += memoryview(buf)[:n]
+        try:
+            header = parse_proxy_header(pending)
+        except ProxyProtocolError as exc:
+            pending.clear()
+            said = f' (it starts with "{escape(exc.received.decode("latin-1"))}")' if exc.received else ""
+            log.warning("closed a connection from %s (--proxy-protocol): %s%s", peer, escape(str(exc)), said)
+            return False
+        if header is PROXY_NEED_DATA:
+            return True
+        rest = bytes(pending[header.length:])
+        self.proxy_pending = None
+        self.trusted = self.ctx.apply_proxy_header(self.base, header, self.unix)
+        if not rest:
+            return True
+        if self.tls is not None:
+            data = self._tls_feed(rest)
+            if data is None:
+                return True
+        else:
+            data = rest
+        self.conn.receive_data(data)
+        return self._serve()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.proxy_pending:
+            # The sweep closes it: the header began and never ended (--header-timeout).
+            log.warning("closed a connection from %s (--proxy-protocol): PROXY protocol header "
+                        "incomplete after %d bytes", self.base.get("REMOTE_ADDR"), len(self.proxy_pending))
         body = self.body
         if body is not None:
             self.body = None
@@ -368,7 +435,7 @@ class HTTPConnection:
                 if (event.chunked or event.content_length) and not self.ctx.stream_body:
                     # Received here, between readable events, before the app
                     # runs: a slow client never holds a pool thread.
-                    self.body = ReceivedBody(self.ctx.spool_threshold)
+                    self.body = ReceivedBody(self.ctx.spool_threshold, self.ctx.body_memory)
                     self.body_request = event
                     timeout = self.ctx.body_timeout
                     self.body_deadline = _monotonic() + timeout if timeout else None
@@ -461,7 +528,12 @@ class HTTPConnection:
         state = self.state
         if state is not None and not state.accepting:
             conn.close_after_response()     # the worker is stopping
-        env = self._environ(request)
+        try:
+            env = self._environ(request)
+        except AmbiguousPath as exc:
+            # Routed on neither reading (see remove_dot_segments): refused.
+            self._reject(RemoteProtocolError(str(exc), 400))
+            return False
         if self.tls is not None:
             env.update(self.tls.environ())
         if body is not None:
@@ -779,7 +851,11 @@ def factory_builder(app: Callable, config, prepared=None) -> Callable:
     """
     ctx = ServerContext(app, config, prepared)
 
-    def factory(sock: socket.socket, addr, listener, state) -> HTTPConnection:
+    def factory(sock: socket.socket, addr, listener, state):
+        if ctx.proxy_protocol and not _proxy_allowed(ctx, addr, listener):
+            log.warning("closed a connection from %s: not in --proxy-allow-ips (--proxy-protocol)",
+                        escape(str(addr[0])))
+            return Refused()
         return HTTPConnection(ctx, sock, addr, listener, state)
     factory.context = ctx
     return factory
@@ -788,10 +864,31 @@ def factory_builder(app: Callable, config, prepared=None) -> Callable:
 factory_builder.prepare = prepare
 
 
+def _proxy_allowed(ctx: ServerContext, addr, listener) -> bool:
+    """May this peer send a PROXY header?  A unix socket peer always may (as for X-Forwarded-*)."""
+    if getattr(listener, "kind", "tcp") == "unix" or not isinstance(addr, tuple) or not addr:
+        return True
+    return ctx.proxy_allowed.trusts(addr[0])
+
+
+class Refused:
+    """The handler of a connection refused on accept: the Worker's sweep closes it at once."""
+
+    def __init__(self) -> None:
+        self.idle_deadline = _monotonic()
+
+    def on_readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
 def check_config(config) -> Optional[str]:
     """One line saying what is wrong with the HTTP settings, or None."""
     try:
         TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
+        TrustedProxies(getattr(config, "proxy_allow_ips", "") or "", "--proxy-allow-ips")
         if getattr(config, "access_log_format", None):
             compile_format(config.access_log_format)
         if getattr(config, "certfile", None):

@@ -37,8 +37,11 @@ def static_spec(raw: str) -> tuple:
 def gzip_level(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 9:
-        raise ValueError(f"must be 1..9, got {value}")
+        raise ValueError(raw)
     return value
+
+
+gzip_level.expected = "a compression level from 1 to 9"
 
 
 setting("static", "--static", multiple=True, default=[], type=static_spec, metavar="PREFIX=DIR",
@@ -80,8 +83,12 @@ def wrap_app(app, config):
     if app is not None and getattr(config, "gzip", False):
         from bridge.middleware.gzip import DEFAULT_TYPES, Gzip
         types = [t.strip() for t in (getattr(config, "gzip_types", "") or "").split(",") if t.strip()]
-        app = Gzip(app, min_size=getattr(config, "gzip_min_size", 256), types=types or DEFAULT_TYPES,
-                   level=getattr(config, "gzip_level", 6))
+        try:
+            app = Gzip(app, min_size=getattr(config, "gzip_min_size", 256), types=types or DEFAULT_TYPES,
+                       level=getattr(config, "gzip_level", 6))
+        except ValueError as exc:
+            from bridge.config import ConfigError
+            raise ConfigError(f"--gzip-types: {exc}") from None
     mounts = getattr(config, "static", None)
     if mounts:
         from bridge.middleware.static import Static

@@ -28,7 +28,7 @@ _LAZY = {
     "BindError": "bridge.server.listeners", "Listener": "bridge.server.listeners",
     "listeners_for": "bridge.server.listeners", "on_reopen": "bridge.server.logs",
     "open_config_listeners": "bridge.server.listeners", "describe_listeners": "bridge.server.listeners",
-    "make_worker": "bridge.server.process",
+    "make_worker": "bridge.server.process", "log_socket_access": "bridge.server.listeners",
     "reopen_logs": "bridge.server.logs", "setup_logging": "bridge.server.logs",
 }
 
@@ -60,13 +60,17 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     # Imported here, not at the top: this package is loaded to build every
     # command's CLI (bridge.server.options), ``bridge cgi`` too (see _LAZY).
     import logging
-    from bridge.server.listeners import BindError, describe_listeners, open_config_listeners
+    from bridge.server.listeners import BindError, describe_listeners, log_socket_access, open_config_listeners
     from bridge.server.logs import setup_logging
     log = logging.getLogger("bridge.server")
-    setup_logging(config)
+    command = getattr(config, "command", "serve")
+    try:
+        setup_logging(config)
+    except OSError as exc:
+        sys.stderr.write(f"bridge {command}: {exc}\n")
+        return 2
     from bridge.server import malloc
     malloc.tune()       # before forking: the workers inherit it
-    command = getattr(config, "command", "serve")
     scheme = scheme or default_scheme(config)
     if getattr(config, "workers", 1) > 1 or _needs_master(config):
         from bridge.server.master import Master
@@ -85,7 +89,20 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         except BindError as exc:
             sys.stderr.write(f"bridge {command}: {exc}\n")
             return 2
+    log_socket_access(listeners, config)
     try:
+        prepare = getattr(factory_builder, "prepare", None)
+        if prepare is not None:
+            # The files the protocol opens (TLS key, access log), as the
+            # master does: a bad path is one line here, not a traceback from
+            # inside the worker.
+            try:
+                prepared = prepare(config)
+            except (OSError, ValueError) as exc:
+                sys.stderr.write(f"bridge {command}: {exc}\n")
+                return 2
+            import functools
+            factory_builder = functools.partial(factory_builder, prepared=prepared)
         from bridge.server.process import run_worker
         from bridge.server.scoreboard import Scoreboard
         threads = getattr(config, "threads", 4)
@@ -97,7 +114,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
                      threads, "" if threads == 1 else "s", os.getpid())
         worker = run_worker(listeners, app, factory_builder, config, board=board,
                             slot_index=slot_index, max_requests=0, on_ready=ready)
-        log.info("Stopped (%d requests served)", worker.state.requests)
+        from bridge.logtext import counted
+        log.info("Stopped (%s served)", counted(worker.state.requests, "request"))
         return 0
     finally:
         for listener in listeners:

@@ -110,7 +110,10 @@ class ReopenableFileHandler(logging.StreamHandler):
 
 
 def setup_logging(config) -> logging.Logger:
-    """Configure the ``bridge`` logger from ``config.error_log`` / ``config.log_level``."""
+    """Configure the ``bridge`` logger from ``config.error_log`` / ``config.log_level``.
+
+    Raises ``OSError`` whose message names ``--error-log`` when the file cannot be opened.
+    """
     logger = logging.getLogger("bridge")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -121,7 +124,10 @@ def setup_logging(config) -> logging.Logger:
     if target == "-":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = ReopenableFileHandler(target)
+        try:
+            handler = ReopenableFileHandler(target)
+        except OSError as exc:      # one line for the user, not a traceback (issue 17)
+            raise OSError(f"--error-log {target}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(getattr(logging, str(getattr(config, "log_level", "info")).upper(), logging.INFO))

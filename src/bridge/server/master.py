@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 
+from bridge.logtext import counted
 from bridge.server.listeners import set_socket_file
 from bridge.server.logs import reopen_logs, set_workers_user
 from bridge.server.pidfile import PidFile
@@ -156,7 +157,7 @@ class Master:
     # -- start and stop ------------------------------------------------------
 
     def run(self) -> int:
-        from bridge.server.listeners import BindError, describe_listeners, open_config_listeners
+        from bridge.server.listeners import BindError, describe_listeners, log_socket_access, open_config_listeners
         command = getattr(self.config, "command", "serve")
         try:
             self.identity = resolve(getattr(self.config, "user", None),
@@ -202,6 +203,7 @@ class Master:
                                     target=self.target, started=time.time())
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
                            f"{describe_listeners(self.listeners, self.scheme)}")
+            log_socket_access(self.listeners, self.config)    # after the sockets got their owner
             pool = (f"{self.workers_min}-{self.workers_max} workers" if self.dynamic
                     else f"{self.target} worker{'s' if self.target != 1 else ''}")
             log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
@@ -495,7 +497,7 @@ class Master:
                 log.debug("worker start failure", exc_info=True)
                 code = APP_LOAD_FAILED
                 return
-            log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
+            log.debug("worker %d exiting after %s", os.getpid(), counted(worker.state.requests, "request"))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -647,6 +649,8 @@ class Master:
                         w.killed = True
                         self._kill(w, signal.SIGKILL)
         self._enforce_kill_deadlines(now)
+        board.note_pool_full(threads_total > 0 and busy_total >= threads_total
+                             and self.target >= self.workers_max)
         header = board.header()
         if busy_total > header["max_active"]:
             board.write_header(max_active=busy_total)
@@ -673,7 +677,7 @@ class Master:
             self.target += 1
             self.grow_after = now + 1.0
             self.idle_since = None
-            log.info("every thread busy (%d): growing the pool to %d workers", busy, self.target)
+            log.info("every thread busy (%d): growing the pool to %s", busy, counted(self.target, "worker"))
             self.board.write_header(target=self.target)
             return
         if capacity - busy >= self.threads and self.target > self.workers_min:
@@ -682,8 +686,8 @@ class Master:
             elif now - self.idle_since >= self.idle_period:
                 self.target -= 1
                 self.idle_since = now
-                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %d workers",
-                         self.idle_period, self.target)
+                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %s",
+                         self.idle_period, counted(self.target, "worker"))
                 self.board.write_header(target=self.target)
         else:
             self.idle_since = None

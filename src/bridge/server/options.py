@@ -77,7 +77,8 @@ setting("group", "--group", metavar="GROUP", commands=S, section="processes",
 # -- status page (bridge.server.status) -------------------------------------------
 
 setting("status_path", "--status-path", metavar="PATH", commands=S, section="status",
-        help="answer the pool's status at this path (e.g. /bridge-status), as JSON or HTML; off by default")
+        help="answer the pool's status at this path (e.g. /bridge-status), as JSON, HTML or "
+             "OpenMetrics/Prometheus text (?format=openmetrics); off by default")
 setting("status_allow", "--status-allow", multiple=True, default=["127.0.0.1", "::1"], metavar="ADDRESS",
         commands=S, section="status",
         help="addresses or networks (CIDR) allowed to read --status-path (repeatable; REMOTE_ADDR is checked)")

@@ -19,6 +19,8 @@ import grp
 import os
 import pwd
 
+from bridge.config import shown
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterator, Optional
@@ -68,7 +70,7 @@ def resolve(user: Optional[str], group: Optional[str]) -> Optional[Identity]:
             try:
                 pw = pwd.getpwnam(user)
             except KeyError:
-                raise LookupError(f"--user {user}: no such user") from None
+                raise LookupError(f"--user {shown(user)}: no such user") from None
             uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
     if group:
         group = str(group)
@@ -78,7 +80,7 @@ def resolve(user: Optional[str], group: Optional[str]) -> Optional[Identity]:
             try:
                 gid = grp.getgrnam(group).gr_gid
             except KeyError:
-                raise LookupError(f"--group {group}: no such group") from None
+                raise LookupError(f"--group {shown(group)}: no such group") from None
     identity = Identity(uid, gid, name)
     if os.geteuid() != 0 and identity.changes_anything:
         raise OSError("--user/--group: switching users needs root")

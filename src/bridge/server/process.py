@@ -270,4 +270,5 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
             on_ready()
         worker.run()
     slot.set_state(STOPPING)
+    slot.beat(state.accepted, 0)    # the last count: the pool's totals keep it after exit
     return worker

@@ -83,6 +83,8 @@ import socket
 import threading
 import time
 
+from bridge.logtext import counted
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -467,8 +469,8 @@ class Worker:
             self._wake()
 
     def _max_requests_reached(self) -> None:
-        self.log.info("worker %d served %d requests (--max-requests): restarting",
-                      os.getpid(), self.state.requests)
+        self.log.info("worker %d served %s (--max-requests): restarting",
+                      os.getpid(), counted(self.state.requests, "request"))
         self.stop(graceful=True)
 
     def _wake(self) -> None:
@@ -835,10 +837,17 @@ class Worker:
     def _make_room(self) -> None:
         """At the connection cap: close idle connections, idle the longest first.
 
-        Only those with nothing waiting in the socket: a request that has
-        arrived is served, never dropped (see :func:`idle_expired`).
+        Only those with nothing waiting in the socket, and none whose handler
+        ``holds_request`` (a request body being received, a FastCGI request
+        begun or running, with no pool thread on the connection): a request
+        that has arrived is served, never dropped (see :func:`idle_expired`).
+        Without that, a flood of empty connects closed uploads in progress
+        without an answer.  Their own deadlines (--body-timeout,
+        --io-timeout) still bound them.
         """
-        idle = sorted((conn for conn in list(self._conns.values()) if not conn.busy and not conn.closed),
+        idle = sorted((conn for conn in list(self._conns.values())
+                       if not conn.busy and not conn.closed
+                       and not getattr(conn.handler, "holds_request", False)),
                       key=lambda conn: conn.idle_since)[:REUSE_BATCH]
         waiting = _with_input(idle)
         closed = self._close_idle([conn for conn in idle if conn.fd not in waiting])
@@ -871,8 +880,8 @@ class Worker:
             return True
         if self.graceful_timeout is not None and \
                 _monotonic() - self._stopping_since >= self.graceful_timeout:
-            self.log.warning("graceful timeout (%ss): abandoning %d request(s) in flight",
-                             self.graceful_timeout, in_hand)
+            self.log.warning("graceful timeout (%ss): abandoning %s in flight",
+                             self.graceful_timeout, counted(in_hand, "request"))
             return True
         return False
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 
 from bridge.logtext import escape
-from bridge.wsgi import (INTERNAL_REDIRECT_ROOT, InternalRedirect, decode_path, log_line, plain_response,
-                         remove_dot_segments)
+from bridge.wsgi import (INTERNAL_REDIRECT_ROOT, AmbiguousPath, InternalRedirect, decode_path, log_line,
+                         plain_response, remove_dot_segments)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,7 +86,11 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
         return plain_response(start_response, "500 Internal Server Error")
     uri = location.partition("#")[0]
     raw_path, _, query = uri.partition("?")
-    path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
+    try:
+        path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
+    except AmbiguousPath:
+        log_line(environ, f"bridge: CGI local redirect to {escape(location)} has '..' after '//'; refused (502)")
+        return plain_response(start_response, "502 Bad Gateway")
     whole_stack = environ.get(INTERNAL_REDIRECT_ROOT)
     mount_root = environ.get(ROOT_KEY)
     if whole_stack is not None:

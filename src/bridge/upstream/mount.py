@@ -16,7 +16,7 @@ An app may also be given by name, as on the command line (``--mount``):
 from __future__ import annotations
 
 from bridge.upstream.common import ROOT_KEY
-from bridge.wsgi import plain_response, remove_dot_segments
+from bridge.wsgi import AmbiguousPath, plain_response, refuse_ambiguous_path, remove_dot_segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,7 +86,10 @@ class Mount:
             # bridge's gateways already did this; a server that does not
             # (or an app calling a mount directly) must not route
             # "/admin/../public" to the app at "/admin" (RFC 3986 §5.2.4).
-            path = environ["PATH_INFO"] = remove_dot_segments(path)
+            try:
+                path = environ["PATH_INFO"] = remove_dot_segments(path)
+            except AmbiguousPath:
+                return refuse_ambiguous_path(environ, start_response)
         found = self.match(path)
         if found is None:
             return plain_response(start_response, "404 Not Found")
