@@ -581,7 +581,7 @@ def test_bridge_check_reports_on_stdout_and_exits_1_only_for_problems(tmp_path, 
 
 
 @pytest.mark.parametrize("options,message", [
-    (["--path", "api/items"], "--path 'api/items': 'api/items' is not a path and query"),
+    (["--path", "api/items"], "bridge check: --path api/items: 'api/items' is not a path and query"),
     (["--path", "/a b"], "is not a path and query"),
     (["--method", "GE T"], "is not an HTTP method"),
     (["-H", "NoColon"], "expected 'Name: value'"),
