@@ -293,3 +293,13 @@ def test_the_rules_are_written_once():
     assert defined == {"TCHAR": ["bridge.tokens"], "HOP_BY_HOP": ["bridge.tokens"],
                        "is_token": ["bridge.tokens"], "http_date": ["bridge.abnf"],
                        "parse_http_date": ["bridge.abnf"]}
+
+
+def test_the_import_paths_of_the_0_1_docs_still_work():
+    import bridge
+    from bridge.cgi import CGIApp
+    from bridge.fastcgi.client import FastCGIApp
+    from bridge.upstream import CGIApp as upstream_cgi, FastCGIApp as upstream_fastcgi
+    from bridge.upstream.mount import Mount
+    assert (CGIApp, FastCGIApp) == (upstream_cgi, upstream_fastcgi)
+    assert isinstance(bridge.mount({"/": lambda environ, start_response: []}), Mount)
