@@ -19,8 +19,10 @@ Errors are :class:`BindError` with a message naming the bind and what to do.
 from __future__ import annotations
 
 import errno
+import grp
 import logging
 import os
+import pwd
 import socket
 import stat
 
@@ -482,7 +484,6 @@ def _socket_access(path: str) -> tuple:
 
 
 def _web_server_user():
-    import pwd
     for name in WEB_SERVER_USERS:
         try:
             return pwd.getpwnam(name)
@@ -536,7 +537,6 @@ def _connect_refused(path: str, user) -> Optional[str]:
 
 
 def _group_name(gid: int) -> str:
-    import grp
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -545,8 +545,6 @@ def _group_name(gid: int) -> str:
 
 def _owner(st: os.stat_result) -> str:
     """``user:group`` by name, or by number when there is no such entry."""
-    import grp
-    import pwd
     try:
         user = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:

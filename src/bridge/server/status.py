@@ -17,12 +17,17 @@ upstreams and load balancers that costs no app code.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import socket
 import struct
 import time
+from html import escape
 
+from bridge.config import ConfigError
 from bridge.server.metrics import CONTENT_TYPES, choose_format, render as render_metrics
+from bridge.server.scoreboard import DURATION_BUCKETS, READY, STATE_NAMES
 from bridge.server.sockdiag import unix_listen_queues
 
 TYPE_CHECKING = False
@@ -44,7 +49,6 @@ CONTEXT = _Context()
 
 
 def set_context(board, listeners: list, config, mode: str) -> None:
-    import os
     CONTEXT.board = board
     CONTEXT.listeners = listeners
     CONTEXT.config = config
@@ -99,7 +103,6 @@ def listen_queue(listeners: list) -> tuple:
 
 def snapshot() -> dict:
     """The pool's state as a JSON-ready dict."""
-    from bridge.server.scoreboard import READY, STATE_NAMES
     board = CONTEXT.board
     if board is None:
         raise RuntimeError("no scoreboard in this process")
@@ -175,7 +178,6 @@ def snapshot() -> dict:
 
 def _duration_histogram(total: float, counts: list) -> dict:
     """JSON form of the histogram: cumulative counts per upper bound, as Prometheus has them."""
-    from bridge.server.scoreboard import DURATION_BUCKETS
     buckets = {}
     running = 0
     for bound, n in zip((*(repr(b) for b in DURATION_BUCKETS), "+Inf"), counts):
@@ -185,7 +187,6 @@ def _duration_histogram(total: float, counts: list) -> dict:
 
 
 def render_html(data: dict) -> str:
-    from html import escape
     rows = "".join(_process_row(p) for p in data["processes"])
     summary = "".join(
         f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(str(v))}</td></tr>"
@@ -200,7 +201,6 @@ def render_html(data: dict) -> str:
 
 
 def _process_row(p: dict) -> str:
-    from html import escape
     running = "<br>".join(f"{escape(r['request'])} ({r['duration']:.3f} s)"
                           for r in p["requests_in_flight"]) or "-"
     return (f"<tr><td>{p['pid']}</td><td>{escape(p['state'])}</td><td>{p['generation']}</td>"
@@ -209,7 +209,6 @@ def _process_row(p: dict) -> str:
 
 
 def _allow_list(entries: list) -> Callable[[str], bool]:
-    import ipaddress
     networks = []
     allow_all = False
     for entry in entries or ():
@@ -223,7 +222,6 @@ def _allow_list(entries: list) -> Callable[[str], bool]:
             try:
                 networks.append(ipaddress.ip_network(part, strict=False))
             except ValueError:
-                from bridge.config import ConfigError
                 raise ConfigError(f"--status-allow {part!r}: not an address or network") from None
 
     def allowed(addr: str) -> bool:
