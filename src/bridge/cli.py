@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from bridge import __version__
-from bridge.config import COMMANDS, Config, ConfigError, load_declarations
+from bridge.config import COMMANDS, SERVERS, WORKER_MODEL, Config, ConfigError, load_declarations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,10 +55,10 @@ def build_parser():
             group = groups.get(s.section)
             if group is None:
                 group = groups[s.section] = p.add_argument_group(s.section)
-            help_text = f"{s.help} [env {s.env}"
+            facts = [] if s.flag_only else [f"env {s.env}"]
             if s.default not in (None, [], "", False):
-                help_text += f", default {s.default}"
-            help_text += "]"
+                facts.append(f"default {s.default}")
+            help_text = f"{s.help} [{', '.join(facts)}]" if facts else s.help
             help_text = help_text.replace("%", "%%")   # argparse %-formats help (log formats have %h...)
             if s.positional:
                 group.add_argument(s.name, metavar=s.metavar or s.name.upper(), nargs="?",
@@ -72,7 +72,28 @@ def build_parser():
             else:
                 group.add_argument(*s.flags, dest=s.name, default=None, metavar=s.metavar,
                                    help=help_text)
+        if command in SERVERS:
+            groups.get("processes", p).add_argument(
+                "-k", "--worker-class", nargs="?", metavar="CLASS", action=worker_class_action(),
+                help="gunicorn's option, answered with why bridge has none: one worker model, "
+                     "--workers processes x --threads threads")
     return parser
+
+
+def worker_class_action():
+    """gunicorn's ``-k``/``--worker-class``: one line saying why there is none, exit 2.
+
+    Rather than argparse's "unrecognized arguments" and its usage text, the
+    person coming from gunicorn learns what to set instead.
+    """
+    import argparse
+
+    class WorkerClass(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            given = f"{option_string} {values}" if values else option_string
+            sys.stderr.write(f"{parser.prog}: {given}: {WORKER_MODEL}\n")
+            raise SystemExit(2)
+    return WorkerClass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -89,6 +110,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not getattr(config, "app", None) and not getattr(config, "mount", None) and not getattr(config, "static", None):
         return fail(command, "no application given (APP is module:callable, e.g. bridge.demo:app)")
     module_name, func, _ = RUNNERS[command]
+    if getattr(config, "check_config", False):
+        from bridge.configfile import check_command
+        return check_command(config, module_name)
+    if command == "cgi" and getattr(config, "warm", False):
+        module_name, func = "bridge.warm", "main"
     import importlib
     runner = getattr(importlib.import_module(module_name), func)
     try:

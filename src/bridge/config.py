@@ -4,7 +4,9 @@ Each part of bridge declares the settings it reads in its own ``options``
 module (next to the code they configure, unlike gunicorn's single 3,300-line
 ``config.py``).  The command line, the ``BRIDGE_*`` environment variables and
 the option table in the docs are all generated from these declarations, so
-they cannot disagree.  Precedence: command line, then environment, then default.
+they cannot disagree.  Precedence: command line, then environment, then the
+``--config`` file (:mod:`bridge.configfile`, read only when one is given), then
+default.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ OPTION_MODULES = [
     "bridge.server.options",
     "bridge.upstream.options",
     "bridge.middleware.options",
+    "bridge.warm_options",
 ]
 
 #: Functions ``hook(app, config) -> app`` applied, in order, to the loaded app
@@ -39,21 +42,37 @@ def app_wrappers() -> list:
 COMMANDS = ("cgi", "fcgi", "http", "check")
 SERVERS = ("fcgi", "http")
 
+#: The answer to gunicorn's ``-k``/``--worker-class`` (on the command line and in a file).
+WORKER_MODEL = ("bridge has one worker model, no worker class to choose: --workers processes, "
+                "each with --threads threads for requests and an event loop for idle connections")
+
 
 class ConfigError(Exception):
     """A setting has a value that cannot work; the message says which and why."""
 
 
 class Setting:
-    """One setting.  ``multiple`` settings are repeatable flags (lists)."""
+    """One setting.  ``multiple`` settings are repeatable flags (lists).
+
+    ``mapping``: a multiple setting of ``PREFIX=VALUE`` items (``--static``,
+    ``--mount``), written as a TOML table in a config file.  ``restart``: what
+    a SIGHUP cannot change in a running server -- ``True`` (the listening
+    sockets, the users, the pid file) or ``"preload"`` (what is loaded with
+    the app, fixed when ``--preload`` loaded it in the master).  ``in_file``:
+    False for what only makes sense per invocation (``--config`` itself);
+    ``flag_only``: no ``BRIDGE_*`` variable either (``--check-config``).
+    """
 
     __slots__ = ("name", "flags", "default", "type", "help", "commands", "section",
-                 "multiple", "flag_only", "metavar", "choices", "validate", "positional")
+                 "multiple", "flag_only", "metavar", "choices", "validate", "positional",
+                 "mapping", "restart", "in_file")
 
     def __init__(self, name: str, flags: tuple, *, default: Any, type: Callable, help: str,
                  commands: Iterable[str], section: str, multiple: bool = False,
                  metavar: Optional[str] = None, choices: Optional[tuple] = None,
-                 validate: Optional[Callable] = None, positional: bool = False) -> None:
+                 validate: Optional[Callable] = None, positional: bool = False,
+                 mapping: bool = False, restart: Any = False, in_file: bool = True,
+                 flag_only: bool = False) -> None:
         self.name = name
         self.flags = flags
         self.default = default
@@ -66,6 +85,10 @@ class Setting:
         self.choices = choices
         self.validate = validate
         self.positional = positional
+        self.mapping = mapping
+        self.restart = restart
+        self.in_file = in_file and not flag_only
+        self.flag_only = flag_only
 
     @property
     def env(self) -> str:
@@ -225,52 +248,103 @@ def size(raw: str) -> int:
 size.expected = "a size in bytes such as 65536, 64k, 10M or 1G"
 
 
-class Config:
-    """The values in force for one command: ``config.threads``, ``config.bind``..."""
+#: Where a value in force came from, as ``--check-config`` says it.
+ORIGINS = ("flag", "env", "file", "default")
 
-    def __init__(self, command: str, values: dict) -> None:
+
+class Config:
+    """The values in force for one command: ``config.threads``, ``config.bind``...
+
+    Besides the values: ``origins`` (setting name -> one of :data:`ORIGINS`),
+    ``read_values`` (the values as built, before a command adjusts any) and
+    what they were built from, so that :meth:`reread` can read the file again.
+    """
+
+    def __init__(self, command: str, values: dict, origins: Optional[dict] = None,
+                 sources: tuple = ({}, {}, False)) -> None:
         self.command = command
         self.__dict__.update(values)
+        self.origins = dict(origins or {})
+        self.read_values = dict(values)
+        self.sources = sources
 
     def __repr__(self) -> str:
-        items = ", ".join(f"{k}={v!r}" for k, v in sorted(self.__dict__.items()))
+        items = ", ".join(f"{k}={v!r}" for k, v in sorted(self.read_values.items()))
         return f"Config({items})"
 
     @classmethod
     def build(cls, command: str, cli_values: Optional[dict] = None,
               environ: Optional[dict] = None, *, keywords: bool = False) -> "Config":
-        """Merge command line values (``None`` = not given), environment and defaults.
+        """Merge command line values (``None`` = not given), environment, config file and defaults.
 
         ``keywords``: the values are a script's ``run(app, threads=8, ...)``
         arguments, not flags, and errors name them so.
         """
-        cli_values = cli_values or {}
-        environ = os.environ if environ is None else environ
+        cli_values = dict(cli_values or {})
+        environ = dict(os.environ if environ is None else environ)
+        declarations = load_declarations()
+        from_file = config_file_values(command, cli_values, environ, declarations)
         values = {}
-        for s in load_declarations().values():
+        origins = {}
+        for s in declarations.values():
             if command not in s.commands:
                 continue
             given = cli_values.get(s.name)
             option = f"run(): {s.name}" if keywords else s.option
+            env_value = None if s.flag_only else environ.get(s.env)
             if s.multiple:
                 if given:
                     values[s.name] = [s.convert(v, option, assigned=keywords) for v in given]
-                elif environ.get(s.env):
+                    origins[s.name] = "flag"
+                elif env_value:
                     values[s.name] = [s.convert(v, s.env, assigned=True)
-                                      for v in environ[s.env].split(",") if v.strip()]
+                                      for v in env_value.split(",") if v.strip()]
+                    origins[s.name] = "env"
+                elif s.name in from_file:
+                    values[s.name], origins[s.name] = from_file[s.name], "file"
                 else:
-                    values[s.name] = list(s.default or [])
+                    values[s.name], origins[s.name] = list(s.default or []), "default"
             elif given is not None:
                 values[s.name] = given if s.is_flag else s.convert(given, option, assigned=keywords)
-            elif environ.get(s.env) not in (None, ""):
-                values[s.name] = s.convert(environ[s.env], s.env, assigned=True)
+                origins[s.name] = "flag"
+            elif env_value not in (None, ""):
+                values[s.name] = s.convert(env_value, s.env, assigned=True)
+                origins[s.name] = "env"
+            elif s.name in from_file:
+                values[s.name], origins[s.name] = from_file[s.name], "file"
             else:
-                values[s.name] = s.default
+                values[s.name], origins[s.name] = s.default, "default"
         if keywords:
             problem = unknown_keywords(cli_values, command)
             if problem:
                 raise ConfigError(problem)
-        return cls(command, values)
+        return cls(command, values, origins, (cli_values, environ, keywords))
+
+    def reread(self) -> "Config":
+        """The same command line and environment over the config file as it is now (SIGHUP).
+
+        Raises :class:`ConfigError` when the file has become unreadable or wrong.
+        """
+        cli_values, environ, keywords = self.sources
+        return Config.build(self.command, cli_values, environ, keywords=keywords)
+
+    def changed(self, new: "Config") -> list:
+        """The names of the settings whose value as read differs in ``new`` (a :meth:`reread`)."""
+        return [name for name, value in new.read_values.items()
+                if self.read_values.get(name) != value]
+
+
+def config_file_values(command: str, cli_values: dict, environ: dict, declarations: dict) -> dict:
+    """The values the ``--config`` file (or ``BRIDGE_CONFIG``) gives ``command``; {} without one.
+
+    Only here is :mod:`bridge.configfile` imported (and with it ``tomllib``):
+    a command without a config file pays nothing for the feature.
+    """
+    path = cli_values.get("config") or environ.get("BRIDGE_CONFIG")
+    if not path or "config" not in declarations or command not in declarations["config"].commands:
+        return {}
+    from bridge.configfile import read_config_file
+    return read_config_file(path, command, declarations)
 
 
 def option_table(command: Optional[str] = None) -> str:
@@ -281,5 +355,6 @@ def option_table(command: Optional[str] = None) -> str:
             continue
         flag = ", ".join(f"`{f}`" for f in s.flags) or f"`{s.name.upper()}`"
         default = "" if s.default in (None, [], "") else f"`{s.default}`"
-        rows.append(f"| {flag} | `{s.env}` | {default} | {', '.join(sorted(s.commands))} | {s.help} |")
+        env = "" if s.flag_only else f"`{s.env}`"
+        rows.append(f"| {flag} | {env} | {default} | {', '.join(sorted(s.commands))} | {s.help} |")
     return "\n".join(rows) + "\n"

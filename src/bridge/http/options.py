@@ -83,7 +83,7 @@ setting("proxy_allow_ips", "--proxy-allow-ips", default="127.0.0.1,::1", metavar
              "send the header; unix socket peers are always allowed")
 
 # Logs.
-setting("access_log", "--access-log", metavar="FILE", commands=HTTP, section="logging",
+setting("access_log", "--access-log", "--access-logfile", metavar="FILE", commands=HTTP, section="logging",
         help="access log: - for stdout, or a file (reopened on SIGUSR1); off when not given")
 setting("access_log_format", "--access-log-format", metavar="FORMAT", commands=HTTP, section="logging",
         default='%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
@@ -91,6 +91,7 @@ setting("access_log_format", "--access-log-format", metavar="FORMAT", commands=H
 
 # Development.
 setting("reload", "--reload", default=False, type=bool, commands=HTTP, section="development",
+        restart=True,
         help="restart the app when one of its Python files (or a --reload-extra-file) changes")
 setting("reload_extra_files", "--reload-extra-file", multiple=True, default=[], metavar="PATH",
         commands=HTTP, section="development", help="another file to watch with --reload (repeatable)")

@@ -900,6 +900,9 @@ def check_config(config) -> Optional[str]:
     return None
 
 
+factory_builder.check_config = check_config     # the master checks a file read again on SIGHUP
+
+
 #: Where ``bridge http APP`` listens without --bind (and without a socket
 #: from systemd or on fd 0): local only, the README's quick start.
 DEFAULT_BIND = "127.0.0.1:8000"

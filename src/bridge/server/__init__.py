@@ -72,7 +72,10 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     from bridge.server import malloc
     malloc.tune()       # before forking: the workers inherit it
     scheme = scheme or default_scheme(config)
-    if getattr(config, "workers", 1) > 1 or _needs_master(config):
+    # --config: SIGHUP reads the file again, which only the master does; not
+    # under mod_fcgid (sockets given, it restarts the processes itself).
+    file_reload = bool(getattr(config, "config", None)) and listeners is None
+    if getattr(config, "workers", 1) > 1 or _needs_master(config) or file_reload:
         from bridge.server.master import Master
         return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
     # Before anything slow (the import, a client connecting early): HUP,

@@ -14,7 +14,13 @@ Signals to the master:
   (without ``--preload`` each imports the app afresh, so new code is
   loaded); once all of them are serving, the old generation is stopped
   gracefully.  If the new code cannot be imported, the old workers keep
-  serving and the log says why.
+  serving and the log says why.  With ``--config FILE`` the file is read
+  again first: what the new workers read (workers, threads, timeouts,
+  logs, limits, middleware) takes effect in them; what was set up once
+  for the whole server (the sockets, the users, the pid file: a setting
+  declared ``restart=True``) keeps its value, with one log line each
+  saying a restart is needed.  A file that has become wrong is logged and
+  the settings in force are kept.
 * USR1 -- reopen the log files, in the master and every worker.
 * TTIN / TTOU -- one worker more / less.
 * CHLD -- a worker died: it is replaced.  A worker that dies within
@@ -47,11 +53,12 @@ import sys
 import threading
 import time
 
+from bridge.config import ConfigError, load_declarations
 from bridge.loader import load_from_config
 from bridge.logtext import counted
 from bridge.server.listeners import (BindError, describe_listeners, log_socket_access, open_config_listeners,
                                      set_socket_file)
-from bridge.server.logs import reopen_logs, set_workers_user
+from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import effective, resolve, switch_to
 from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session, run_worker
@@ -77,12 +84,13 @@ EARLY_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
 
 class WorkerProc:
-    __slots__ = ("pid", "slot", "generation", "started", "booted", "retiring", "kill_at",
+    __slots__ = ("pid", "slot", "board", "generation", "started", "booted", "retiring", "kill_at",
                  "stopping", "killed")
 
-    def __init__(self, pid: int, slot: int, generation: int) -> None:
+    def __init__(self, pid: int, slot: int, generation: int, board: Scoreboard) -> None:
         self.pid = pid
         self.slot = slot
+        self.board = board          # its generation's (a HUP that changes --threads makes a new one)
         self.generation = generation
         self.started = time.monotonic()
         self.booted = False
@@ -124,17 +132,8 @@ class Master:
         self.app = app
         self.scheme = scheme
         self.listeners = listeners
-        self.threads = getattr(config, "threads", 4)
-        workers = getattr(config, "workers", 1)
-        self.workers_min = getattr(config, "workers_min", None) or min(workers, getattr(config, "workers_max", None) or workers)
-        self.workers_max = max(getattr(config, "workers_max", None) or workers, self.workers_min)
-        self.target = min(max(workers, self.workers_min), self.workers_max)
-        self.dynamic = self.workers_max > self.workers_min
-        self.graceful_timeout = getattr(config, "graceful_timeout", 30.0)
-        self.timeout = getattr(config, "timeout", 0.0) or 0.0
-        self.max_requests = getattr(config, "max_requests", 0) or 0
-        self.jitter = getattr(config, "max_requests_jitter", 0) or 0
-        self.idle_period = getattr(config, "workers_idle_timeout", 10.0) or 10.0
+        self._take_pool_size(config)
+        self._take_limits(config)
         self.workers: dict = {}
         self.generation = 1
         self.booted_generations: set = set()
@@ -155,6 +154,24 @@ class Master:
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None
         self.app_name = getattr(config, "app", None) or "app"
+        self.config_before = None       # the settings a reload in progress replaced
+
+    def _take_pool_size(self, config) -> None:
+        """Threads, workers and the dynamic pool's bounds: at start, and on a HUP that changes them."""
+        self.threads = getattr(config, "threads", 4)
+        workers = getattr(config, "workers", 1)
+        self.workers_min = getattr(config, "workers_min", None) or min(workers, getattr(config, "workers_max", None) or workers)
+        self.workers_max = max(getattr(config, "workers_max", None) or workers, self.workers_min)
+        self.target = min(max(workers, self.workers_min), self.workers_max)
+        self.dynamic = self.workers_max > self.workers_min
+
+    def _take_limits(self, config) -> None:
+        """What the master enforces on its workers (timeouts, request counts): at start and on HUP."""
+        self.graceful_timeout = getattr(config, "graceful_timeout", 30.0)
+        self.timeout = getattr(config, "timeout", 0.0) or 0.0
+        self.max_requests = getattr(config, "max_requests", 0) or 0
+        self.jitter = getattr(config, "max_requests_jitter", 0) or 0
+        self.idle_period = getattr(config, "workers_idle_timeout", 10.0) or 10.0
 
     # -- start and stop ------------------------------------------------------
 
@@ -197,8 +214,7 @@ class Master:
             except (OSError, LookupError, ValueError) as exc:
                 sys.stderr.write(f"bridge {command}: {exc}\n")
                 return 2
-            slots = max(2 * self.workers_max + 8, 16)
-            self.board = Scoreboard(slots, self.threads)
+            self.board = Scoreboard(self._slots_needed(), self.threads)
             self.board.write_header(master_pid=self.pid, generation=self.generation,
                                     target=self.target, started=time.time())
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
@@ -216,6 +232,9 @@ class Master:
             return self.exit_code
         finally:
             self._cleanup()
+
+    def _slots_needed(self) -> int:
+        return max(2 * self.workers_max + 8, 16)
 
     def _cleanup(self) -> None:
         for listener in self.listeners or ():
@@ -373,6 +392,7 @@ class Master:
         else:
             self.reloading_from = self.generation
         self.generation += 1
+        self._reread_settings()
         self._reprepare()
         header = self.board.header()
         self.board.write_header(generation=self.generation, reloads=header["reloads"] + 1)
@@ -383,6 +403,99 @@ class Master:
         self.ready_notified = False
         self.spawn_after = 0.0
         self.quick_deaths = 0
+
+    def _reread_settings(self) -> None:
+        """HUP with ``--config``: the file again; the new workers get what may change.
+
+        The listening sockets, the pid file and the users were set up once
+        for the whole server: a change to them (a setting declared
+        ``restart=True``, or with ``--preload`` one loaded with the app) is
+        logged as needing a restart, one line each, and the value in force
+        is kept.  A file that has become unreadable or wrong changes
+        nothing: the server keeps serving with the settings in force.
+        """
+        old = self.config
+        path = getattr(old, "config", None)
+        if not path or not hasattr(old, "reread"):
+            return
+        try:
+            new = old.reread()
+            check = getattr(self.factory_builder, "check_config", None)
+            problem = check(new) if check is not None else None
+            if problem:
+                raise ConfigError(f"{path}: {problem}")
+        except ConfigError as exc:
+            log.error("SIGHUP: %s; the settings in force are kept", exc)
+            return
+        except Exception as exc:           # whatever it is, a HUP must not stop the server
+            log.error("SIGHUP: %s: %s; the settings in force are kept", path, exc)
+            log.debug("reading the config file again", exc_info=True)
+            return
+        preloaded = self.app is not None
+        declarations = load_declarations()
+        applied = []
+        for name in old.changed(new):
+            s = declarations[name]
+            if s.restart is True or (s.restart == "preload" and preloaded):
+                why = " (loaded with the app by --preload)" if s.restart == "preload" else ""
+                log.warning("SIGHUP: %s changed in %s but needs a restart to take effect%s; "
+                            "still %r", name, path, why, getattr(old, name, None))
+            else:
+                applied.append(name)
+        for name, s in declarations.items():
+            if hasattr(old, name) and (s.restart is True or (s.restart == "preload" and preloaded)):
+                setattr(new, name, getattr(old, name))     # in force: kept, adjusted as at start
+        if not applied:
+            log.info("SIGHUP: %s read again: no change the new workers can take", path)
+            return
+        log.info("SIGHUP: %s read again: %s", path,
+                 ", ".join(f"{name} = {getattr(new, name)!r}" for name in applied))
+        if self.config_before is None:         # a HUP during a reload: the first one's stays
+            self.config_before = old
+        self.config = new
+        if {"error_log", "log_level"} & set(applied):
+            self._take_logging(old, new)
+        if {"threads", "workers", "workers_min", "workers_max"} & set(applied):
+            self._take_pool_size(new)
+            if self.threads != self.board.threads or self._slots_needed() > self.board.slots:
+                self._new_board()
+            self.board.write_header(target=self.target)
+        self._take_limits(new)
+
+    def _restore_settings(self) -> None:
+        """A reload whose workers could not start: the old workers' settings are the ones in force again."""
+        old, new, self.config_before = self.config_before, self.config, None
+        if old is None or old is new:
+            return
+        log.error("reload failed: the settings before the SIGHUP are in force again")
+        self.config = old
+        if (old.error_log, old.log_level) != (new.error_log, new.log_level):
+            self._take_logging(old, old)
+        self._take_pool_size(old)
+        self._take_limits(old)
+        if self.threads != self.board.threads or self._slots_needed() > self.board.slots:
+            self._new_board()
+        self.board.write_header(target=self.target)
+
+    def _take_logging(self, old, new) -> None:
+        """A new ``--error-log``/``--log-level``; the old log stays if the new file cannot be opened."""
+        try:
+            setup_logging(new)
+        except OSError as exc:
+            setup_logging(old)
+            new.error_log, new.log_level = old.error_log, old.log_level
+            log.error("SIGHUP: cannot open --error-log %r: %s; still logging here",
+                      getattr(new, "error_log", None), exc.strerror or exc)
+
+    def _new_board(self) -> None:
+        """A scoreboard for a new thread count: the old workers keep theirs until they are gone."""
+        board = Scoreboard(self._slots_needed(), self.threads)
+        board.carry_over(self.board)
+        self.board = board
+
+    def _release(self, w: WorkerProc) -> None:
+        """Free a gone worker's slot; its counts go to the pool's totals (the current board's)."""
+        w.board.release(w.slot, into=self.board)
 
     def _reprepare(self) -> None:
         """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
@@ -446,7 +559,7 @@ class Master:
             self._child(slot, self.generation, max_requests, old_mask)     # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.board.set_pid(slot, pid)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, self.board)
         log.debug("started worker %d (generation %d)", pid, self.generation)
 
     def _child(self, slot: int, generation: int, max_requests: int, old_mask) -> None:
@@ -545,7 +658,7 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
-            self.board.release(w.slot)
+            self._release(w)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 self._kill_leftovers(w)
@@ -595,6 +708,7 @@ class Master:
             self._retire_generation(self.generation, reason="failed reload")
             self.generation = self.reloading_from
             self.reloading_from = None
+            self._restore_settings()
             self.board.write_header(generation=self.generation)
             sd_notify("READY=1")
             self.ready_notified = True
@@ -618,7 +732,7 @@ class Master:
         busy_total = 0
         threads_total = 0
         for w in list(self.workers.values()):
-            info = board.read_slot(w.slot, now)
+            info = w.board.read_slot(w.slot, now)
             state = info["state"]
             if state == READY and not w.booted:
                 w.booted = True
@@ -629,7 +743,7 @@ class Master:
                 self.quick_deaths = 0
             if state == READY:
                 busy_total += len(info["running"])
-                threads_total += self.threads
+                threads_total += w.board.threads
             if self.timeout and not w.killed and w.booted:
                 for r in info["running"]:
                     if r["duration"] > self.timeout:
@@ -663,6 +777,7 @@ class Master:
                     if w.generation != self.generation:
                         self._retire(w, "reloaded")
                 self.reloading_from = None
+                self.config_before = None
             if not self.ready_notified:
                 sd_notify(f"READY=1\nMAINPID={self.pid}\nSTATUS=serving with {booted} workers")
                 self.ready_notified = True
@@ -703,6 +818,6 @@ class Master:
         elif missing < 0:
             # Retire the idlest (fewest requests in flight), newest first.
             def busy(w):
-                return len(self.board.read_slot(w.slot, now)["running"])
+                return len(w.board.read_slot(w.slot, now)["running"])
             for w in sorted(current, key=lambda w: (busy(w), -w.started))[:-missing]:
                 self._retire(w, "pool shrinking")

@@ -9,12 +9,14 @@ from bridge.config import APP_WRAPPERS, SERVERS, non_negative, octal, positive_i
 S = SERVERS
 
 setting("bind", "--bind", "-b", multiple=True, default=[], metavar="ADDRESS", commands=S,
-        section="server",
+        section="server", restart=True,
         help="where to listen (repeatable): unix:/run/app.sock, 127.0.0.1:8000, [::1]:8000, "
              "0.0.0.0:8000, fd://3; without it, a socket inherited from systemd or on fd 0")
 setting("socket_mode", "--socket-mode", type=octal, metavar="MODE", commands=S, section="server",
+        restart=True,
         help="permissions of a unix socket made by --bind, in octal (e.g. 0660; default: from the umask)")
 setting("backlog", "--backlog", type=int, default=2048, metavar="N", commands=S, section="server",
+        restart=True,
         validate=positive_int, help="listen queue length (the kernel caps it at net.core.somaxconn)")
 setting("threads", "--threads", type=int, default=4, metavar="N", commands=S, section="server",
         validate=positive_int,
@@ -43,6 +45,7 @@ setting("max_requests", "--max-requests", type=int, default=0, metavar="N", comm
 # -- the process manager (bridge.server.master) ---------------------------------
 
 setting("preload", "--preload", type=bool, default=False, commands=S, section="processes",
+        restart=True,
         help="import the app once in the master before forking the workers (copy-on-write memory; "
              "SIGHUP then restarts workers on the code loaded at start); with --user, imported "
              "with that user's effective ids")
@@ -65,24 +68,24 @@ setting("timeout", "--timeout", type=float, default=0.0, metavar="SECONDS", comm
 setting("slowlog", "--slowlog", type=float, default=0.0, metavar="SECONDS", commands=S,
         section="processes", validate=non_negative,
         help="log the Python stack of a request running longer than this, without stopping it (0: off)")
-setting("pid", "--pid", metavar="FILE", commands=S, section="processes",
+setting("pid", "--pid", metavar="FILE", commands=S, section="processes", restart=True,
         help="write the master's process id to FILE (removed on exit)")
-setting("user", "--user", metavar="USER", commands=S, section="processes",
+setting("user", "--user", metavar="USER", commands=S, section="processes", restart=True,
         help="the workers run as this user (name or uid, even one with no passwd entry; needs "
              "root); the master keeps its own to reopen logs and remove --pid")
-setting("group", "--group", metavar="GROUP", commands=S, section="processes",
+setting("group", "--group", metavar="GROUP", commands=S, section="processes", restart=True,
         help="the workers run as this group (default: the user's group, or the gid equal to a "
              "numeric --user with no passwd entry); a unix socket made by --bind is given to it")
 
 # -- status page (bridge.server.status) -------------------------------------------
 
-setting("status_path", "--status-path", metavar="PATH", commands=S, section="status",
+setting("status_path", "--status-path", metavar="PATH", commands=S, section="status", restart="preload",
         help="answer the pool's status at this path (e.g. /bridge-status), as JSON, HTML or "
              "OpenMetrics/Prometheus text (?format=openmetrics); off by default")
 setting("status_allow", "--status-allow", multiple=True, default=["127.0.0.1", "::1"], metavar="ADDRESS",
-        commands=S, section="status",
+        commands=S, section="status", restart="preload",
         help="addresses or networks (CIDR) allowed to read --status-path (repeatable; REMOTE_ADDR is checked)")
-setting("ping_path", "--ping-path", metavar="PATH", commands=S, section="status",
+setting("ping_path", "--ping-path", metavar="PATH", commands=S, section="status", restart="preload",
         help="answer 'pong' at this path, from any address, for load balancer health checks")
 
 

@@ -159,21 +159,31 @@ class Scoreboard:
         self.mem[off:off + self.slot_size] = bytes(self.slot_size)
         _SLOT.pack_into(self.mem, off, pid, generation, state, time.time(), time.monotonic(), 0, 0, 0)
 
-    def release(self, index: int) -> dict:
-        """Free a dead worker's slot; its totals move to the header."""
+    def release(self, index: int, into: Optional["Scoreboard"] = None) -> dict:
+        """Free a dead worker's slot; its totals move to the header.
+
+        ``into``: the board that replaced this one (a SIGHUP that changed
+        ``--threads``), whose header holds the pool's totals from then on.
+        """
+        pool = self if into is None else into
         info = self.read_slot(index)
-        h = self.header()
-        self.write_header(gone_requests=h["gone_requests"] + info["requests"],
+        h = pool.header()
+        pool.write_header(gone_requests=h["gone_requests"] + info["requests"],
                           gone_accepted=h["gone_accepted"] + info["accepted"],
                           gone_slow=h["gone_slow"] + info["slow"],
                           worker_exits=h["worker_exits"] + 1)
         off = self.offset(index)
-        total, *counts = _HIST.unpack_from(self.mem, _HEADER_HIST_OFFSET)
+        total, *counts = _HIST.unpack_from(pool.mem, _HEADER_HIST_OFFSET)
         t_total, t_counts = self._slot_histogram(off)
-        _HIST.pack_into(self.mem, _HEADER_HIST_OFFSET, total + t_total,
+        _HIST.pack_into(pool.mem, _HEADER_HIST_OFFSET, total + t_total,
                         *(a + b for a, b in zip(counts, t_counts)))
         self.mem[off:off + self.slot_size] = bytes(self.slot_size)
         return info
+
+    def carry_over(self, old: "Scoreboard") -> None:
+        """Take the pool's header -- totals, counters, histogram -- from the board this one replaces."""
+        self.write_header(**old.header())
+        _HIST.pack_into(self.mem, _HEADER_HIST_OFFSET, *_HIST.unpack_from(old.mem, _HEADER_HIST_OFFSET))
 
     def set_pid(self, index: int, pid: int) -> None:
         struct.pack_into("<q", self.mem, self.offset(index), pid)
