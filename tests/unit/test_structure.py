@@ -29,6 +29,21 @@ ALLOWED_PRIVATE_USES = {
 }
 
 
+#: Cycles that landed on main (04:06-04:10 UTC, t-config and t-warm) while
+#: the branch that wrote this test was open, in code their owners were still
+#: changing; each is theirs to break, then to delete here (the stale-entry
+#: test below fails once a cycle is gone and its entry stays):
+#: - config.py imports configfile.py (BRIDGE_CONFIG), which imports config,
+#:   loader and server/privileges, which import config back;
+#: - warm.py (the relay, every request's cost) imports warm_start.py only
+#:   when no daemon listens, and warm_start.py imports warm's Place, connect,
+#:   WarmUnavailable and defaults.
+ALLOWED_CYCLES = [
+    ["bridge.config", "bridge.configfile", "bridge.loader", "bridge.server.privileges"],
+    ["bridge.warm", "bridge.warm_start"],
+]
+
+
 def module_files() -> dict:
     """``{"bridge.x.y": Path}`` for every module of the package."""
     found = {}
@@ -188,7 +203,7 @@ def private_uses(module: str, tree: ast.AST) -> list:
 
 
 def test_no_import_cycle_between_bridge_modules():
-    found = cycles(import_graph(parsed()))
+    found = [cycle for cycle in cycles(import_graph(parsed())) if cycle not in ALLOWED_CYCLES]
     assert found == [], "import cycles (module-level or inside functions):\n" + "\n".join(
         " <-> ".join(component) for component in found)
 
@@ -200,6 +215,11 @@ def test_no_module_uses_another_modules_private_names():
             if (module, use) not in ALLOWED_PRIVATE_USES:
                 found.append(f"{module} uses {use}")
     assert found == [], "\n".join(found)
+
+
+def test_the_cycle_allowlist_holds_only_cycles_that_still_exist():
+    found = cycles(import_graph(parsed()))
+    assert [cycle for cycle in ALLOWED_CYCLES if cycle not in found] == []
 
 
 def test_the_allowlist_holds_only_violations_that_still_exist():
