@@ -5,7 +5,8 @@ with its listening socket as fd 0.  :func:`bridge.run` asks on every start,
 CGI requests included, so this module imports only what the interpreter has
 loaded already (``os``, ``stat``), and ``_socket`` once fd 0 is a socket at
 all: not ``socket``, which costs ~5 ms (enum, selectors), since under
-mod_cgid fd 0 of every CGI request is a (connected) socket.  :mod:`bridge.server.listeners` asks the same question.
+mod_cgid fd 0 of every CGI request is a (connected) socket.
+:mod:`bridge.server.listeners` asks the same question.
 """
 import os
 import stat

@@ -297,7 +297,9 @@ class Static:
         except BaseException:
             body.close()
             raise
-        wrapper = environ.get("wsgi.file_wrapper") or FileWrapper
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is None:
+            wrapper = FileWrapper
         return wrapper(body, self.blksize)
 
 
