@@ -169,6 +169,8 @@ def run_bridge(*args, **env):
      "bridge http: cannot load --certfile '/nonexistent-dir/c.pem': No such file or directory"),
     (("http", "--bind", "127.0.0.1:0", "--certfile", "/etc/hostname", "bridge.demo:app"),
      "bridge http: cannot load --certfile '/etc/hostname': not a usable PEM file"),
+    (("http", "--bind", "127.0.0.1:0", "--workers-min", "3", "--workers-max", "2", "bridge.demo:app"),
+     "bridge http: --workers-min 3 is more than --workers-max 2"),
 ])
 def test_the_command_says_it_on_one_line_with_its_prefix(args, line):
     proc = run_bridge(*args)

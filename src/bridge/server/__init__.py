@@ -50,6 +50,15 @@ def default_scheme(config) -> str:
     return "https" if getattr(config, "certfile", None) else "http"
 
 
+def check_pool(config) -> Optional[str]:
+    """One line saying what is wrong with the pool sizes, or None (a silent clamp hides a typo)."""
+    low = getattr(config, "workers_min", None)
+    high = getattr(config, "workers_max", None)
+    if low is not None and high is not None and low > high:
+        return f"--workers-min {low} is more than --workers-max {high}"
+    return None
+
+
 def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
           scheme: Optional[str] = None, listeners: Optional[list] = None) -> int:
     """Serve the app of ``config`` until a signal stops it; returns the exit status.
@@ -64,6 +73,10 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     from bridge.server.logs import setup_logging
     log = logging.getLogger("bridge.server")
     command = getattr(config, "command", "serve")
+    problem = check_pool(config)
+    if problem:
+        sys.stderr.write(f"bridge {command}: {problem}\n")
+        return 2
     try:
         setup_logging(config)
     except OSError as exc:
