@@ -23,9 +23,7 @@ def run(app, **options):
     always, so it also runs under mod_fcgid and ``cgi-fcgi``.
     """
     import os
-    # The one check, in its own tiny module: server/listeners.py asks it too.
-    from bridge.fd0 import fd0_is_listening_socket
-    if fd0_is_listening_socket():
+    if _fd0_listens():
         for key in ("warm", "warm_dir", "warm_idle", "warm_threads"):
             options.pop(key, None)
         from bridge.fastcgi.server import serve_inherited
@@ -92,3 +90,21 @@ def mount(apps):
     """One WSGI app routing URL prefixes to apps (see :mod:`bridge.upstream.mount`)."""
     from bridge.upstream.mount import mount as upstream_mount
     return upstream_mount(apps)
+
+
+def _fd0_listens() -> bool:
+    """Whether fd 0 is a listening socket: :func:`bridge.fd0.fd0_is_listening_socket`, the one rule.
+
+    A pipe or /dev/null on fd 0 (mod_cgi, the usual CGI case) is told
+    first, here, so that such a request never loads :mod:`bridge.fd0`
+    (callgrind: 0.27 M instructions of a ~34 M ``run(app)``).
+    """
+    import os
+    import stat
+    try:
+        if not stat.S_ISSOCK(os.fstat(0).st_mode):
+            return False
+    except OSError:
+        return False
+    from bridge.fd0 import fd0_is_listening_socket
+    return fd0_is_listening_socket()
