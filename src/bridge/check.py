@@ -33,6 +33,12 @@ from __future__ import annotations
 import io
 import sys
 
+from bridge import __version__
+from bridge.lint import Linter
+from bridge.loader import load_from_config
+from bridge.logtext import escape
+from bridge.wsgi import WSGIError, call_app, decode_path, make_environ, remove_dot_segments
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
@@ -135,8 +141,6 @@ def synthetic_environ(path: str = "/", script_name: str = "", errors: Any = None
     REQUEST_URI keeps it raw.  ``headers`` are ``(name, value)`` pairs; a
     body gets its CONTENT_LENGTH.
     """
-    from bridge import __version__
-    from bridge.wsgi import decode_path, make_environ, remove_dot_segments
     raw_path, _, query = path.partition("?")
     path_info = decode_path(raw_path.encode("latin-1")) if "%" in raw_path else raw_path
     if "/." in path_info:
@@ -184,8 +188,6 @@ def _environ_key(name: str) -> str:
 def check_app(app: Callable, path: str = "/", script_name: str = "", *, method: str = "GET",
               headers: Iterable = (), body: bytes = b"") -> CheckResult:
     """Send ``method path`` to ``app`` under the checker; never raises for the app's faults."""
-    from bridge.lint import Linter
-    from bridge.wsgi import WSGIError, call_app
 
     result = CheckResult()
     errors = io.StringIO()
@@ -219,7 +221,6 @@ def _raised(exc: BaseException) -> str:
 
 def report(spec: str, path: str, result: CheckResult, out: Any = None, method: str = "GET") -> int:
     """Write the report to ``out`` (stdout), problems or not; 0 when none, 1 otherwise."""
-    from bridge.logtext import escape
     out = out if out is not None else sys.stdout
     body = result.body
     status = result.status or "(no response)"
@@ -252,7 +253,6 @@ def request_body(data: Optional[str]) -> bytes:
 
 def main(config) -> int:
     """``bridge check APP [--path P] [--method M] [--data BODY] [--header 'Name: value']...``."""
-    from bridge.loader import load_from_config
     path = getattr(config, "check_path", None) or "/"
     data = getattr(config, "check_data", None)
     try:

@@ -22,7 +22,7 @@ OPTION_MODULES = [
     "bridge.fastcgi.options",
     "bridge.http.options",
     "bridge.server.options",
-    "bridge.composition_options",
+    "bridge.upstream.options",
     "bridge.middleware.options",
     "bridge.warm_options",
 ]

@@ -1,14 +1,18 @@
 """Response rules shared by the middleware and the gateways (RFC 9110).
 
-Parsing ``Accept-Encoding``, HTTP dates, entity-tags, ``Range`` and header
-lists is written once, here, each rule next to the ABNF it implements, so no
-gateway or middleware grows its own almost-right copy.  Everything is a pure
-function of strings (WSGI "bytes as str" values): no I/O, and no imports
-beyond ``time``, so the CGI path can afford it.
+Parsing ``Accept-Encoding``, entity-tags, ``Range`` and header lists is
+written once, here, each rule next to the ABNF it implements, so no gateway
+or middleware grows its own almost-right copy.  The grammar they build on
+(tokens, hop-by-hop names, field values, HTTP dates) is :mod:`bridge.abnf`;
+:func:`http_date` and :func:`parse_http_date` are that module's, named here
+too for the middleware.  Everything is a pure function of strings (WSGI
+"bytes as str" values): no I/O.
 
 Header lists are PEP 3333 lists of ``(name, value)`` str pairs.
 """
 from __future__ import annotations
+
+from bridge.abnf import http_date, parse_http_date
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -196,106 +200,6 @@ def choose_encoding(header: Optional[str], available: Sequence) -> Optional[str]
         if q > best_q:
             best, best_q = coding, q
     return best
-
-
-# --------------------------------------------------------------------------
-# HTTP dates (RFC 9110 §5.6.7)
-#
-#   HTTP-date    = IMF-fixdate / obs-date
-#   IMF-fixdate  = day-name "," SP date1 SP time-of-day SP GMT   ; Sun, 06 Nov 1994 08:49:37 GMT
-#   obs-date     = rfc850-date / asctime-date
-#   rfc850-date  = day-name-l "," SP date2 SP time-of-day SP GMT ; Sunday, 06-Nov-94 08:49:37 GMT
-#   asctime-date = day-name SP date3 SP time-of-day SP year      ; Sun Nov  6 08:49:37 1994
-#
-# Senders MUST generate IMF-fixdate; recipients MUST accept all three.
-# strftime() would follow the locale, so the names are spelled out here.
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_DAYS_LONG = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUMBER = {name: i + 1 for i, name in enumerate(_MONTHS)}
-
-
-def http_date(timestamp: float) -> str:
-    """IMF-fixdate for a POSIX timestamp: ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    import time
-    t = time.gmtime(timestamp)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (no calendar import)."""
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _month_days(year: int, month: int) -> int:
-    if month == 2:
-        return 29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28
-    return 30 if month in (4, 6, 9, 11) else 31
-
-
-def _two_digits(text: str) -> Optional[int]:
-    return int(text) if len(text) == 2 and text.isdigit() and text.isascii() else None
-
-
-def _timestamp(year: int, month: Optional[int], day: Optional[int], clock: str) -> Optional[int]:
-    # time-of-day = hour ":" minute ":" second  (2DIGIT each; second may be 60, a leap second)
-    parts = clock.split(":")
-    if month is None or day is None or len(parts) != 3:
-        return None
-    hour, minute, second = (_two_digits(p) for p in parts)
-    if hour is None or minute is None or second is None:
-        return None
-    if hour > 23 or minute > 59 or second > 60 or not 1 <= day <= _month_days(year, month):
-        return None
-    return ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute) * 60 + second
-
-
-def parse_http_date(value: Optional[str], now: Optional[float] = None) -> Optional[int]:
-    """Seconds since the epoch for any of the three HTTP-date forms, or None.
-
-    ``now`` (default: the clock) places the two-digit years of rfc850-date:
-    a date more than 50 years in the future means the most recent past year
-    with those digits (§5.6.7).
-    """
-    if not value:
-        return None
-    fields = value.strip(" \t").split()
-    try:
-        if len(fields) == 6 and fields[0][:-1] in _DAYS and fields[0][-1] == "," and fields[5] == "GMT":
-            # IMF-fixdate: date1 = day SP month SP year (2DIGIT, 4DIGIT)
-            _, day, month, year, clock, _ = fields
-            if len(year) != 4 or not year.isdigit() or not year.isascii():
-                return None
-            return _timestamp(int(year), _MONTH_NUMBER.get(month), _two_digits(day), clock)
-        if len(fields) == 4 and fields[0][:-1] in _DAYS_LONG and fields[0][-1] == "," and fields[3] == "GMT":
-            # rfc850-date: date2 = day "-" month "-" 2DIGIT
-            dmy = fields[1].split("-")
-            if len(dmy) != 3 or _two_digits(dmy[2]) is None:
-                return None
-            import time
-            this_year = time.gmtime(time.time() if now is None else now).tm_year
-            full_year = this_year - this_year % 100 + int(dmy[2])
-            if full_year > this_year + 50:
-                full_year -= 100
-            return _timestamp(full_year, _MONTH_NUMBER.get(dmy[1]), _two_digits(dmy[0]), fields[2])
-        if len(fields) == 5 and fields[0] in _DAYS:
-            # asctime-date: date3 = month SP ( 2DIGIT / ( SP DIGIT ))
-            _, month, day, clock, year = fields
-            if not (len(day) in (1, 2) and day.isdigit() and day.isascii()):
-                return None
-            if len(year) != 4 or not year.isdigit() or not year.isascii():
-                return None
-            return _timestamp(int(year), _MONTH_NUMBER.get(month), int(day), clock)
-    except ValueError:
-        return None
-    return None
 
 
 # --------------------------------------------------------------------------

@@ -21,6 +21,8 @@ middleware.  Standard library only; nothing heavy imported.
 """
 from __future__ import annotations
 
+from bridge.abnf import HOP_BY_HOP, has_control_chars, is_token
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Optional
@@ -34,22 +36,6 @@ REQUIRED_KEYS = (
     "SERVER_PROTOCOL", "wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors",
     "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
 )
-
-# RFC 9110 §5.6.2: token = 1*tchar
-TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-# RFC 9110 §7.6.1 and PEP 3333 "Other HTTP Features": the gateway's, never the app's.
-HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "trailers", "transfer-encoding", "upgrade"))
-
-
-def _is_token(text: str) -> bool:
-    return bool(text) and all(c in TCHAR for c in text)
-
-
-def _control_chars(text: str) -> bool:
-    # RFC 9110 §5.5: field values are VCHAR, obs-text, SP and HTAB.
-    return any((c < " " and c != "\t") or c == "\x7f" for c in text)
 
 
 def _not_latin1(text: str) -> bool:
@@ -172,7 +158,7 @@ class _Request:
         if isinstance(path, str) and path and not path.startswith("/"):
             p(f"gateway: PATH_INFO must be empty or start with '/', got {path!r}")
         method = env.get("REQUEST_METHOD")
-        if isinstance(method, str) and not _is_token(method):
+        if isinstance(method, str) and not is_token(method):
             p(f"gateway: REQUEST_METHOD {method!r} is not an HTTP token")
         for key in ("CONTENT_LENGTH", "SERVER_PORT"):
             value = env.get(key)
@@ -221,7 +207,7 @@ class _Request:
         elif not 200 <= int(code) <= 599:
             p(f"app: status code {code} is outside 100-599" if not 100 <= int(code) <= 599 else
               f"app: status code {code} is informational (1xx): a final response is 200-599")
-        if _control_chars(status):
+        if has_control_chars(status):
             p(f"app: status contains a control character: {status!r}")
         if _not_latin1(status):
             p(f"app: status is not latin-1 encodable: {status!r}")
@@ -244,13 +230,13 @@ class _Request:
                   f"{type(value).__name__}): {item!r}")
                 continue
             lower = name.lower()
-            if not _is_token(name):
+            if not is_token(name):
                 p(f"app: header name {name!r} is not a token (RFC 9110 §5.6.2)")
             elif lower == "status":
                 p("app: 'Status' is not a header: the status goes in start_response's first argument")
             elif lower in HOP_BY_HOP:
                 p(f"app: hop-by-hop header {name!r} is the gateway's to set (PEP 3333), not the app's")
-            if _control_chars(value):
+            if has_control_chars(value):
                 p(f"app: header {name!r} value contains a control character (CR, LF, NUL...): {value!r}")
             if _not_latin1(value):
                 p(f"app: header {name!r} value is not latin-1 encodable: {value!r}")

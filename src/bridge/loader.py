@@ -94,7 +94,7 @@ def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]"
 
 
 def _with_traceback(message: str) -> str:
-    import traceback
+    import traceback   # lazy, CGI path: only when the app failed to load
     return message + "\n" + traceback.format_exc().rstrip()
 
 
@@ -107,7 +107,7 @@ def load_from_config(config) -> "Callable":
     from bridge.config import ConfigError
     try:
         app = load_app(config.app, config.pythonpath, config.chdir) if config.app else None
-        import bridge.config as _config
+        import bridge.config as _config   # lazy: the plain CGI path never loads the settings
         for hook in _config.app_wrappers():
             app = hook(app, config)
         if app is None:

@@ -38,19 +38,19 @@ def _origin_form(value: str) -> None:
 
 
 def _method(value: str) -> None:
-    from bridge.http.abnf import METHOD
-    if not METHOD.fullmatch(value):
+    from bridge.abnf import is_token   # lazy: every command's CLI loads this module
+    if not is_token(value):
         raise ValueError(f"{value!r} is not an HTTP method (RFC 9110 §9.1: a token, e.g. GET)")
 
 
 def header_line(raw: str) -> tuple:
     """``'Name: value'`` -> ``('Name', 'value')``, as RFC 9110 §5 allows it in a request."""
-    from bridge.http.abnf import FIELD_NAME
+    from bridge.abnf import has_control_chars, is_token   # lazy: every command's CLI loads this module
     name, colon, value = str(raw).partition(":")
     value = value.strip(" \t")
-    if not colon or not FIELD_NAME.fullmatch(name):
+    if not colon or not is_token(name):
         raise ValueError("expected 'Name: value' with a field name of token characters (RFC 9110 §5.1)")
-    if any(c in "\r\n\0" or (c < " " and c != "\t") or c == "\x7f" for c in value):
+    if has_control_chars(value):
         raise ValueError("control characters (CR, LF, NUL...) are not allowed in a field value (RFC 9110 §5.5)")
     try:
         value.encode("latin-1")

@@ -8,11 +8,16 @@ A gateway supplies a *transport* (see :class:`Transport`) with four methods
 and calls :func:`call_app`.  That is the whole contract, in the spirit of
 ``wsgiref.handlers.BaseHandler`` but without its faults: headers are never
 sent for an empty first chunk, validation raises real exceptions (never
-``assert``), and this module imports nothing beyond ``sys`` and ``io`` at
-start-up, because a CGI request pays for every import.
+``assert``), and this module imports nothing beyond ``sys``, ``io``, ``os``
+and :mod:`bridge.tokens` at start-up, because a CGI request pays for every
+import: the imports inside functions are the CGI path's, for the error path.
 """
 import io
+import os    # io, os and sys are loaded by the interpreter before any script: free
 import sys
+
+# The grammar's tokens and hop-by-hop names (bridge.abnf names them too); it imports nothing.
+from bridge.tokens import HOP_BY_HOP, is_token
 
 # Annotations that name typing's types are strings, and there is no
 # `from __future__ import annotations`: that line imports the __future__
@@ -28,25 +33,10 @@ __all__ = [
     "InputStream", "BoundedInput", "encode_headers", "WSGIError",
     "status_has_body", "decode_path", "merge_content_length", "single_content_length",
     "remove_dot_segments", "AmbiguousPath", "refuse_ambiguous_path",
-    "InternalRedirect", "INTERNAL_REDIRECT_ROOT",
+    "InternalRedirect", "INTERNAL_REDIRECT_ROOT", "log_line", "plain_response",
 ]
 
 WSGI_VERSION = (1, 0)
-
-#: RFC 9110 §7.6.1: connection-specific fields an application must not set;
-#: the gateway owns the connection (PEP 3333 "hop-by-hop" rule).
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-))
-
-# RFC 9110 §5.6.2:  token = 1*tchar
-#   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
-#           "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
-TCHAR = frozenset(
-    "!#$%&'*+-.^_`|~0123456789"
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
 
 ERROR_STATUS = "500 Internal Server Error"
 ERROR_BODY = b"Internal Server Error\n"
@@ -195,7 +185,7 @@ def _check_headers(headers: "Any") -> "tuple":
             length = known
             continue
         if name not in _valid_names:
-            if not name or not all(c in TCHAR for c in name):
+            if not is_token(name):
                 raise WSGIError(f"invalid header name {name!r}")
             if name.lower() in HOP_BY_HOP:
                 raise WSGIError(f"hop-by-hop header {name!r} is the gateway's to set, not the application's")
@@ -348,16 +338,45 @@ class Response:
             raise
 
 
-def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
+def log_line(environ: dict, message: str) -> None:
+    """Write ``message`` as one line to the request's ``wsgi.errors`` (stderr without one).
+
+    For gateways, middleware and upstream apps alike: logging must never
+    fail a request, so a broken error stream is ignored.
+    """
     errors = environ.get("wsgi.errors") or sys.stderr
     try:
-        if with_traceback:
-            import traceback   # only when something went wrong: keep CGI start-up lean
-            message = message + "\n" + "".join(traceback.format_exception(*sys.exc_info()))
         errors.write(message.rstrip("\n") + "\n")
         errors.flush()
     except Exception:
         pass
+
+
+def plain_response(start_response: "Callable", status: str, extra: "Optional[list]" = None,
+                   body: "Optional[bytes]" = None) -> list:
+    """Answer ``status`` with a short text/plain body (its reason phrase by default).
+
+    The error and refusal responses of middleware and upstream apps (404,
+    502, 504...): never a traceback or an internal detail, which go to
+    :func:`log_line` instead.  ``extra`` headers are added (``Allow``, ``Location``).
+    """
+    if body is None:
+        body = status[4:].encode("latin-1") + b"\n"
+    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    if extra:
+        headers.extend(extra)
+    start_response(status, headers)
+    return [body]
+
+
+def _log_error(environ: dict, message: str, with_traceback: bool = True) -> None:
+    if with_traceback:
+        try:
+            import traceback   # only when something went wrong: keep CGI start-up lean
+            message = message + "\n" + "".join(traceback.format_exception(*sys.exc_info()))
+        except Exception:
+            pass
+    log_line(environ, message)
 
 
 def _describe(environ: dict) -> str:
@@ -369,7 +388,7 @@ def _describe(environ: dict) -> str:
 #: environ key set by :func:`call_app`: the SCRIPT_NAME the gateway gave,
 #: before any mount moved a prefix into it.  Its presence says that raising
 #: :class:`InternalRedirect` is served (elsewhere an app falls back to a
-#: redirect of its own, see ``bridge.cgi.app.local_redirect``).
+#: redirect of its own, see ``bridge.upstream.common.local_redirect``).
 INTERNAL_REDIRECT_ROOT = "bridge.internal_redirect_root"
 #: A bound for apps that raise InternalRedirect without counting (CGIApp and
 #: FastCGIApp count, and stop at their ``max_redirects``).
@@ -488,7 +507,6 @@ def _fail(response: "Response", environ: dict) -> None:
 
 def _send_file_wrapper(response: "Response", wrapper: "FileWrapper") -> None:
     """Let the gateway use ``os.sendfile`` for a real file (PEP 3333 optional extension)."""
-    import os
     filelike = wrapper.filelike
     try:
         fd = filelike.fileno()

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from bridge.cgi.app import CGIApp
+from bridge.upstream.cgi import CGIApp
 from bridge.cgi.rfc3875 import BadResponse, cgi_variables, find_head_end, head_search_resume, parse_head
-from bridge.middleware.mount import mount
+from bridge.upstream.mount import mount
 from bridge.wsgi import call_app
 from support.procs import kill_marked, new_marker, wait_gone
 

@@ -347,7 +347,7 @@ def test_run_started_by_hand_explains_how_to_run_the_script():
 
 
 def fd0_probe(stdin) -> str:
-    proc = subprocess.run([sys.executable, "-c", "import bridge; print(bridge._fd0_is_listening_socket())"],
+    proc = subprocess.run([sys.executable, "-c", "from bridge.fd0 import fd0_is_listening_socket as probe; print(probe())"],
                           env={"PYTHONPATH": str(SRC)}, stdin=stdin, capture_output=True, text=True, timeout=30)
     return proc.stdout.strip()
 

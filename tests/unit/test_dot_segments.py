@@ -13,7 +13,7 @@ import json
 import pytest
 
 from bridge.fastcgi.server import fix_script_name_and_path_info
-from bridge.middleware.mount import Mount
+from bridge.upstream.mount import Mount
 from bridge.cgi.gateway import run_cgi
 from bridge.wsgi import AmbiguousPath, decode_path, remove_dot_segments
 from support.http_server import RunningHTTP, read_response

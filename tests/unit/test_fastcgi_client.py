@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from bridge.fastcgi import protocol as p
-from bridge.fastcgi.client import FastCGIApp, parse_address
+from bridge.upstream.fastcgi import FastCGIApp, parse_address
 from bridge.wsgi import call_app
 
 

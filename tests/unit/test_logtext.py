@@ -47,7 +47,7 @@ def test_the_wsgi_core_error_line_describes_the_request_escaped():
 
 
 def test_a_scripts_stderr_lines_are_escaped(tmp_path):
-    from bridge.cgi.app import CGIApp
+    from bridge.upstream.cgi import CGIApp
     script = tmp_path / "s.sh"
     script.write_text("#!/bin/sh\nprintf 'line one\\033[2J\\r\\n[2026-01-01] [INFO] forged\\n' >&2\n"
                       "printf 'Content-Type: text/plain\\n\\nok'\n")

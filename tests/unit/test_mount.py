@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 import bridge
 from bridge.config import Config
 from bridge.loader import AppLoadError
-from bridge.middleware.mount import Mount, mount, normalize_prefix
+from bridge.upstream.mount import Mount, mount, normalize_prefix
 
 
 def named(name):
@@ -181,7 +181,7 @@ def test_the_docs_option_table_is_the_generated_one():
     from pathlib import Path
     from bridge.config import option_table
     doc = (Path(__file__).resolve().parents[2] / "docs" / "composition.md").read_text()
-    start = doc.index("<!-- generated from src/bridge/composition_options.py")
+    start = doc.index("<!-- generated from src/bridge/upstream/options.py")
     table = doc[doc.index("\n", start) + 1:doc.index("<!-- end generated -->")]
     generated = option_table().splitlines()
     assert table.splitlines() == generated[:2] + [row for row in generated if row.startswith("| `--mount`")]
@@ -195,7 +195,7 @@ def test_the_docs_option_table_is_the_generated_one():
     ("cgi:{tmp}/plain.txt", "not executable"),
 ])
 def test_a_bad_fastcgi_or_cgi_mount_is_a_one_line_error(spec, message, tmp_path):
-    from bridge.middleware.mount import resolve
+    from bridge.upstream.mount import resolve
     (tmp_path / "plain.txt").write_text("#!/bin/sh\n")
     (tmp_path / "plain.txt").chmod(0o644)
     spec = spec.replace("{tmp}", str(tmp_path))
@@ -206,7 +206,7 @@ def test_a_bad_fastcgi_or_cgi_mount_is_a_one_line_error(spec, message, tmp_path)
 
 
 def test_fastcgi_mount_options_and_extra_backends_reach_the_app():
-    from bridge.middleware.mount import resolve
+    from bridge.upstream.mount import resolve
     app = resolve("fcgi://unix:/a.sock?document_root=/srv/www&timeout=5&balance=least_busy",
                   extra=["fcgi://127.0.0.1:9000"])
     assert [b.name for b in app.backends] == ["unix:/a.sock", "127.0.0.1:9000"]

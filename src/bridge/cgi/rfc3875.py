@@ -1,14 +1,15 @@
 """RFC 3875 (CGI/1.1), the server's side, sans-I/O: meta-variables out, a response head in.
 
-Shared by :class:`bridge.cgi.app.CGIApp` (a script's stdout) and
-:class:`bridge.fastcgi.client.FastCGIApp` (a backend's STDOUT, which §6 of
+Shared by :class:`bridge.upstream.cgi.CGIApp` (a script's stdout) and
+:class:`bridge.upstream.fastcgi.FastCGIApp` (a backend's STDOUT, which §6 of
 the same RFC describes), so a script answers the same whichever way it runs.
 Nothing here does I/O; the tests feed it byte strings.
 """
 from __future__ import annotations
 
-from bridge.http.abnf import HEAD_ALLOWED_BYTES
-from bridge.wsgi import HOP_BY_HOP, TCHAR, merge_content_length
+from bridge import __version__
+from bridge.abnf import HEAD_ALLOWED_BYTES, HOP_BY_HOP, is_token
+from bridge.wsgi import merge_content_length
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ PASS_THROUGH = frozenset((
 
 
 def _quote_path(path: str) -> str:
-    from urllib.parse import quote
+    from urllib.parse import quote   # lazy: CGI path (bridge cgi --mount), only without a REQUEST_URI
     return quote(path.encode("latin-1"), safe="/;=,@:!$&'()*+~")
 
 
@@ -60,7 +61,6 @@ def cgi_variables(environ: dict, *, script_name: Optional[str] = None, path_info
     sn = environ.get("SCRIPT_NAME", "") if script_name is None else script_name
     pi = environ.get("PATH_INFO", "") if path_info is None else path_info
     scheme = environ.get("wsgi.url_scheme", "http")
-    from bridge import __version__
     env["GATEWAY_INTERFACE"] = "CGI/1.1"                                     # §4.1.4
     env["SERVER_SOFTWARE"] = environ.get("SERVER_SOFTWARE") or f"wsgi-bridge/{__version__}"  # §4.1.17
     env["SERVER_NAME"] = environ.get("SERVER_NAME", "localhost")             # §4.1.14
@@ -182,7 +182,7 @@ def head_search_resume(buf: bytes) -> int:
 
 
 def _reason(code: int) -> str:
-    from http import HTTPStatus
+    from http import HTTPStatus   # lazy: CGI path; it loads enum, only for a Status without a phrase
     try:
         return HTTPStatus(code).phrase
     except ValueError:
@@ -230,7 +230,7 @@ def parse_head(head: bytes) -> CGIHead:
             name_s = name.decode("ascii")
         except UnicodeDecodeError:
             raise BadResponse(f"header name is not ASCII: {name[:80]!r}") from None
-        if not name_s or not all(c in TCHAR for c in name_s):
+        if not is_token(name_s):
             raise BadResponse(f"invalid header name {name[:80]!r}")
         value_s = value.strip(b" \t").decode("latin-1")
         lower = name_s.lower()

@@ -12,10 +12,13 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import tempfile
 import threading
 
+from bridge import __version__
 from bridge.http.events import Request
 from bridge.http.forwarded import TrustedProxies, apply_forwarded
+from bridge.http.prepared import prepare
 from bridge.http.readers import Limits
 from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ, remove_dot_segments
 
@@ -153,7 +156,6 @@ class ReceivedBody:
         self.parts.append(data)
         memory = self.memory
         if self.size > self.threshold or (memory is not None and not memory.take(len(data))):
-            import tempfile
             self.file = tempfile.TemporaryFile(prefix="bridge-body-")
             self.file.writelines(self.parts)
             self.parts = []
@@ -214,11 +216,9 @@ class ServerContext:
                                             "--proxy-allow-ips")
         self.script_name = getattr(config, "script_name", None)
         if prepared is None:        # one process, or a test: no master opened them
-            from bridge.http.prepared import prepare
             prepared = prepare(config)
         self.tls_context = prepared.tls_context
         self.access_log = prepared.access_log
-        from bridge import __version__
         self.base = make_environ(
             {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},
             input=EMPTY_INPUT, errors=ErrorStream(),

@@ -84,7 +84,9 @@ class ConnectionClosed:
         return "<ConnectionClosed>"
 
 
-class _Sentinel:
+class Sentinel:
+    """A named state or marker (``NEED_DATA``, ``IDLE``...): compared by identity, printed by name."""
+
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
@@ -94,9 +96,9 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
-PAUSED = _Sentinel("PAUSED")
+NEED_DATA = Sentinel("NEED_DATA")
+PAUSED = Sentinel("PAUSED")
 
 # Response-side event kinds (the server "sends" these through the methods below).
-RESPONSE = _Sentinel("Response")
-INFORMATIONAL = _Sentinel("InformationalResponse")
+RESPONSE = Sentinel("Response")
+INFORMATIONAL = Sentinel("InformationalResponse")

@@ -22,7 +22,7 @@ What each header may change, and why:
   header passes the client's own value on, and the host is what password
   reset links, absolute redirects and cache keys are built from; behind
   nginx, ``proxy_set_header Host $host`` already says it.  Even when on,
-  only a value of RFC 9110 Host syntax (:data:`bridge.http.abnf.FORWARDED_HOST`)
+  only a value of RFC 9110 Host syntax (:data:`bridge.abnf.FORWARDED_HOST`)
   is taken, the rightmost of a list (the nearest proxy's); anything else is
   ignored.
 """
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from bridge.http.abnf import FORWARDED_HOST
+from bridge.abnf import FORWARDED_HOST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ smuggling does (RFC 9112 §6.3, §11.2); leniency where clients are merely old
 The parts, as in h11: everything that moves the state lives here, in
 :class:`ConnectionState`, as tables; the events and errors in
 :mod:`bridge.http.events`; the head parser and the per-framing body readers in
-:mod:`bridge.http.readers`; the grammar in :mod:`bridge.http.abnf`.  The
+:mod:`bridge.http.readers`; the grammar in :mod:`bridge.abnf`.  The
 response writers (Content-Length, chunked, until-close, none) are the
 ``_writer`` kinds of :class:`Connection`.
 """
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from bridge.http.events import (  # noqa: F401 - re-exported: the protocol's public names
     INFORMATIONAL, NEED_DATA, PAUSED, REASONS, RESPONSE, ConnectionClosed, Data, EndOfMessage,
-    LocalProtocolError, RemoteProtocolError, Request, _Sentinel,
+    LocalProtocolError, RemoteProtocolError, Request, Sentinel,
 )
 from bridge.http.readers import (  # noqa: F401
-    DEFAULT_LIMITS, ChunkedReader, ContentLengthReader, Limits, _NO_BODY_READER, parse_fields,
-    parse_head, _split_lines,
+    DEFAULT_LIMITS, ChunkedReader, ContentLengthReader, Limits, NO_BODY_READER, parse_fields,
+    parse_head, split_lines,
 )
 
 TYPE_CHECKING = False
@@ -50,13 +50,13 @@ __all__ = [
 # tricks).  The client's side follows what it sent; the server's side what
 # we sent.
 
-IDLE = _Sentinel("IDLE")
-SEND_RESPONSE = _Sentinel("SEND_RESPONSE")
-SEND_BODY = _Sentinel("SEND_BODY")
-DONE = _Sentinel("DONE")
-MUST_CLOSE = _Sentinel("MUST_CLOSE")
-CLOSED = _Sentinel("CLOSED")
-ERROR = _Sentinel("ERROR")
+IDLE = Sentinel("IDLE")
+SEND_RESPONSE = Sentinel("SEND_RESPONSE")
+SEND_BODY = Sentinel("SEND_BODY")
+DONE = Sentinel("DONE")
+MUST_CLOSE = Sentinel("MUST_CLOSE")
+CLOSED = Sentinel("CLOSED")
+ERROR = Sentinel("ERROR")
 
 CLIENT_TRANSITIONS: dict = {
     IDLE: {Request: SEND_BODY, ConnectionClosed: CLOSED},
@@ -199,11 +199,11 @@ class Connection:
     # ---- states, for the caller
 
     @property
-    def their_state(self) -> _Sentinel:
+    def their_state(self) -> Sentinel:
         return self.state.client
 
     @property
-    def our_state(self) -> _Sentinel:
+    def our_state(self) -> Sentinel:
         return self.state.server
 
     @property
@@ -273,7 +273,7 @@ class Connection:
                 elif event.content_length:
                     self._reader = ContentLengthReader(event.content_length)
                 else:
-                    self._reader = _NO_BODY_READER
+                    self._reader = NO_BODY_READER
             elif kind is Data:
                 self.client_waiting_for_100 = False
             return event
@@ -315,7 +315,7 @@ class Connection:
         head = bytes(buf[:head_len])
         del buf[:end]
         self._scan = 0
-        return parse_head(_split_lines(head), self.limits)
+        return parse_head(split_lines(head), self.limits)
 
     # ---- output
 

@@ -5,11 +5,11 @@ head into a :class:`~bridge.http.events.Request` (or a
 :class:`~bridge.http.events.RemoteProtocolError` with the status to answer),
 and one small reader class per framing of RFC 9112 §6.3 turns the receive
 buffer into ``Data`` / ``EndOfMessage`` / ``NEED_DATA``.  The grammar itself
-is in :mod:`bridge.http.abnf`.
+is in :mod:`bridge.abnf`.
 """
 from __future__ import annotations
 
-from bridge.http.abnf import (
+from bridge.abnf import (
     ABSOLUTE_FORM, CHUNK_LINE, FIELD_NAME, HEAD_ALLOWED_BYTES, HOST, HTTP_VERSION, METHOD,
 )
 from bridge.http.events import NEED_DATA, Data, EndOfMessage, RemoteProtocolError, Request
@@ -107,7 +107,7 @@ def _check_name(line: str, name: str, colon: str) -> str:
     return lname
 
 
-def _split_lines(head: bytes) -> list:
+def split_lines(head: bytes) -> list:
     """Head bytes (each line ended by CRLF or LF) → lines as latin-1 str.
 
     RFC 9112 §2.2: a bare LF may end a line (we accept it, old clients send
@@ -415,4 +415,5 @@ class ChunkedReader:
         raise RemoteProtocolError("client closed the connection in the middle of a chunked body")
 
 
-_NO_BODY_READER = NoBody()
+#: The reader of every message without a body: it holds no state, so one serves all.
+NO_BODY_READER = NoBody()

@@ -24,6 +24,12 @@ import sys
 import sysconfig
 import threading
 import time
+import traceback
+
+from bridge.loader import load_from_config
+from bridge.server import serve
+from bridge.server.listeners import BindError, open_config_listeners
+from bridge.server.logs import setup_logging
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,8 +126,6 @@ def _child_main(config, factory_builder: Callable, listeners: list, wfd: int) ->
         signal.signal(signum, signal.SIG_DFL)
     for listener in listeners:
         listener.owned = False        # the supervisor removes a unix socket file, not us
-    from bridge.loader import load_from_config
-    from bridge.server import serve
     app = load_from_config(config)   # prints the error and exits 2 when the new code is broken
     report = _Reporter(wfd)
     report.send_files()
@@ -186,7 +190,6 @@ class Supervisor:
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
-                import traceback
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
@@ -302,7 +305,7 @@ class Supervisor:
 
 def run_with_reloader(config, factory_builder: Callable) -> int:
     """``bridge http --reload``: the supervisor around :func:`bridge.server.serve`."""
-    from bridge.server import BindError, open_config_listeners, setup_logging
+    setup_logging(config)
     try:
         setup_logging(config)
         listeners = open_config_listeners(config)

@@ -34,20 +34,29 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
+import ssl
+import struct
+import sys
 import threading
 import time
 
-from bridge.http.accesslog import Record
+from bridge.abnf import http_date
+from bridge.http.accesslog import Record, compile_format
 from bridge.http.prepared import prepare
 from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
 from bridge.http.proxyproto import NEED_DATA as PROXY_NEED_DATA, ProxyProtocolError, parse as parse_proxy_header
+from bridge.http.reload import run_with_reloader
+from bridge.http.tls import TLSSession, make_context
 from bridge.http.protocol import (
     DONE, DRAIN_LIMIT, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
 from bridge.logtext import escape
+from bridge.server import serve
+from bridge.server.listeners import fd0_is_listening_socket
 from bridge.wsgi import AmbiguousPath, FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
@@ -79,15 +88,6 @@ LINGER = 2.0
 
 _date_cache: list = [0, b"", b""]   # second, "Date: ...\r\n", "Date: ...\r\nServer: ...\r\n"
 SERVER_LINE = b"Server: wsgi-bridge\r\n"
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def http_date(seconds: float) -> str:
-    """RFC 9110 §5.6.7 IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    t = time.gmtime(seconds)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def date_lines(with_server: bool) -> bytes:
@@ -159,7 +159,6 @@ class HTTPConnection:
             # From the connect on, the request (and the TLS handshake) must come promptly.
             self.idle_deadline = _monotonic() + ctx.header_timeout
         if ctx.tls_context is not None:
-            from bridge.http.tls import TLSSession
             self.tls = TLSSession(ctx.tls_context)
 
     # ---- raw I/O
@@ -178,7 +177,6 @@ class HTTPConnection:
         return self._tls_feed(bytes(buf[:n]) if n else b"")
 
     def _tls_feed(self, raw: bytes):
-        import ssl
         tls = self.tls
         try:
             data = tls.feed(raw)
@@ -294,7 +292,6 @@ class HTTPConnection:
             self.timeout_set = True
             timeout = self.ctx.io_timeout
             if timeout:
-                import struct
                 sec = int(timeout)
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                                      struct.pack("ll", sec, int((timeout - sec) * 1e6)))
@@ -837,7 +834,6 @@ class HTTPConnection:
 
 def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
     """Wait until ``fd`` is writable/readable; False on timeout."""
-    import select
     poller = select.poll()
     poller.register(fd, select.POLLOUT if write else select.POLLIN)
     return bool(poller.poll(None if timeout is None else max(0, timeout) * 1000))
@@ -894,10 +890,8 @@ def check_config(config) -> Optional[str]:
         TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
         TrustedProxies(getattr(config, "proxy_allow_ips", "") or "", "--proxy-allow-ips")
         if getattr(config, "access_log_format", None):
-            from bridge.http.accesslog import compile_format
             compile_format(config.access_log_format)
         if getattr(config, "certfile", None):
-            from bridge.http.tls import make_context
             make_context(config.certfile, getattr(config, "keyfile", None), getattr(config, "ca_certs", None))
         elif getattr(config, "keyfile", None) or getattr(config, "ca_certs", None):
             return "--keyfile and --ca-certs need --certfile"
@@ -916,18 +910,14 @@ DEFAULT_BIND = "127.0.0.1:8000"
 
 def main(config) -> int:
     """``bridge http APP``."""
-    import sys
     problem = check_config(config)
     if problem:
         sys.stderr.write(f"bridge http: {problem}\n")
         return 2
     if not getattr(config, "bind", None):
-        from bridge.server.listeners import fd0_is_listening_socket
         systemd = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
         if not systemd and not fd0_is_listening_socket():
             config.bind = [DEFAULT_BIND]
     if getattr(config, "reload", False):
-        from bridge.http.reload import run_with_reloader
         return run_with_reloader(config, factory_builder)
-    from bridge.server import serve
     return serve(config, factory_builder)

@@ -18,6 +18,8 @@ only turns its reports into log lines.  The interface it relies on::
 """
 from __future__ import annotations
 
+import sys
+
 from bridge import logtext
 
 TYPE_CHECKING = False
@@ -36,7 +38,7 @@ def describe_request(environ: dict) -> str:
 
 def _checker() -> Callable:
     try:
-        from bridge.lint import lint
+        from bridge.lint import lint   # lazy: CGI path (--lint), loaded when the middleware is built
     except ImportError as exc:
         raise RuntimeError(
             "--lint needs bridge.lint.lint(app, report), the checker of 'bridge check', "
@@ -73,7 +75,6 @@ class Lint:
 def _write_error(environ: dict, line: str) -> None:
     errors = environ.get("wsgi.errors")
     if errors is None:
-        import sys
         errors = sys.stderr
     errors.write(line + "\n")
     flush = getattr(errors, "flush", None)

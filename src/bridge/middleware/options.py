@@ -73,6 +73,8 @@ setting("lint", "--lint", restart="preload", default=False, type=bool, commands=
 
 def wrap_app(app, config):
     """APP_WRAPPERS hook: ``Static(Gzip(Lint(app)))`` as far as the flags ask."""
+    # Imported here: every command's CLI loads this module (bridge cgi too,
+    # once per request), and each middleware only when its flag is given.
     if app is not None and getattr(config, "lint", False):
         from bridge.middleware.lint import Lint
         try:

@@ -31,11 +31,13 @@ elsewhere, a dot-file on the way: 404).  Directories are never listed.
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 
-from bridge import httputil
+from bridge import abnf, httputil
 from bridge.middleware.beneath import open_beneath
+from bridge.wsgi import FileWrapper, log_line, plain_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ class Static:
             if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
                 return self.serve(environ, start_response, root, path[len(prefix):])
         if self.app is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         return self.app(environ, start_response)
 
     # -- resolving a URL path to a file -------------------------------------
@@ -125,42 +127,42 @@ class Static:
         """Answer a request for ``rel`` (the PATH_INFO part after the prefix) under ``root``."""
         method = environ.get("REQUEST_METHOD", "GET")
         if method not in ("GET", "HEAD"):
-            return _plain(start_response, "405 Method Not Allowed", [("Allow", ALLOW)])
+            return plain_response(start_response, "405 Method Not Allowed", [("Allow", ALLOW)])
         try:
             raw = rel.encode("latin-1")
         except UnicodeEncodeError:
-            return _plain(start_response, "400 Bad Request")   # not a PEP 3333 PATH_INFO
+            return plain_response(start_response, "400 Bad Request")   # not a PEP 3333 PATH_INFO
         if b"\0" in raw:
-            return _plain(start_response, "400 Bad Request")
+            return plain_response(start_response, "400 Bad Request")
         parts = self._segments(raw)
         if parts is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         found = self._open(environ, root, parts)
         if found is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         with _Descriptor(found[0]) as file:
             st = os.fstat(file.fd)
             if stat.S_ISDIR(st.st_mode):
                 file.close()
                 return self._directory(environ, start_response, root, raw, found[1])
             if raw.endswith(b"/"):
-                return _plain(start_response, "404 Not Found")   # "file/" names no file
+                return plain_response(start_response, "404 Not Found")   # "file/" names no file
             return self._send(environ, start_response, root, file, st, found[1])
 
     def _directory(self, environ: dict, start_response: Callable, root: bytes, raw: bytes,
                    names: list) -> Iterable:
         """A directory: never a listing; with ``index``, a redirect to ``dir/`` or its index.html."""
         if not self.index:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         if not raw.endswith(b"/"):
             # Relative links in the index page need the slash (as nginx does).
             location = _quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")) + "/"
             if environ.get("QUERY_STRING"):
                 location += "?" + environ["QUERY_STRING"]
-            return _plain(start_response, "301 Moved Permanently", [("Location", location)])
+            return plain_response(start_response, "301 Moved Permanently", [("Location", location)])
         found = self._open(environ, root, names + [b"index.html"])
         if found is None:
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         with _Descriptor(found[0]) as file:
             return self._send(environ, start_response, root, file, os.fstat(file.fd), found[1])
 
@@ -175,7 +177,7 @@ class Static:
         except OSError as exc:
             if isinstance(exc, PermissionError):
                 name = os.fsdecode(b"/".join(parts))
-                _log(environ, f"bridge static: cannot open {name!r}: {exc.strerror}")
+                log_line(environ, f"bridge static: cannot open {name!r}: {exc.strerror}")
             return None
 
     def _segments(self, raw: bytes) -> Optional[list]:
@@ -201,7 +203,7 @@ class Static:
         ext = os.path.splitext(name)[1].lower()
         ctype = TYPES.get(ext)
         if ctype is None:
-            import mimetypes
+            import mimetypes   # lazy, CGI path (--static): only for an extension TYPES lacks
             ctype, coding = mimetypes.guess_type(name, strict=False)
             if coding is not None:
                 # "x.tar.gz" is a gzip file to whoever asks for it by that name.
@@ -249,11 +251,11 @@ class Static:
                  headers: list, coding: Optional[str], vary: bool) -> Iterable:
         """The response for ``file`` (``st`` its fstat: of the file we send, not of a name)."""
         if not stat.S_ISREG(st.st_mode):
-            return _plain(start_response, "404 Not Found")
+            return plain_response(start_response, "404 Not Found")
         size = st.st_size
         mtime = int(st.st_mtime)
         etag = f'"{st.st_mtime_ns:x}-{size:x}{"-" + coding if coding else ""}"'
-        validators = [("ETag", etag), ("Last-Modified", httputil.http_date(mtime)),
+        validators = [("ETag", etag), ("Last-Modified", abnf.http_date(mtime)),
                       ("Cache-Control", self.cache_control)]
         if vary:
             validators.append(("Vary", "Accept-Encoding"))
@@ -264,7 +266,7 @@ class Static:
                 # §15.4.5: a 304 carries the validators and caching fields a 200 would.
                 start_response(status, validators)
                 return []
-            return _plain(start_response, status)
+            return plain_response(start_response, status)
 
         if coding:
             headers.append(("Content-Encoding", coding))
@@ -277,8 +279,8 @@ class Static:
         if range_header is not None and method == "GET" and _if_range_holds(environ.get("HTTP_IF_RANGE"), etag, mtime):
             ranges = httputil.parse_range(range_header, size)
             if ranges == []:
-                return _plain(start_response, "416 Range Not Satisfiable",
-                              [("Content-Range", f"bytes */{size}")])
+                return plain_response(start_response, "416 Range Not Satisfiable",
+                                      [("Content-Range", f"bytes */{size}")])
             if ranges is not None and len(ranges) == 1:
                 (first, last), = ranges
                 length = last - first + 1
@@ -297,7 +299,7 @@ class Static:
             raise
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is None:
-            from bridge.wsgi import FileWrapper as wrapper
+            wrapper = FileWrapper
         return wrapper(body, self.blksize)
 
 
@@ -308,7 +310,7 @@ def _preconditions(environ: dict, etag: str, mtime: int) -> Optional[str]:
         if not httputil.etag_in_list(if_match, etag, weak=False):
             return "412 Precondition Failed"      # malformed counts as no match
     else:
-        since = httputil.parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+        since = abnf.parse_http_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
         if since is not None and mtime > since:
             return "412 Precondition Failed"
     if_none_match = environ.get("HTTP_IF_NONE_MATCH")
@@ -317,7 +319,7 @@ def _preconditions(environ: dict, etag: str, mtime: int) -> Optional[str]:
         if httputil.etag_in_list(if_none_match, etag):
             return "304 Not Modified"
         return None
-    since = httputil.parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    since = abnf.parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
     if since is not None and mtime <= since:
         return "304 Not Modified"
     return None
@@ -330,7 +332,7 @@ def _if_range_holds(value: Optional[str], etag: str, mtime: int) -> bool:
     value = value.strip(" \t")
     if value.startswith('"') or value.startswith("W/"):
         return httputil.strong_match(httputil.parse_etag(value), httputil.parse_etag(etag))
-    return httputil.parse_http_date(value) == mtime
+    return abnf.parse_http_date(value) == mtime
 
 
 class FileSlice:
@@ -345,7 +347,6 @@ class FileSlice:
     __slots__ = ("_file", "_left")
 
     def __init__(self, fd: int, first: int, length: int) -> None:
-        import io
         self._file = io.FileIO(fd, "rb", closefd=True)
         if first:
             self._file.seek(first)
@@ -368,20 +369,6 @@ class FileSlice:
 
     def close(self) -> None:
         self._file.close()
-
-
-_REASONS_BODY = {"404": b"Not Found\n", "400": b"Bad Request\n", "405": b"Method Not Allowed\n",
-                 "412": b"Precondition Failed\n", "416": b"Range Not Satisfiable\n",
-                 "301": b"Moved Permanently\n"}
-
-
-def _plain(start_response: Callable, status: str, extra: Optional[list] = None) -> list:
-    body = _REASONS_BODY.get(status[:3], status[4:].encode("latin-1") + b"\n")
-    headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    if extra:
-        headers.extend(extra)
-    start_response(status, headers)
-    return [body]
 
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/!$&'()*+,;=:@")
@@ -416,15 +403,3 @@ class _Descriptor:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _log(environ: dict, message: str) -> None:
-    errors = environ.get("wsgi.errors")
-    if errors is None:
-        import sys
-        errors = sys.stderr
-    try:
-        errors.write(message + "\n")
-        errors.flush()
-    except Exception:
-        pass

@@ -27,6 +27,8 @@ __all__ = ["serve", "setup_logging", "reopen_logs", "on_reopen", "BindError", "L
 _LAZY = {
     "BindError": "bridge.server.listeners", "Listener": "bridge.server.listeners",
     "listeners_for": "bridge.server.listeners", "on_reopen": "bridge.server.logs",
+    "open_config_listeners": "bridge.server.listeners", "describe_listeners": "bridge.server.listeners",
+    "make_worker": "bridge.server.process", "log_socket_access": "bridge.server.listeners",
     "reopen_logs": "bridge.server.logs", "setup_logging": "bridge.server.logs",
 }
 
@@ -40,31 +42,6 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'bridge.server' has no attribute {name!r}")
     import importlib
     return getattr(importlib.import_module(module), name)
-
-
-def open_config_listeners(config) -> list:
-    """The listeners ``config`` asks for (``--bind``) or was started with; raises BindError."""
-    from bridge.server.listeners import listeners_for
-    return listeners_for(getattr(config, "bind", None) or [],
-                         socket_mode=getattr(config, "socket_mode", None),
-                         backlog=getattr(config, "backlog", 2048) or 2048)
-
-
-def log_socket_access(listeners: list, config) -> None:
-    """At start-up, once the sockets are final: who may connect to each unix socket.
-
-    See :func:`bridge.server.listeners.access_report` (nginx's EACCES is
-    invisible to bridge, so this line is the tool for a 502).
-    """
-    import logging
-    from bridge.server.listeners import access_report
-    log = logging.getLogger("bridge.server")
-    for level, text in access_report(listeners, user=getattr(config, "user", None)):
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
-
-
-def describe_listeners(listeners: list, scheme: str) -> str:
-    return ", ".join(listener.url(scheme) for listener in listeners)
 
 
 def default_scheme(config) -> str:
@@ -89,6 +66,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     ``factory_builder(app, config) -> factory`` (see :class:`Worker`).  ``app``
     skips loading (already loaded); ``listeners`` skips opening sockets.
     """
+    # Imported here, not at the top: this package is loaded to build every
+    # command's CLI (bridge.server.options), ``bridge cgi`` too (see _LAZY).
     from bridge.server.logs import setup_logging
     command = getattr(config, "command", "serve")
     problem = check_pool(config)
@@ -115,8 +94,8 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
 def _serve_alone(config, factory_builder: Callable, *, app: Optional[Callable], scheme: str,
                  listeners: Optional[list]) -> int:
     """:func:`serve` without a master: this process is the one worker."""
-    import logging
-    from bridge.server.listeners import BindError
+    import logging  # lazy like serve()'s: see the comment there
+    from bridge.server.listeners import BindError, describe_listeners, log_socket_access, open_config_listeners
     log = logging.getLogger("bridge.server")
     command = getattr(config, "command", "serve")
     # Before anything slow (the import, a client connecting early): HUP,
@@ -164,28 +143,6 @@ def _serve_alone(config, factory_builder: Callable, *, app: Optional[Callable], 
     finally:
         for listener in listeners:
             listener.close()
-
-
-def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
-                on_tick=None, siblings: bool = False):
-    """A Worker configured from ``config``.
-
-    ``siblings``: other worker processes share the listeners (pre-fork), so
-    a worker pauses accepting once it has as many requests in hand (running,
-    or accepted and not started) as threads, and leaves the connections it
-    could not start to an idle sibling.
-    """
-    from bridge.server.worker import Worker
-    threads = getattr(config, "threads", 4)
-    return Worker(listeners, factory,
-                  threads=threads,
-                  accept_limit=threads if siblings else None,
-                  max_connections=getattr(config, "worker_connections", 0) or None,
-                  graceful_timeout=getattr(config, "graceful_timeout", 30.0),
-                  max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
-                  idle_timeout=getattr(config, "idle_timeout", 60.0),
-                  io_timeout=getattr(config, "io_timeout", 30.0),
-                  state=state, on_tick=on_tick)
 
 
 def _needs_master(config) -> bool:

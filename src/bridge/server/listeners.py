@@ -19,16 +19,22 @@ Errors are :class:`BindError` with a message naming the bind and what to do.
 from __future__ import annotations
 
 import errno
+import grp
+import logging
 import os
+import pwd
 import socket
 import stat
+
+from bridge.fd0 import fd0_is_listening_socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterable, Optional
 
 __all__ = ["BindError", "Listener", "open_listeners", "inherited_listeners",
-           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE", "access_report"]
+           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE", "fd0_is_listening_socket",
+           "open_config_listeners", "describe_listeners", "access_report", "log_socket_access"]
 
 #: sd_listen_fds(3): passed descriptors start at 3.
 SD_LISTEN_FDS_START = 3
@@ -388,12 +394,6 @@ def inherited_listeners(environ: Optional[dict] = None) -> list:
     return []
 
 
-def fd0_is_listening_socket() -> bool:
-    """True when fd 0 is a listening stream socket (spawn-fcgi, mod_fcgid), unix or inet."""
-    from bridge import _fd0_is_listening_socket   # the one check, kept import-light for CGI
-    return _fd0_is_listening_socket()
-
-
 def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,
                   backlog: int = 2048) -> list:
     """``--bind`` if given, else the inherited sockets, else BindError(:data:`NO_SOCKET_MESSAGE`).
@@ -408,6 +408,18 @@ def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,
     if inherited:
         return inherited
     raise BindError(NO_SOCKET_MESSAGE)
+
+
+def open_config_listeners(config) -> list:
+    """The listeners ``config`` asks for (``--bind``) or was started with; raises BindError."""
+    return listeners_for(getattr(config, "bind", None) or [],
+                         socket_mode=getattr(config, "socket_mode", None),
+                         backlog=getattr(config, "backlog", 2048) or 2048)
+
+
+def describe_listeners(listeners: list, scheme: str) -> str:
+    """``"http://127.0.0.1:8000, unix:/run/app.sock"``: the listeners for the log."""
+    return ", ".join(listener.url(scheme) for listener in listeners)
 
 
 # -- who may connect: said once at start-up ----------------------------------------
@@ -436,6 +448,17 @@ def access_report(listeners: Iterable[Listener], *, user: Optional[str] = None) 
     return lines
 
 
+def log_socket_access(listeners: list, config) -> None:
+    """At start-up, once the sockets are final: who may connect to each unix socket.
+
+    See :func:`access_report` (nginx's EACCES is invisible to bridge, so this
+    line is the tool for a 502).
+    """
+    log = logging.getLogger("bridge.server")
+    for level, text in access_report(listeners, user=getattr(config, "user", None)):
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+
+
 #: The users web servers run as, in the order looked for (Debian/Ubuntu, Fedora/RHEL nginx,
 #: Arch, RHEL httpd): the first one this machine has is the one the start-up line speaks of.
 WEB_SERVER_USERS = ("www-data", "nginx", "http", "apache")
@@ -461,7 +484,6 @@ def _socket_access(path: str) -> tuple:
 
 
 def _web_server_user():
-    import pwd
     for name in WEB_SERVER_USERS:
         try:
             return pwd.getpwnam(name)
@@ -515,7 +537,6 @@ def _connect_refused(path: str, user) -> Optional[str]:
 
 
 def _group_name(gid: int) -> str:
-    import grp
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -524,8 +545,6 @@ def _group_name(gid: int) -> str:
 
 def _owner(st: os.stat_result) -> str:
     """``user:group`` by name, or by number when there is no such entry."""
-    import grp
-    import pwd
     try:
         user = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:

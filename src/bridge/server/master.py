@@ -48,17 +48,20 @@ import os
 import random
 import select
 import signal
+import socket
 import sys
 import threading
 import time
 
 from bridge.config import ConfigError, load_declarations
+from bridge.loader import load_from_config
 from bridge.logtext import counted
-from bridge.server.listeners import set_socket_file
+from bridge.server.listeners import (BindError, describe_listeners, log_socket_access, open_config_listeners,
+                                     set_socket_file)
 from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import Identity, effective, resolve, switch_to
-from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session
+from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session, run_worker
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -102,7 +105,6 @@ def sd_notify(message: str) -> None:
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
-    import socket
     if address.startswith("@"):
         address = "\0" + address[1:]
     try:
@@ -188,7 +190,6 @@ class Master:
     # -- start and stop ------------------------------------------------------
 
     def run(self) -> int:
-        from bridge.server import BindError, describe_listeners, log_socket_access, open_config_listeners
         command = getattr(self.config, "command", "serve")
         try:
             self.identity = resolve(getattr(self.config, "user", None),
@@ -204,7 +205,6 @@ class Master:
         # nothing needs cleaning up yet, and a stuck import must still stop.
         self._install_signals(EARLY_SIGNALS)
         if getattr(self.config, "preload", False) and self.app is None:
-            from bridge.loader import load_from_config
             threads = threading.active_count()
             with effective(self.identity):       # never imported as root (item 7)
                 self.app = load_from_config(self.config)   # exits 2 with one line
@@ -595,13 +595,11 @@ class Master:
                 return
             app = self.app
             if app is None:
-                from bridge.loader import load_from_config
                 try:
                     app = load_from_config(self.config)
                 except SystemExit:
                     code = APP_LOAD_FAILED      # load_from_config said why on stderr
                     return
-            from bridge.server.process import run_worker
             booted: list = []
             try:
                 worker = run_worker(self.listeners, app, self._worker_builder(), self.config,

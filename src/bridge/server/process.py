@@ -12,8 +12,13 @@ import signal
 import sys
 import threading
 import time
+import traceback
 
 from bridge import logtext
+from bridge.server import status
+from bridge.server.logs import reopen_logs
+from bridge.server.scoreboard import READY, STOPPING
+from bridge.server.worker import Worker, WorkerState
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,7 +78,6 @@ class WorkerSignals:
     def _handle(self, signum, frame) -> None:
         worker = self.worker
         if signum == signal.SIGUSR1:
-            from bridge.server.logs import reopen_logs
             worker.call_soon(reopen_logs)
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             if not self.prefork:
@@ -131,7 +135,6 @@ class Watchdog:
             if threads is None:
                 threads = {i: ident for ident, i in self.state._index.items()}
             frame = sys._current_frames().get(threads.get(index))
-            import traceback
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)\n"
             log.warning("slow request (%.1f s > --slowlog %g s) in worker %d thread %d: %s\n%s",
                         now - started, self.slowlog, os.getpid(), index,
@@ -218,13 +221,31 @@ def describe_request(environ: dict) -> str:
     return f"{logtext.describe_request(environ, query=True)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
 
 
+def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
+                on_tick=None, siblings: bool = False):
+    """A Worker configured from ``config``.
+
+    ``siblings``: other worker processes share the listeners (pre-fork), so
+    a worker pauses accepting once it has as many requests in hand (running,
+    or accepted and not started) as threads, and leaves the connections it
+    could not start to an idle sibling.
+    """
+    threads = getattr(config, "threads", 4)
+    return Worker(listeners, factory,
+                  threads=threads,
+                  accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
+                  graceful_timeout=getattr(config, "graceful_timeout", 30.0),
+                  max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
+                  idle_timeout=getattr(config, "idle_timeout", 60.0),
+                  io_timeout=getattr(config, "io_timeout", 30.0),
+                  state=state, on_tick=on_tick)
+
+
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
                board, slot_index: int, max_requests: int = 0, master_pid: Optional[int] = None,
                on_ready: Optional[Callable[[], None]] = None) -> "Worker":
     """Build the factory and serve until stopped; returns the Worker (for its counts)."""
-    from bridge.server import make_worker, status
-    from bridge.server.scoreboard import READY, STOPPING
-    from bridge.server.worker import WorkerState
     slot = board.slot(slot_index)
     factory = factory_builder(app, config)
     threads = getattr(config, "threads", 4)

@@ -17,12 +17,17 @@ upstreams and load balancers that costs no app code.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import socket
 import struct
 import time
+from html import escape
 
+from bridge.config import ConfigError
 from bridge.server.metrics import CONTENT_TYPES, choose_format, render as render_metrics
+from bridge.server.scoreboard import DURATION_BUCKETS, READY, STATE_NAMES
 from bridge.server.sockdiag import unix_listen_queues
 
 TYPE_CHECKING = False
@@ -44,7 +49,6 @@ CONTEXT = _Context()
 
 
 def set_context(board, listeners: list, config, mode: str) -> None:
-    import os
     CONTEXT.board = board
     CONTEXT.listeners = listeners
     CONTEXT.config = config
@@ -147,7 +151,6 @@ def snapshot() -> dict:
 
 def _worker_totals(header: dict, workers: list) -> dict:
     """Counts over the live workers, added to what gone workers left in the header."""
-    from bridge.server.scoreboard import READY
     t = {"busy_workers": 0, "idle_workers": 0, "busy_threads": 0,
          "requests": header["gone_requests"], "accepted": header["gone_accepted"],
          "slow": header["gone_slow"], "max_active": header["max_active"]}
@@ -165,7 +168,6 @@ def _worker_totals(header: dict, workers: list) -> dict:
 
 def _process(w: dict, now: float) -> dict:
     """One worker's entry in the snapshot's ``processes``, from its scoreboard slot."""
-    from bridge.server.scoreboard import STATE_NAMES
     return {
         "pid": w["pid"], "state": STATE_NAMES.get(w["state"], str(w["state"])),
         "generation": w["generation"], "started": round(w["started"], 3),
@@ -180,7 +182,6 @@ def _process(w: dict, now: float) -> dict:
 
 def _duration_histogram(total: float, counts: list) -> dict:
     """JSON form of the histogram: cumulative counts per upper bound, as Prometheus has them."""
-    from bridge.server.scoreboard import DURATION_BUCKETS
     buckets = {}
     running = 0
     for bound, n in zip((*(repr(b) for b in DURATION_BUCKETS), "+Inf"), counts):
@@ -190,7 +191,6 @@ def _duration_histogram(total: float, counts: list) -> dict:
 
 
 def render_html(data: dict) -> str:
-    from html import escape
     rows = "".join(_process_row(p) for p in data["processes"])
     summary = "".join(
         f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(str(v))}</td></tr>"
@@ -205,7 +205,6 @@ def render_html(data: dict) -> str:
 
 
 def _process_row(p: dict) -> str:
-    from html import escape
     running = "<br>".join(f"{escape(r['request'])} ({r['duration']:.3f} s)"
                           for r in p["requests_in_flight"]) or "-"
     return (f"<tr><td>{p['pid']}</td><td>{escape(p['state'])}</td><td>{p['generation']}</td>"
@@ -214,7 +213,6 @@ def _process_row(p: dict) -> str:
 
 
 def _allow_list(entries: list) -> Callable[[str], bool]:
-    import ipaddress
     networks = []
     allow_all = False
     for entry in entries or ():
@@ -228,7 +226,6 @@ def _allow_list(entries: list) -> Callable[[str], bool]:
             try:
                 networks.append(ipaddress.ip_network(part, strict=False))
             except ValueError:
-                from bridge.config import ConfigError
                 raise ConfigError(f"--status-allow {part!r}: not an address or network") from None
 
     def allowed(addr: str) -> bool:

@@ -15,7 +15,8 @@ An app may also be given by name, as on the command line (``--mount``):
 """
 from __future__ import annotations
 
-from bridge.wsgi import AmbiguousPath, refuse_ambiguous_path, remove_dot_segments
+from bridge.upstream.common import ROOT_KEY
+from bridge.wsgi import AmbiguousPath, plain_response, refuse_ambiguous_path, remove_dot_segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,13 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["mount", "Mount", "resolve", "normalize_prefix"]
 
-NOT_FOUND_BODY = b"Not Found\n"
-
-#: The environ key under which the outermost :class:`Mount` leaves a way to
-#: run a request again from the top: ``(mount, script_name)``.  CGIApp uses
-#: it for RFC 3875 §6.2.2 local redirects, which the *server* must serve
-#: "as if the client had asked for that URL", whichever app owns it.
-ROOT_KEY = "bridge.mount.root"
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -98,9 +92,7 @@ class Mount:
                 return refuse_ambiguous_path(environ, start_response)
         found = self.match(path)
         if found is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),
-                                             ("Content-Length", str(len(NOT_FOUND_BODY)))])
-            return [NOT_FOUND_BODY]
+            return plain_response(start_response, "404 Not Found")
         if ROOT_KEY not in environ:
             environ[ROOT_KEY] = (self, environ.get("SCRIPT_NAME", ""))
         prefix, app = found
@@ -129,21 +121,24 @@ def resolve(spec: str, *, pythonpath: Iterable[str] = (), chdir: Optional[str] =
             extra: Iterable[str] = ()) -> Callable:
     """The app a name stands for (the APP of ``--mount PREFIX=APP``).
 
-    - ``fcgi://HOST:PORT`` or ``fcgi://unix:/PATH``: a :class:`~bridge.fastcgi.client.FastCGIApp`;
+    - ``fcgi://HOST:PORT`` or ``fcgi://unix:/PATH``: a :class:`~bridge.upstream.fastcgi.FastCGIApp`;
       ``extra`` lists more backends for the same prefix (load balanced), and a
       query string sets options: ``?document_root=/srv/php``,
       ``?script_filename=/srv/php/index.php``, ``?timeout=30``, ``?balance=least_busy``.
     - ``cgi:/path/to/script`` (or a directory, like a cgi-bin): a
-      :class:`~bridge.cgi.app.CGIApp`; ``?timeout=30``, ``?document_root=/srv``.
+      :class:`~bridge.upstream.cgi.CGIApp`; ``?timeout=30``, ``?document_root=/srv``.
     - ``module:callable`` (or ``module``): the app the loader finds.
 
     Raises :class:`bridge.loader.AppLoadError` with a one-line message.
     """
+    # Lazy, for the CGI path (``from bridge import mount`` in a cgi-bin
+    # script, ``bridge cgi --mount``): each request loads only the clients
+    # its mounts use; the FastCGI one pulls in socket and threading.
     from bridge.loader import AppLoadError
     spec = spec.strip()
     try:
         if spec.startswith("fcgi://"):
-            from bridge.fastcgi.client import FastCGIApp
+            from bridge.upstream.fastcgi import FastCGIApp
             backends = []
             options: dict = {}
             for one in (spec, *extra):
@@ -156,7 +151,7 @@ def resolve(spec: str, *, pythonpath: Iterable[str] = (), chdir: Optional[str] =
         if extra:
             raise ValueError(f"only fcgi:// mounts can have several backends, not {spec!r}")
         if spec.startswith("cgi:"):
-            from bridge.cgi.app import CGIApp
+            from bridge.upstream.cgi import CGIApp
             path, opts = _split_query(spec[len("cgi:"):])
             return CGIApp(path, **_cgi_options(opts))
     except (ValueError, TypeError, OSError) as exc:
@@ -169,7 +164,7 @@ def _split_query(spec: str) -> tuple:
     address, _, query = spec.partition("?")
     options = {}
     if query:
-        from urllib.parse import parse_qsl
+        from urllib.parse import parse_qsl   # lazy: CGI path, and only for a spec with options
         for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=True):
             options[key] = value
     return address, options

@@ -30,134 +30,30 @@ reason goes to ``wsgi.errors``; the client only sees the status.
 from __future__ import annotations
 
 import os
+import selectors
+import signal
+import subprocess
 import sys
+import time
 
-from bridge.logtext import escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
+from bridge.logtext import escape
+from bridge.upstream.common import UpstreamError, local_redirect, request_body
+from bridge.wsgi import log_line, plain_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["CGIApp", "cgi_variables", "find_head_end", "parse_head", "BadResponse", "CGIHead",
-           "request_body", "local_redirect", "UpstreamError"]
+__all__ = ["CGIApp"]
 
 # --------------------------------------------------------------------------
 # the WSGI app
 
 
-def _log(environ: dict, message: str) -> None:
-    errors = environ.get("wsgi.errors")
-    if errors is None:
-        import sys
-        errors = sys.stderr
-    try:
-        errors.write(message.rstrip("\n") + "\n")
-        errors.flush()
-    except Exception:
-        pass
-
-
-def _plain(start_response: Callable, status: str, body: Optional[bytes] = None) -> list:
-    body = (status[4:] + "\n").encode("latin-1") if body is None else body
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))])
-    return [body]
-
-
 class _Timeout(Exception):
     pass
-
-
-class UpstreamError(Exception):
-    """The script or backend failed after the response head was sent: the response is cut off."""
-
-
-def request_body(environ: dict) -> tuple:
-    """``(stream, length)`` of the request body; ``(None, None)`` when there is none.
-
-    RFC 3875 §4.1.2 wants CONTENT_LENGTH whenever there is a body, so a
-    body of unknown length (HTTP/1.1 chunked, ``wsgi.input_terminated``)
-    is spooled first (to disk past 1 MiB, never whole in memory).
-    """
-    stream = environ.get("wsgi.input")
-    raw = environ.get("CONTENT_LENGTH", "")
-    if raw:
-        try:
-            length = int(raw)
-        except ValueError:
-            length = 0
-        return (stream, length) if length > 0 else (None, None)
-    if stream is not None and environ.get("wsgi.input_terminated"):
-        import tempfile
-        spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
-        length = 0
-        while True:
-            chunk = stream.read(65536)
-            if not chunk:
-                break
-            spool.write(chunk)
-            length += len(chunk)
-        spool.seek(0)
-        return (spool, length) if length else (None, None)
-    return None, None
-
-
-def local_redirect(app: Callable, environ: dict, location: str, start_response: Callable,
-                   max_redirects: int = 10) -> Iterable[bytes]:
-    """§6.2.2: serve ``location`` as if the client had asked for it, with GET and no body.
-
-    Under bridge's gateways, by raising :class:`bridge.wsgi.InternalRedirect`:
-    the whole stack -- status paths, Static, Gzip, every mount -- serves the
-    new path from the top, as Apache's internal redirect does.  Under
-    another WSGI server, from the top of the outermost :func:`bridge.mount`
-    if there is one, else through ``app`` itself.  A path outside all of
-    it becomes a 302 the client follows.  More than ``max_redirects`` in a
-    row (a loop): 500, and a log line naming the last location.
-    """
-    depth = environ.get("bridge.cgi.redirects", 0) + 1
-    if depth > max_redirects:
-        _log(environ, f"bridge: more than {max_redirects} CGI local redirects "
-                      f"(last to {escape(location)}); giving up (500)")
-        return _plain(start_response, "500 Internal Server Error")
-    from bridge.middleware.mount import ROOT_KEY
-    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, AmbiguousPath, InternalRedirect, decode_path, remove_dot_segments
-    import io
-    uri = location.partition("#")[0]
-    raw_path, _, query = uri.partition("?")
-    try:
-        path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
-    except AmbiguousPath:
-        _log(environ, f"bridge: CGI local redirect to {escape(location)} has '..' after '//'; refused (502)")
-        return _plain(start_response, "502 Bad Gateway")
-    whole_stack = environ.get(INTERNAL_REDIRECT_ROOT)
-    mount_root = environ.get(ROOT_KEY)
-    if whole_stack is not None:
-        base = whole_stack
-    elif mount_root is not None:
-        app, base = mount_root
-    else:
-        base = environ.get("SCRIPT_NAME", "")
-    if base and not (path == base or path.startswith(base + "/")):
-        # Outside anything this process serves: let the client follow it.
-        _log(environ, f"bridge: CGI local redirect to {escape(location)} is outside {escape(base) or '/'}; "
-                      f"sent as a 302 instead")
-        start_response("302 Found", [("Location", location), ("Content-Length", "0")])
-        return [b""]
-    new = dict(environ)
-    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated", ROOT_KEY):
-        new.pop(key, None)
-    new["REQUEST_METHOD"] = "GET"
-    new["wsgi.input"] = io.BytesIO(b"")
-    new["SCRIPT_NAME"] = base
-    new["PATH_INFO"] = path[len(base):]
-    new["QUERY_STRING"] = query
-    new["REQUEST_URI"] = uri
-    new["bridge.cgi.redirects"] = depth
-    if whole_stack is not None:
-        raise InternalRedirect(new)
-    return app(new, start_response)
 
 
 class CGIApp:
@@ -235,8 +131,8 @@ class CGIApp:
             environ.get("SCRIPT_NAME", ""), environ.get("PATH_INFO", ""))
         if status is not None:
             if script is not None:
-                _log(environ, f"bridge: CGI script {script} is not executable")
-            return _plain(start_response, status)
+                log_line(environ, f"bridge: CGI script {script} is not executable")
+            return plain_response(start_response, status)
         body, length = request_body(environ)
         variables = cgi_variables(environ, script_name=script_name, path_info=path_info,
                                   script_filename=script, document_root=self.document_root,
@@ -248,20 +144,20 @@ class CGIApp:
         try:
             run = _Run(script, env, body, length or 0, self.timeout, environ)
         except OSError as exc:
-            _log(environ, f"bridge: cannot run CGI script {script}: {exc.strerror or exc}")
-            return _plain(start_response, "502 Bad Gateway")
+            log_line(environ, f"bridge: cannot run CGI script {script}: {exc.strerror or exc}")
+            return plain_response(start_response, "502 Bad Gateway")
         try:
             head = run.read_head()
         except _Timeout:
             run.shutdown(0)
-            _log(environ, f"bridge: CGI script {script} sent no response header within "
-                          f"{self.timeout:g}s; killed it (504)")
-            return _plain(start_response, "504 Gateway Timeout")
+            log_line(environ, f"bridge: CGI script {script} sent no response header within "
+                              f"{self.timeout:g}s; killed it (504)")
+            return plain_response(start_response, "504 Gateway Timeout")
         except BadResponse as exc:
             run.shutdown(1.0)
-            _log(environ, f"bridge: CGI script {script} did not answer a valid CGI response "
-                          f"({exc}){run.exit_note()} (502)")
-            return _plain(start_response, "502 Bad Gateway")
+            log_line(environ, f"bridge: CGI script {script} did not answer a valid CGI response "
+                              f"({exc}){run.exit_note()} (502)")
+            return plain_response(start_response, "502 Bad Gateway")
         except BaseException:
             run.shutdown(0)
             raise
@@ -283,8 +179,6 @@ class _Run:
     """One running script: feeds stdin, drains stderr, hands out stdout; the response iterable."""
 
     def __init__(self, script: str, env: dict, body: Any, length: int, timeout: float, environ: dict) -> None:
-        import selectors
-        import subprocess
         self.script = script
         self.environ = environ
         self.timeout = timeout
@@ -314,7 +208,6 @@ class _Run:
 
     # The selector loop: one round, returning what stdout gave (b"" = EOF, None = nothing).
     def _step(self, deadline: float) -> Optional[bytes]:
-        import time
         wait = deadline - time.monotonic()
         if wait <= 0:
             raise _Timeout()
@@ -383,10 +276,9 @@ class _Run:
         name = os.path.basename(self.script)
         for line in lines:
             if line or not end:
-                _log(self.environ, f"[cgi {name}] " + escape(line))
+                log_line(self.environ, f"[cgi {name}] " + escape(line))
 
     def read_head(self) -> CGIHead:
-        import time
         buf = b""
         start = 0
         while True:
@@ -423,7 +315,6 @@ class _Run:
 
         Whatever it still writes to stderr is logged; stdout is dropped.
         """
-        import time
         if self.closed:
             return
         self.closed = True
@@ -464,7 +355,6 @@ class _Run:
         Unreaped, its pid stays reserved as its process group's id, so a
         later ``killpg`` cannot hit another process that took the number.
         """
-        import time
         delay = 0.0005
         while True:
             try:
@@ -480,7 +370,6 @@ class _Run:
 
     def kill(self) -> None:
         """SIGKILL the script's process group: the script and whatever it started in it."""
-        import signal
         if self.proc.returncode is None:     # not reaped: the group id is still its
             self.killed = True
             try:
@@ -492,7 +381,6 @@ class _Run:
     # -- the response body --------------------------------------------------
 
     def __iter__(self):
-        import time
         if self.rest:
             rest, self.rest = self.rest, b""
             yield rest
@@ -500,8 +388,8 @@ class _Run:
             try:
                 data = self._step(time.monotonic() + self.timeout)
             except _Timeout:
-                _log(self.environ, f"bridge: CGI script {self.script} silent for {self.timeout:g}s "
-                                   f"in the middle of its body; killed it")
+                log_line(self.environ, f"bridge: CGI script {self.script} silent for {self.timeout:g}s "
+                                       f"in the middle of its body; killed it")
                 self.shutdown(0)
                 raise UpstreamError(f"CGI script {self.script} timed out") from None
             if data:
@@ -515,6 +403,6 @@ class _Run:
             self.shutdown(min(self.timeout, 5.0))
             code = self.proc.returncode
             if code and not self.killed:
-                _log(self.environ, f"bridge: CGI script {self.script} exited with status {code}")
+                log_line(self.environ, f"bridge: CGI script {self.script} exited with status {code}")
         else:
             self.shutdown(0)

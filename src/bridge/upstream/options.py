@@ -5,6 +5,10 @@ applied by an :data:`bridge.config.APP_WRAPPERS` hook that builds a
 :func:`bridge.mount` map: the positional APP, if given, is mounted at
 ``/``; each ``--mount`` adds a prefix.  Repeating a prefix with ``fcgi://``
 backends balances requests across them.
+
+Every command imports this module to build its command line (``bridge cgi``
+too, once per request): the mount code is imported inside the functions,
+when a ``--mount`` is given.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ def mount_spec(raw: str) -> tuple:
     app = app.strip()
     if not eq or not prefix or not app:
         raise ValueError(f"expected PREFIX=APP (e.g. /api=pkg.api:app), got {raw!r}")
-    from bridge.middleware.mount import normalize_prefix
+    from bridge.upstream.mount import normalize_prefix
     normalize_prefix(prefix)   # raises ValueError with the reason
     return prefix, app
 
@@ -36,7 +40,7 @@ def build_mounts(app, config):
     if not mounts:
         return app
     from bridge.loader import AppLoadError
-    from bridge.middleware.mount import Mount, normalize_prefix, resolve
+    from bridge.upstream.mount import Mount, normalize_prefix, resolve
     grouped: dict = {}
     order = []
     for prefix, spec in mounts:
