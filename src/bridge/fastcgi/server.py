@@ -169,9 +169,9 @@ class FastCGIServer:
         # can serve at once: one request per pool thread.  Requests
         # multiplexed on one connection run at the same time, each on a
         # pool thread (MPXS_CONNS=1; see Handler).
-        self.conn_options: dict[str, Any] = dict(max_conns=concurrency, max_reqs=concurrency, multiplex=True,
-                                 max_params=max_params, max_body=max_body,
-                                 spool_threshold=spool_threshold)
+        self.conn_options: dict[str, Any] = dict(
+            max_conns=concurrency, max_reqs=concurrency, multiplex=True, max_params=max_params,
+            max_body=max_body, spool_threshold=spool_threshold)
         self.allowed = _AddressList(web_server_addrs)
 
     @classmethod
