@@ -6,6 +6,7 @@ import logging
 import select
 import socket
 import threading
+import time
 
 from bridge.server.accepter import RESOURCE_PAUSE, Accepter
 
@@ -41,7 +42,7 @@ def test_out_of_descriptors_pauses_accepting_for_a_while():
     accepter = _accepter([])
     assert accepter.accept(_Listener(_FailingSocket(errno.ENFILE)), lambda: 3) is None
     assert accepter.paused and accepter.resume_at > 0
-    assert accepter.resume_at - RESOURCE_PAUSE <= __import__("time").monotonic()
+    assert accepter.resume_at - RESOURCE_PAUSE <= time.monotonic()
 
 
 def test_arm_pause_and_queued_over_a_real_listener():

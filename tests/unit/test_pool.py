@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from bridge.server.pool import Pool, Task
 
@@ -60,5 +61,5 @@ def test_exit_lets_every_parked_thread_leave():
     left = []
     pool.start(lambda i: left.append(pool.wait_for_turn()))
     pool.exit()
-    assert pool.join(5.0, __import__("time").monotonic)
+    assert pool.join(5.0, time.monotonic)
     assert left == [False, False, False]
