@@ -18,13 +18,12 @@ from bridge import logtext
 from bridge.server import status
 from bridge.server.logs import reopen_logs
 from bridge.server.scoreboard import READY, STOPPING
-from bridge.server.worker import Worker, WorkerState
+from bridge.server.state import WorkerState
+from bridge.server.worker import Worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
-
-    from bridge.server.worker import Worker
 
 log = logging.getLogger("bridge.server")
 

@@ -68,11 +68,12 @@ Why each detail:
 
 Where each part lives: this module holds :class:`Worker` -- the shared
 books (connections, requests in hand), the pool threads' turn and the loop
-thread's steps -- and :class:`WorkerState`.  The parts it drives are each a
+thread's steps.  The parts it drives are each a
 module of their own: :mod:`~bridge.server.pool` (threads, parking, the
 ready queue), :mod:`~bridge.server.accepter` (listeners, accept, pausing),
 :mod:`~bridge.server.sweeper` (idle deadlines), :mod:`~bridge.server.monitor`
-(blocked threads) and :mod:`~bridge.server.sockio` (reads without waiting).
+(blocked threads), :mod:`~bridge.server.sockio` (reads without waiting) and
+:mod:`~bridge.server.state` (:class:`WorkerState`, what the worker is doing).
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ from bridge.server.accepter import ACCEPT_BATCH, Accepter
 from bridge.server.monitor import Monitor
 from bridge.server.pool import Connection, Pool, Task, Turn
 from bridge.server.sockio import NO_TIMEOUT, recv_available, recv_available_into
+from bridge.server.state import WorkerState
 from bridge.server.sweeper import Sweeper, idle_expired, longest_idle, with_input
 
 TYPE_CHECKING = False
@@ -101,7 +103,6 @@ __all__ = ["Worker", "WorkerState", "Connection", "default_max_connections", "id
 _EPOLLIN = select.EPOLLIN
 _ARM = select.EPOLLIN | select.EPOLLONESHOT
 _monotonic = time.monotonic
-_get_ident = threading.get_ident
 
 #: Events taken per ``epoll_wait``.  Under load most connections are ready
 #: at once; one event per call made the call a syscall per request.  The
@@ -124,76 +125,6 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 1 << 20
     return max(1, soft // 2)
-
-
-class WorkerState:
-    """What a worker is doing, for the handlers, the master and the status page.
-
-    Handlers call :meth:`request_started` / :meth:`request_finished` around
-    each app call.  Per-thread slots (indexed by pool thread) hold the current
-    request and a request count, written only by their own thread: no lock on
-    the hot path, and the totals are exact.  ``slot`` is an optional
-    scoreboard slot (shared memory the master reads); ``accepting`` is false
-    once the worker stops taking connections (a handler can then answer with
-    ``Connection: close``).
-    """
-
-    def __init__(self, threads: int = 1, *, max_requests: int = 0, slot=None) -> None:
-        self.accepting = True
-        self.stopping = False
-        self.max_requests = max_requests
-        self.slot = slot
-        self.accepted = 0              # written by the loop thread only
-        self.slow = 0                  # requests reported by --slowlog
-        self.current: list = [None] * threads   # (start, environ) per pool thread
-        self.counts = [0] * (threads + 1)        # last entry: non-pool threads
-        self._index: dict = {}
-        self._other_lock = threading.Lock()
-        self.on_max_requests: Optional[Callable[[], None]] = None
-        #: Set by the Worker: ``submit(fn)`` runs ``fn()`` on a pool thread (a
-        #: handler's extra work, e.g. FastCGI requests multiplexed on one
-        #: connection); None where there is no pool (handlers then work inline).
-        self.submit: Optional[Callable[[Callable[[], None]], None]] = None
-        self.started = time.time()
-
-    def register_thread(self, index: int) -> None:
-        self._index[_get_ident()] = index
-
-    @property
-    def requests(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def busy_threads(self) -> int:
-        return sum(1 for c in self.current if c is not None)
-
-    def request_started(self, environ: dict) -> None:
-        i = self._index.get(_get_ident())
-        now = _monotonic()
-        if i is not None:
-            self.current[i] = (now, environ)
-            if self.slot is not None:
-                self.slot.request_started(i, now, environ)
-
-    def request_finished(self) -> None:
-        i = self._index.get(_get_ident())
-        if i is None:
-            with self._other_lock:
-                self.counts[-1] += 1
-        else:
-            self.current[i] = None
-            self.counts[i] += 1
-            if self.slot is not None:
-                self.slot.request_finished(i)
-        if self.max_requests and self.on_max_requests is not None \
-                and sum(self.counts) >= self.max_requests:
-            callback, self.on_max_requests = self.on_max_requests, None
-            callback()
-
-    def in_flight(self) -> list:
-        """``[(seconds running, environ), ...]`` for the requests running now."""
-        now = _monotonic()
-        return [(now - c[0], c[1]) for c in list(self.current) if c is not None]
 
 
 class Worker:
