@@ -418,8 +418,8 @@ def summary(table: dict, start: dict) -> list:
         if floor.get("p50_ms") and fcgid.get("p50_ms"):
             lines.append(f"Apache CGI floor ({way}, 1 conn) p50 {floor['p50_ms']:.2f} ms = "
                          f"{floor['p50_ms'] / fcgid['p50_ms']:.2f}x Flask's mod_fcgid p50; req/s "
-                         f"{floor['rps']:.0f} = {floor['rps'] / fcgid['rps']:.2f} of mod_fcgid (above 0.5x: "
-                         f"no relay run as a CGI script can come within 2x)")
+                         f"{floor['rps']:.0f} = {floor['rps'] / fcgid['rps']:.2f} of mod_fcgid's (a floor p50 above "
+                         f"0.5x of mod_fcgid's leaves no relay run as a CGI script within 2x)")
     return lines
 
 
