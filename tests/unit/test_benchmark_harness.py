@@ -99,3 +99,33 @@ def test_upload_rows_show_who_spent_the_cpu():
             cpu_ms_per_request={"server": 3.4, "nginx": 6.4, "client": 2.2})
     assert report.cpu_text(r) == "CPU ms/req server 3.4 / nginx 6.4 / client 2.2"
     assert report.cpu_text(row("bridge", 95)) == ""
+
+
+def test_cgi_warm_cells_cover_every_app_and_way_and_no_script_shadows_a_package():
+    """A script named ``flask.py`` beside the app made ``import flask`` import the script itself."""
+    import cgi_warm
+    cells = cgi_warm.cases()
+    assert [(app, way) for app, way, _ in cells] == (
+        [(app, way) for app in cgi_warm.APPS for way, _ in cgi_warm.WAYS]
+        + [("-", way) for way, _ in cgi_warm.FLOORS])
+    assert all(path.endswith("/admin/login/") for app, _, path in cells if app == "Django")
+    packages = {"flask", "django", "djsite", "flask_app", "bridge"}
+    for _, _, path in cells:
+        script = path.split("/")[2]
+        assert script.split(".")[0] not in packages, script
+
+
+def test_cgi_warm_summary_states_each_target_with_both_figures():
+    import cgi_warm
+    def cell(rps, p50):
+        return {"rps": rps, "p50_ms": p50, "p99_ms": p50 * 2, "non_2xx": 0, "rounds": 2}
+    table = {("Django", "plain CGI", 1): cell(3.0, 300.0), ("Django", "warm relay", 1): cell(45.0, 20.0),
+             ("Flask", "cgi-fcgi relay", 1): cell(120.0, 6.0), ("Flask", "mod_fcgid", 1): cell(800.0, 1.0),
+             ("-", "static C hello CGI", 1): cell(250.0, 1.5)}
+    start = {"/usr/bin/python3 -c pass": {"median_ms": 10.0, "min_ms": 8.0, "cpu_ms": 9.0},
+             "warm relay, 5-byte app": {"median_ms": 12.0, "min_ms": 9.0, "cpu_ms": 9.9}}
+    text = "\n".join(cgi_warm.summary(table, start))
+    assert "warm relay 45.0 req/s vs plain CGI 3.0 req/s = 15.0x (target >= 10x)" in text
+    assert "= 1.20x / 1.12x / 1.10x (target <= 1.5x)" in text
+    assert "p50 6.00 ms vs mod_fcgid 1.00 ms = 6.0x" in text
+    assert "static C hello CGI, 1 conn) p50 1.50 ms = 1.50x" in text
