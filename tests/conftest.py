@@ -1,8 +1,42 @@
-"""Test-wide setup: tests/ on sys.path (for ``support``), src/ ahead of any installed copy."""
+"""Test-wide setup: tests/ on sys.path (for ``support``), src/ ahead of any installed copy,
+and the Hypothesis profiles the property and fuzz tests run under.
+
+Profiles (the fuzz tests set no ``max_examples`` of their own, so these decide):
+
+- ``dev`` (default): 100 examples per test, a few seconds for the fuzz layer.
+- ``ci`` (``CI=true``): 600 examples per test, the fuzz layer well under
+  3 minutes on 2 cores.
+- ``long`` (``BRIDGE_FUZZ=long``): 40,000 examples per test, about an hour,
+  for a developer before a release (see docs/http.md, "Fuzzing").
+
+None is derandomized: every run tries new inputs.  A failure prints the
+reproduction blob (``@reproduce_failure``) and the shrunk example, which is
+then committed as a regular test case once the defect is fixed.
+"""
+import os
 import sys
 from pathlib import Path
+
+from hypothesis import HealthCheck, settings
 
 HERE = Path(__file__).resolve().parent
 for entry in (str(HERE.parent / "src"), str(HERE)):
     if entry not in sys.path:
         sys.path.insert(0, entry)
+
+_COMMON = dict(deadline=None, derandomize=False, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=100, **_COMMON)
+settings.register_profile("ci", max_examples=600, **_COMMON)
+settings.register_profile("long", max_examples=40_000, **_COMMON)
+
+
+def _profile() -> str:
+    if os.environ.get("BRIDGE_FUZZ") == "long":
+        return "long"
+    if os.environ.get("CI", "").lower() == "true":
+        return "ci"
+    return "dev"
+
+
+settings.load_profile(_profile())
