@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 HERE = Path(__file__).resolve().parent
@@ -40,3 +41,32 @@ def _profile() -> str:
 
 
 settings.load_profile(_profile())
+
+
+# --------------------------------------------------------------------------
+# Every HTTP response a test receives is checked by a strict client (h11).
+# The autouse fixture records the connections the test's own process opens
+# (tests/support/strict_client.py says what that covers: requests,
+# http.client, raw sockets, TLS) and, after the test, fails it if a response
+# bridge, nginx or Apache sent was not valid HTTP/1.1: framing, header
+# grammar, no body on HEAD/204/304, one response per request.
+
+from support import strict_client  # noqa: E402  (needs tests/ on sys.path)
+
+strict_client.install()
+
+
+@pytest.fixture(autouse=True)
+def strict_http_client():
+    strict_client.take_captures()
+    yield
+    found = strict_client.problems(strict_client.take_captures())
+    if found:
+        pytest.fail("responses h11 does not accept as a client:\n" + "\n".join(found[:10]), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter):
+    stats = strict_client.stats
+    if stats["connections"]:
+        terminalreporter.write_line(f"strict HTTP client (h11): {stats['responses']} responses on "
+                                    f"{stats['connections']} connections checked")
