@@ -7,7 +7,8 @@ Profiles (the fuzz tests set no ``max_examples`` of their own, so these decide):
 - ``ci`` (``CI=true``): 600 examples per test, the fuzz layer well under
   3 minutes on 2 cores.
 - ``long`` (``BRIDGE_FUZZ=long``): 40,000 examples per test, about an hour,
-  for a developer before a release (see docs/http.md, "Fuzzing").
+  for a developer before a release (README.md, "Fuzzing").
+- ``BRIDGE_FUZZ_EXAMPLES=N`` sets the examples per test over any of them.
 
 None is derandomized: every run tries new inputs.  A failure prints the
 reproduction blob (``@reproduce_failure``) and the shrunk example, which is
@@ -41,6 +42,11 @@ def _profile() -> str:
 
 
 settings.load_profile(_profile())
+if os.environ.get("BRIDGE_FUZZ_EXAMPLES", "").isdigit():
+    # For a run of a chosen length: examples per test, over any profile.
+    settings.register_profile("chosen", parent=settings.get_profile(_profile()),
+                              max_examples=int(os.environ["BRIDGE_FUZZ_EXAMPLES"]))
+    settings.load_profile("chosen")
 
 
 # --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from bridge.fastcgi import protocol as p
 from support import public_tmpdir
 from support.fastcgi import Client, get_params, parse_replies, start_bridge_fcgi
 
-BUDGETS = {"dev": (40, 8.0), "ci": (200, 30.0), "long": (50_000, 1800.0)}
+BUDGETS = {"dev": (100, 5.0), "ci": (1000, 30.0), "long": (100_000, 600.0)}
 
 
 def budget() -> tuple:

@@ -101,10 +101,10 @@ class CapturingSocket(_real_socket):
 
     def recv(self, *args):
         data = super().recv(*args)
-        if self._capture is not None:
+        if self._capture is not None and not (args[1:] and args[1] & socket.MSG_PEEK):
             if data:
                 self._capture.add(self._capture.received, data)
-            elif not args[1:] or not args[1] & socket.MSG_PEEK:
+            else:
                 self._capture.eof = True
         return data
 
