@@ -101,12 +101,14 @@ def well_formed(rng: random.Random, ids: list, keep: bool) -> tuple:
     queues = [list(recs) for recs in per_id.values()]
     while queues:
         q = rng.choice(queues)
-        merged.append(q.pop(0))
         if rng.random() < 0.2:
+            # Management records between (never after) the requests' records:
+            # without keep_conn the server closes once it has answered.
             merged.append(rng.choice([
                 record(rng, p.GET_VALUES, 0, p.encode_pairs([(p.MAX_CONNS, b""), (p.MPXS_CONNS, b"")])),
                 record(rng, rng.randrange(12, 256), 0, rng.randbytes(rng.randrange(9))),
             ]))
+        merged.append(q.pop(0))
         if not q:
             queues.remove(q)
     return merged, bodies
@@ -186,7 +188,11 @@ def test_a_fuzzing_client_cannot_take_the_server_down_or_leak_descriptors(server
     done = 0
     try:
         while done < connections and time.monotonic() < deadline:
-            one_connection(rng, server, f"seed {seed}, connection {done}")
+            context = f"seed {seed}, connection {done}"
+            try:
+                one_connection(rng, server, context)
+            except OSError as exc:
+                raise AssertionError(f"{context}: {exc!r}") from exc
             done += 1
         body = b"still here"
         reply = bystander.request(get_params("/echo", method="POST", CONTENT_LENGTH=str(len(body))), body,

@@ -151,10 +151,16 @@ def mutated(draw) -> bytes:
     """A :func:`requests` stream with one to three faults."""
     data = draw(requests())
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["insert", "insert", "delete", "duplicate", "huge", "replace"]))
+        kind = draw(st.sampled_from(["insert", "insert", "remove", "delete", "duplicate", "huge", "replace"]))
         pos = draw(st.integers(0, max(0, len(data) - 1)))
         if kind == "insert":
             data = _insert(data, pos, draw(st.sampled_from([b"\r", b"\n", b"\x00", b" ", b"\t", b"\r\n", b"\x0b", b"\x7f"])))
+        elif kind == "remove":
+            # a CR, LF, space or tab taken out
+            spots = [i for i, c in enumerate(data) if c in b"\r\n \t"]
+            if spots:
+                at = draw(st.sampled_from(spots))
+                data = data[:at] + data[at + 1:]
         elif kind == "delete" and data:
             span = draw(st.integers(1, 2))
             data = data[:pos] + data[pos + span:]

@@ -61,6 +61,9 @@ STRICTER = [
     ("invalid HTTP version", "http-version"),
     ("Content-Length", "limits"),
     ("chunked body exceeds the limit", "limits"),
+    ("request head too large", "limits"),
+    ("trailer section larger than", "limits"),
+    ("request line longer than", "limits"),
     ("differing Content-Length values", "content-length-list"),
     ("invalid Content-Length", "content-length-list"),
     ("Transfer-Encoding", "transfer-coding"),
@@ -114,7 +117,8 @@ def _repaired(ref_name: str, ref, data: bytes):
 def _lenient(ref_name: str, ref, data: bytes, accepted):
     """Categories when bridge accepted what ``ref`` refused (``accepted``: bridge's request, or None)."""
     msg = ref.error
-    if ref_name == "llhttp" and msg == "Invalid method encountered" and accepted is not None \
+    if ref_name == "llhttp" and msg in ("Invalid method encountered", "Expected space after method") \
+            and accepted is not None \
             and accepted[0] not in LLHTTP_METHODS:
         return ["method-token"]
     if ref_name == "llhttp" and msg == "Duplicate Content-Length":
@@ -157,6 +161,8 @@ def classify(ref_name: str, bridge, ref, data: bytes):
         for prefix, category in STRICTER:
             if bridge.error.startswith(prefix):
                 return [category]
+        if "not allowed in a trailer section" in bridge.error:
+            return ["trailer-fields"]
         return f"bridge refused request {i}: {bridge.error}"
     if r_req is None and ref.end == ERROR and (b_req is not None or bridge.end != ERROR):
         if b_req is None and bridge.end == PARTIAL:
@@ -207,7 +213,7 @@ def test_bridge_agrees_with_h11_and_llhttp_or_the_difference_is_documented(data)
 def test_the_documented_table_lists_every_category_the_test_knows():
     known = {c for _, c in STRICTER} | {"bare-lf", "chunk-ext-whitespace", "empty-lines",
                                         "http-version", "early-refusal", "method-token",
-                                        "te-trailing-tab", "target-characters"} | {c for c, _ in REPAIRS}
+                                        "te-trailing-tab", "target-characters", "trailer-fields"} | {c for c, _ in REPAIRS}
     assert known <= DOCUMENTED, known - DOCUMENTED
 
 
