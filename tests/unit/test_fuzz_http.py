@@ -57,6 +57,7 @@ STRICTER = [
     ("Transfer-Encoding in an HTTP/1.0 request", "te-in-http-1.0"),
     ("both Content-Length and Transfer-Encoding", "cl-and-te"),
     ("malformed request line", "request-line-whitespace"),
+    ("a tab in the request line", "request-line-whitespace"),
     ("HTTP version", "http-version"),
     ("invalid HTTP version", "http-version"),
     ("Content-Length", "limits"),
