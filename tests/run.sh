@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(nginx apache2 libapache2-mod-fcgid spawn-fcgi libfcgi-bin libfcgi-dev wrk hyperfine
-          php-fpm python3-venv python3-dev curl openssl perl procps gcc)
+          php-fpm python3-venv python3-dev curl openssl perl procps gcc haproxy)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -15,22 +15,37 @@ def run(app, **options):
     message saying how to run the script.  ``app`` is the WSGI callable or
     its name (``"module:callable"``): by name, a failure to import it still
     answers 500 under CGI instead of killing the script before any output.
+
+    ``warm=True`` (CGI only, the app by name): relay each request to a
+    FastCGI daemon that keeps the app loaded, started by the first request
+    (:mod:`bridge.warm`; ``warm_dir``, ``warm_idle``, ``warm_threads``).
+    Started with a listening socket on fd 0 the script serves FastCGI as
+    always, so it also runs under mod_fcgid and ``cgi-fcgi``.
     """
     import os
     if _fd0_is_listening_socket():
+        for key in ("warm", "warm_dir", "warm_idle", "warm_threads"):
+            options.pop(key, None)
         from bridge.fastcgi.server import serve_inherited
         if isinstance(app, str):   # by name: load it now; a failure exits 2 with one line
-            from bridge.loader import AppLoadError, load_app
+            from bridge.loader import SCRIPT_PATH_SETTINGS, AppLoadError, load_app
             try:
-                app = load_app(app, options.get("pythonpath", ()), options.get("chdir"))
+                app = load_app(app, options.get("pythonpath", ()), options.get("chdir"),
+                               path_settings=SCRIPT_PATH_SETTINGS)
             except AppLoadError as exc:
                 import sys
-                sys.stderr.write(f"bridge: {exc}\n")
+                sys.stderr.write(f"bridge fcgi: {exc}\n")
                 raise SystemExit(2)
-        return serve_inherited(app, **options)
+        code = serve_inherited(app, **options)
+        if code:    # a setting that cannot work: the process says so too (mod_fcgid logs it)
+            raise SystemExit(code)
+        return code
     if "GATEWAY_INTERFACE" in os.environ:
-        from bridge.cgi.gateway import run_cgi
-        return run_cgi(app, **options)
+        if options.get("warm"):
+            from bridge.warm import serve
+            return serve(app, **options)
+        from bridge.cgi.gateway import run_script
+        return run_script(app, **options)
     import sys
     sys.stderr.write(
         "bridge.run(): this script is a CGI/FastCGI program and was started from neither.\n"
@@ -52,6 +67,8 @@ def main(argv=None) -> int:
     33.21 M instructions; ``python -c pass`` is 28.96 M).  Anything else,
     including any ``BRIDGE_*`` variable in the environment, takes
     :func:`bridge.cli.main`; both give the same result for the plain form.
+    ``bridge cgi --warm APP``, alone, goes as directly to the warm relay
+    (:mod:`bridge.warm`).
     """
     import sys
     args = sys.argv[1:] if argv is None else list(argv)
@@ -60,6 +77,11 @@ def main(argv=None) -> int:
         if not any(key.startswith("BRIDGE_") for key in os.environ):
             from bridge.cgi.gateway import serve_one
             return serve_one(args[1])
+    if len(args) == 3 and args[:2] == ["cgi", "--warm"] and not args[2].startswith("-"):
+        import os
+        if not any(key.startswith("BRIDGE_") for key in os.environ):
+            from bridge.warm import serve
+            return serve(args[2], warm=True)
     from bridge.cli import main as cli_main
     return cli_main(args)
 

@@ -23,8 +23,8 @@ def mount_spec(raw: str) -> tuple:
     return prefix, app
 
 
-setting("mount", "--mount", multiple=True, default=[], type=mount_spec, metavar="PREFIX=APP",
-        commands=("cgi", "fcgi", "http"), section="composition",
+setting("mount", "--mount", multiple=True, mapping=True, default=[], type=mount_spec, metavar="PREFIX=APP",
+        commands=("cgi", "fcgi", "http"), section="composition", restart="preload",
         help="serve APP under URL PREFIX (repeatable; longest prefix wins, no match is 404). "
              "APP is module:callable, fcgi://HOST:PORT, fcgi://unix:/PATH (repeat the prefix to "
              "balance several backends) or cgi:/path/to/script-or-cgi-bin")

@@ -45,8 +45,8 @@ def index(environ, start_response, status="200 OK"):
 
 
 def echo(environ, start_response):
-    # read(size), not read(): PEP 3333 only promises read with a size, and
-    # wsgiref.validate rejects the bare call.
+    # read(CONTENT_LENGTH): the body is exactly that long (PEP 3333: an app
+    # should not read past it; bare read() is allowed but reads to the end).
     # Without CONTENT_LENGTH a gateway that delimits the body itself says so
     # with wsgi.input_terminated (chunked uploads): then read to the end.
     stream = environ["wsgi.input"]

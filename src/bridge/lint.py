@@ -11,6 +11,11 @@ client gets.
 Each message starts with whose fault it is: ``app:`` (the application broke
 the contract) or ``gateway:`` (the server that built the environ did).
 
+The contract is PEP 3333, not PEP 333: ``wsgi.input.read()`` without a size
+is allowed ("A server should allow read() to be called without an
+argument, and return the entire remainder of the client's input stream"),
+where ``wsgiref.validate`` asserts exactly one argument.
+
 Used by ``bridge check`` (:mod:`bridge.check`) and by the ``Lint``
 middleware.  Standard library only; nothing heavy imported.
 """
@@ -213,8 +218,9 @@ class _Request:
         code = status[:3]
         if not (len(status) >= 5 and code.isdigit() and code.isascii() and status[3] == " " and status[4:].strip()):
             p(f"app: status must be a three-digit code, a space and a reason phrase ('200 OK'), got {status!r}")
-        elif not 100 <= int(code) <= 599:
-            p(f"app: status code {code} is outside 100-599")
+        elif not 200 <= int(code) <= 599:
+            p(f"app: status code {code} is outside 100-599" if not 100 <= int(code) <= 599 else
+              f"app: status code {code} is informational (1xx): a final response is 200-599")
         if _control_chars(status):
             p(f"app: status contains a control character: {status!r}")
         if _not_latin1(status):

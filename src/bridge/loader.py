@@ -33,7 +33,22 @@ def prepare_path(pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None
         sys.path.insert(0, entry)
 
 
-def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None) -> "Callable":
+#: How the ``bridge`` command puts a directory on ``sys.path``; named when a module is not found.
+COMMAND_PATH_SETTINGS = "use --chdir or --pythonpath"
+
+#: The same for a cgi-bin script, which has no command line: its own ``run()`` call.
+SCRIPT_PATH_SETTINGS = ("list its directory in the script: run(APP, pythonpath=[\"/srv/myproject\"]), "
+                        "or run(APP, chdir=...)")
+
+
+def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None,
+             path_settings: str = COMMAND_PATH_SETTINGS) -> "Callable":
+    """The WSGI callable ``spec`` names; :class:`AppLoadError` with one line if it cannot be had.
+
+    ``path_settings`` says how the caller's user sets the path: flags for
+    the command, ``run()``'s arguments for a script (a flag named to
+    someone who never typed a command line would send them looking for it).
+    """
     if not spec or not isinstance(spec, str):
         raise AppLoadError("no application given: pass APP as module:callable")
     prepare_path(pythonpath, chdir)
@@ -54,7 +69,7 @@ def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]"
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppLoadError(
                 f"module {module_name!r} not found (sys.path starts with {sys.path[0]!r}; "
-                f"use --chdir or --pythonpath)") from None
+                f"{path_settings})") from None
         raise AppLoadError(_with_traceback(f"importing {module_name!r} failed: {exc}")) from None
     except Exception as exc:
         raise AppLoadError(_with_traceback(f"importing {module_name!r} raised {type(exc).__name__}: {exc}")) from None
@@ -72,7 +87,9 @@ def load_app(spec: str, pythonpath: "Iterable[str]" = (), chdir: "Optional[str]"
         except Exception as exc:
             raise AppLoadError(_with_traceback(f"factory {module_name}:{attr}() raised {type(exc).__name__}: {exc}")) from None
     if not callable(obj):
-        raise AppLoadError(f"{spec} is a {type(obj).__name__}, not a callable WSGI application")
+        kind = type(obj).__name__
+        raise AppLoadError(f"{spec} is {'an' if kind[:1] in 'aeiou' else 'a'} {kind}, "
+                           f"not a callable WSGI application")
     return obj
 
 
@@ -84,16 +101,18 @@ def _with_traceback(message: str) -> str:
 def load_from_config(config) -> "Callable":
     """The app a command serves: ``config.app`` wrapped by what the settings ask for.
 
-    Exits with status 2 and one line on stderr when it cannot be loaded.
+    Exits with status 2 and one line on stderr, ``bridge COMMAND: ...``,
+    when it cannot be loaded or a hook finds a setting that cannot work.
     """
+    from bridge.config import ConfigError
     try:
         app = load_app(config.app, config.pythonpath, config.chdir) if config.app else None
         import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
+        for hook in _config.app_wrappers():
             app = hook(app, config)
         if app is None:
             raise AppLoadError("no application given: pass APP as module:callable")
         return app
-    except AppLoadError as exc:
-        sys.stderr.write(f"bridge: {exc}\n")
+    except (AppLoadError, ConfigError) as exc:
+        sys.stderr.write(f"bridge {getattr(config, 'command', 'serve')}: {exc}\n")
         raise SystemExit(2)

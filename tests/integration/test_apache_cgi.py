@@ -32,6 +32,7 @@ import pytest
 from support import ROOT, public_tmpdir
 from support.apache import install_script, public_bridge_python, public_bridge_pythonpath, start_apache
 from support.nginx import include_file
+from support.warm import make_warm, private_dir_for, stop_daemons
 
 SECRET = "do-not-leak"
 
@@ -77,15 +78,30 @@ def make_site(root, *, venv_python) -> None:
         f.chmod(0o644)
 
 
-@pytest.fixture(scope="module")
-def apache():
+@pytest.fixture(scope="module", params=["plain", "warm"])
+def apache(request):
+    """The site under Apache; a second time with both scripts made warm (docs/cgi.md, "A warm app").
+
+    Warm: each script relays to its daemon (run(..., warm=True)), started by
+    its first request, in a mode-700 directory of www-data's; every test
+    below must hold through the relay as it does for plain CGI.
+    """
     python = public_bridge_python()
     root = public_tmpdir("bridge-cgi-site-")
     make_site(root, venv_python=python)
+    warm_dir = None
+    if request.param == "warm":
+        warm_dir = private_dir_for(root / "warm")
+        for name in ("demo.cgi", "app.cgi"):
+            make_warm(root / "cgi-bin" / name, warm_dir)
     body = include_file(ROOT / "apache" / "cgi.conf", root=root, pythonpath=public_bridge_pythonpath())
     server = start_apache(body, modules=("cgid",))
+    server.warm_dir = warm_dir
+    server.root = root
     yield server
     server.stop()
+    if warm_dir is not None:
+        stop_daemons(warm_dir)
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(server.dir, ignore_errors=True)
 
@@ -141,9 +157,12 @@ def test_get_with_a_query_string_reaches_the_app_as_cgi(apache):
     assert env["SERVER_PORT"] == str(apache.port)
     assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
     assert env["wsgi.url_scheme"] == "http"
-    assert env["wsgi.run_once"] == "True"
-    assert env["wsgi.multiprocess"] == "True"
-    assert env["wsgi.multithread"] == "False"
+    if apache.warm_dir:      # the daemon: one process, a few threads, many requests
+        assert (env["wsgi.run_once"], env["wsgi.multiprocess"], env["wsgi.multithread"]) == ("False", "False", "True")
+    else:
+        assert env["wsgi.run_once"] == "True"
+        assert env["wsgi.multiprocess"] == "True"
+        assert env["wsgi.multithread"] == "False"
 
 
 def test_script_name_and_path_info_for_a_utf8_path_below_the_script(apache):
@@ -238,7 +257,21 @@ def test_the_template_serves_a_user_app_with_a_venv_python(apache):
 
 
 def test_a_user_app_that_fails_to_import_still_gives_a_valid_500(apache):
-    status, headers, body = request(apache, "GET", "/cgi-bin/app.cgi/", headers={"X-Break-Import": "1"})
+    script = "app.cgi"
+    if apache.warm_dir:
+        # The daemon does not see a request's headers at import time (it
+        # keeps none of the variables of the request that started it): an
+        # app that always fails to import, under a script of its own.  The
+        # daemon cannot start, so the script answers as plain CGI.
+        script = "broken.cgi"
+        broken = apache.root / "cgi-bin" / "myproject" / "broken.py"
+        broken.write_text('raise ImportError("myproject cannot be imported today (secret: do-not-leak)")\n')
+        broken.chmod(0o644)
+        text = (apache.root / "cgi-bin" / "app.cgi").read_text()
+        (apache.root / "cgi-bin" / script).write_text(text.replace('"myproject.wsgi:application"',
+                                                                   '"myproject.broken:application"'))
+        (apache.root / "cgi-bin" / script).chmod(0o755)
+    status, headers, body = request(apache, "GET", f"/cgi-bin/{script}/", headers={"X-Break-Import": "1"})
     assert status == 500
     assert body == b"Internal Server Error\n"
     assert SECRET not in repr(headers)
@@ -258,7 +291,14 @@ def test_a_stray_print_goes_to_the_error_log_not_into_the_response(apache):
     status, _, body = request(apache, "GET", "/cgi-bin/app.cgi/print")
     assert status == 200
     assert json.loads(body)["PATH_INFO"] == "/print"
-    assert "a stray print() from the app" in wait_for_log(apache, "a stray print() from the app")
+    if apache.warm_dir:         # the daemon's stdout is its log file
+        deadline = time.monotonic() + 15
+        while not any("a stray print() from the app" in p.read_text(errors="replace")
+                      for p in apache.warm_dir.glob("*.log")):
+            assert time.monotonic() < deadline, "the print is not in the daemon's log"
+            time.sleep(0.1)
+    else:
+        assert "a stray print() from the app" in wait_for_log(apache, "a stray print() from the app")
 
 
 def test_a_post_body_reaches_the_user_app(apache):

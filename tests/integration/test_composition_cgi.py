@@ -144,3 +144,37 @@ def test_concurrent_requests_each_run_their_own_script(server):
     for i, status, text in results:
         assert status == 200
         assert f"path_info=/{i}" in text and text.endswith(f"body=body {i}\n")
+
+
+@pytest.fixture(scope="module")
+def redirecting():
+    """bridge http with --static in front and scripts that redirect locally (once, or in a loop)."""
+    from support import bridge_command, public_tmpdir
+    d = public_tmpdir("bridge-cgi-redirect-")
+    (d / "static").mkdir()
+    (d / "static" / "a.txt").write_text("served by Static\n")
+    cgi = d / "cgi"
+    cgi.mkdir()
+    for name, location in (("go.sh", "/s/a.txt"), ("loop.sh", "/cgi/loop.sh")):
+        (cgi / name).write_text(f"#!/bin/sh\nprintf 'Location: {location}\\n\\n'\n")
+        (cgi / name).chmod(0o755)
+    port = free_port()
+    proc = start_bridge(bridge_command("http", "newsite:app", "--pythonpath", str(SITE),
+                                       "--static", f"/s={d / 'static'}", "--mount", f"/cgi=cgi:{cgi}",
+                                       "--ping-path", "/ping", "--bind", f"127.0.0.1:{port}"), port=port)
+    proc.url = f"http://127.0.0.1:{port}"
+    yield proc
+    proc.stop()
+
+
+def test_a_local_redirect_to_a_static_file_is_served_by_static(redirecting):
+    r = requests.post(redirecting.url + "/cgi/go.sh", data=b"dropped", allow_redirects=False)
+    assert r.status_code == 200
+    assert r.text == "served by Static\n"
+    assert "ETag" in r.headers           # Static's answer, not the app's
+
+
+def test_a_local_redirect_loop_ends_with_a_500_and_a_log_line(redirecting):
+    r = requests.get(redirecting.url + "/cgi/loop.sh", allow_redirects=False)
+    assert r.status_code == 500
+    assert log_eventually(redirecting, "more than 10 CGI local redirects (last to /cgi/loop.sh)")

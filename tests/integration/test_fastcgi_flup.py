@@ -19,7 +19,7 @@ FLUP = ("from flup.server.fcgi import WSGIServer\n"
 
 #: keys only bridge sets (documented environ extensions; wsgi.input_terminated
 #: is shown on its own below) or that name the connection
-BRIDGE_ONLY = {"fastcgi.role", "connection", "wsgi.input_terminated"}
+BRIDGE_ONLY = {"fastcgi.role", "connection", "wsgi.input_terminated", "bridge.internal_redirect_root"}
 
 
 @pytest.fixture(scope="module")

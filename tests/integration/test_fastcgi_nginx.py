@@ -191,6 +191,19 @@ def test_split_path_info_for_the_mount_point_itself(mounted):
     assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "")
 
 
+def test_split_path_info_for_the_mount_point_with_a_slash(mounted):
+    env = mounted.environ("/app/")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/")
+
+
+@pytest.mark.parametrize("target", ["/apple", "/apple/x", "/app.old/x", "/appx?q=1"])
+def test_a_path_that_only_starts_with_the_prefixs_letters_never_reaches_the_app(mounted, target):
+    # "location /app" matches characters: /apple/x reached the app with
+    # SCRIPT_NAME=/apple/x (issue 17).  nginx's own 404 here, not the app's JSON.
+    status, _, body = mounted.request("GET", target)
+    assert status == 404 and b"nginx" in body and b"SCRIPT_NAME" not in body, (status, body[:200])
+
+
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_keep_conn_serves_request_after_request_on_one_connection(backends, transport):
     site = Site("fastcgi-keepalive.conf", transport, backends)

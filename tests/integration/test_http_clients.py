@@ -210,3 +210,43 @@ def test_systemd_socket_activation_is_used_without_bind():
         assert f"Listening on http://127.0.0.1:{port}" in proc.output()
     finally:
         proc.stop()
+
+
+def test_slow_uploads_do_not_delay_a_normal_request_with_one_thread():
+    """30 clients trickle their bodies (1 byte per round); a normal request sent after
+    they started is answered before any of them has finished sending (an ordering,
+    not a time), and every upload still gets its own body back."""
+    import threading
+    import time
+    with BridgeHTTP("--threads", "1", "--workers", "1") as server:
+        body = b"slowbody"
+        uploaders = []
+        for _ in range(30):
+            c = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+            uploaders.append(c)
+        rounds_done = [0]
+        answered_after = []
+
+        def normal():
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as c:
+                c.sendall(b"GET /version HTTP/1.1\r\nHost: h\r\n\r\n")
+                answer = read_response(c)
+                answered_after.append((rounds_done[0], answer[2]))
+        probe = None
+        for i in range(len(body)):
+            for c in uploaders:
+                c.sendall(body[i:i + 1])
+            rounds_done[0] = i + 1
+            if i == 0:
+                probe = threading.Thread(target=normal, daemon=True)
+                probe.start()
+            time.sleep(0.2)
+        probe.join(30)
+        for c in uploaders:
+            status, _, echoed = read_response(c)
+            assert status.startswith("HTTP/1.1 200") and echoed == body
+            c.close()
+        (rounds, version), = answered_after
+        assert version == b"one"
+        assert rounds < len(body), "the normal request waited for the slow uploads"

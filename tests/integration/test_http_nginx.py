@@ -47,8 +47,9 @@ def test_forwarded_headers_a_client_sends_do_not_reach_the_app_unchanged(stack):
     kind, nginx, bridge = stack
     env = requests.get(nginx.url + "/environ", timeout=10,
                        headers={"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
-                                "X-Forwarded-Host": "evil.example"}).json()
-    # nginx overwrote all three (docs/nginx/http-proxy.conf), bridge applied nginx's values.
+                                "X-Forwarded-Host": "evil.example", "Forwarded": "for=6.6.6.6;host=evil"}).json()
+    # nginx set or cleared all four (docs/nginx/http-proxy.conf), bridge applied nginx's values.
+    assert "HTTP_X_FORWARDED_HOST" not in env and "HTTP_FORWARDED" not in env
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["wsgi.url_scheme"] == "http" and "HTTPS" not in env
     assert env["HTTP_HOST"] == f"127.0.0.1:{nginx.port}"

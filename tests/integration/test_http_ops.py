@@ -121,3 +121,8 @@ def test_readme_quick_start_in_a_fresh_virtual_environment():
         shell.stop()
     assert shlex.split(command)[0] == "python3"
     stop_pid(shell.pid)
+    # The README then says the program is .venv/bin/bridge, on PATH once activated.
+    assert "source .venv/bin/activate" in readme
+    activated = subprocess.run(["/bin/bash", "-c", "source .venv/bin/activate && bridge --version"],
+                               cwd=str(d), env=env, capture_output=True, text=True, timeout=60)
+    assert activated.returncode == 0 and activated.stdout.startswith("wsgi-bridge "), activated.stderr

@@ -63,9 +63,14 @@ def test_incompressible_type_is_left_alone(door):
     assert body == PNG and "content-encoding" not in headers
 
 
-def test_head_is_not_compressed(door):
+def test_head_gets_the_headers_of_the_compressed_get(door):
+    _, get_headers, get_body = fetch(door, "/text", "Accept-Encoding: gzip")
     code, headers, body = fetch(door, "/text", "Accept-Encoding: gzip", method="HEAD")
-    assert code == 200 and body == b"" and "content-encoding" not in headers
+    assert code == 200 and body == b""
+    for name in ("content-encoding", "content-type", "vary", "etag"):
+        assert headers.get(name) == get_headers.get(name), name
+    assert headers["content-encoding"] == "gzip"
+    assert headers.get("content-length") in (None, str(len(get_body)))
 
 
 def test_streamed_events_arrive_one_by_one_compressed(door):

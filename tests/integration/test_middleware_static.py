@@ -253,3 +253,44 @@ def test_every_traversal_attempt_is_refused(door):
     assert refused == answers, f"not refused with 400/404: { {t: c for t, c in answers.items() if c not in (400, 404)} }"
     # NUL is a bad request wherever it is caught; the rest are plain misses.
     assert answers["/s/hello.txt%00.png"] == 400
+
+
+def test_a_directory_swapped_for_a_symlink_never_serves_the_outside_file(door, site):
+    """Issue 21 item 3 end to end: while a thread flips ``race`` between a
+    directory and a symlink to a directory outside, requests for
+    ``race/f`` get the inside file or a 404, never the outside one."""
+    root, _ = site
+    base = root.parent
+    outside = base / "race-out"
+    outside.mkdir(exist_ok=True)
+    (outside / "f").write_bytes(SECRET)
+    race, aside = root / "race", base / "race-aside"
+    race.mkdir(exist_ok=True)
+    (race / "f").write_bytes(b"inside\n")
+    for path in (outside, race):
+        path.chmod(0o755)
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            os.rename(race, aside)
+            os.symlink(outside, race)
+            os.unlink(race)
+            os.rename(aside, race)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    seen = {}
+    try:
+        with requests.Session() as session:
+            for _ in range(1500):
+                r = session.get(door.url + "/s/race/f", timeout=30)
+                seen[r.status_code, r.content[:20]] = seen.get((r.status_code, r.content[:20]), 0) + 1
+                if SECRET[:20] in r.content:
+                    break
+    finally:
+        stop.set()
+        swapper.join()
+    print(f"\n[{door.kind}] {seen}")
+    assert not any(SECRET[:20] in body for _, body in seen), seen
+    assert seen.get((200, b"inside\n"), 0) > 0, seen

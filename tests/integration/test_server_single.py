@@ -138,3 +138,35 @@ def test_fcgi_without_a_socket_says_how_to_run_it():
     assert result.returncode == 2
     assert "--bind" in result.stderr and "spawn-fcgi" in result.stderr
     assert "non-socket" not in result.stderr and "Traceback" not in result.stderr
+
+
+def _context_switches(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` so far (each one a wake-up)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+@pytest.mark.parametrize("command", ["http", "fcgi"])
+def test_idle_worker_wakes_only_a_few_times_a_second(command):
+    import time
+    proc, port = start(command=command)     # the default --threads 4
+    try:
+        if command == "http":
+            for _ in range(10):
+                assert get(port, "/")[0] == 200
+        time.sleep(0.5)
+        before = _context_switches(proc.pid)
+        time.sleep(1.0)
+        # A sweep 4 times a second and the heartbeat; before, the monitor
+        # polled every 5 ms forever (about 200 a second).
+        assert _context_switches(proc.pid) - before < 20
+    finally:
+        proc.stop()

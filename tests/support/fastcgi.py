@@ -264,3 +264,36 @@ def authorizer_app(environ, start_response):
     body = b"refused by the bridge authorizer\n"
     start_response("403 Forbidden", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+class RunningFCGI:
+    """``bridge fcgi``'s handler on the real Worker, in a background thread of the
+    test process (like support.http_server.RunningHTTP): ``with RunningFCGI(app,
+    threads=2) as server: Client(server.address)``."""
+
+    def __init__(self, app, bind: str = "127.0.0.1:0", **settings) -> None:
+        import threading
+        from bridge.config import Config
+        from bridge.fastcgi.server import factory_builder
+        from bridge.server import make_worker
+        from bridge.server.listeners import open_listeners
+        self.config = Config.build("fcgi", {}, environ={})
+        for name, value in settings.items():
+            setattr(self.config, name, value)
+        self.listeners = open_listeners([bind], socket_mode=0o666)
+        self.worker = make_worker(self.listeners, factory_builder(app, self.config), self.config)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+        self.address = self.listeners[0].sock.getsockname()[:2]
+
+    def stop(self) -> None:
+        self.worker.stop(graceful=False)
+        self.thread.join(10)
+        for listener in self.listeners:
+            listener.close()
+
+    def __enter__(self) -> "RunningFCGI":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

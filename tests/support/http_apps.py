@@ -5,6 +5,8 @@
 ``/echo-length``      the body length and a SHA-256, as text (for big uploads)
 ``/download?size=N``  N deterministic bytes (``?chunked=1``: streamed without Content-Length)
 ``/file?size=N``      N deterministic bytes through ``wsgi.file_wrapper`` (a real file: sendfile)
+``/shrinking-file?size=N&to=M``  a file of N bytes through ``wsgi.file_wrapper``, cut to M
+                      bytes after the gateway measured it (a file truncated during sendfile)
 ``/stream?n=N``       N chunks of ``chunk i\\n`` with a small pause, no Content-Length
 ``/ignore-body``      answers without reading the request body
 ``/error``            raises before start_response
@@ -96,6 +98,10 @@ def app(environ, start_response):
                 _files[size] = name
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](open(name, "rb"), 65536)
+    if path == "/shrinking-file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](
+            ShrinkingFile(int(q.get("size", 200_000)), int(q.get("to", 1000))), 65536)
     if path == "/stream":
         n = int(q.get("n", 3))
         delay = float(q.get("delay", 0.01))
@@ -128,6 +134,32 @@ def app(environ, start_response):
     if path == "/version":
         return _text(start_response, VERSION.encode())
     return _text(start_response, b"Not Found\n", "404 Not Found")
+
+
+class ShrinkingFile:
+    """A temporary file of ``size`` bytes that truncates itself to ``to`` bytes on
+    ``tell()``: the file wrapper path asks for fileno, fstat, then tell, so the
+    length it announces is the old size and the send finds the file short."""
+
+    def __init__(self, size: int, to: int) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.file.write(pattern(size))
+        self.file.flush()
+        self.file.seek(0)
+        self.to = to
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def tell(self) -> int:
+        os.ftruncate(self.file.fileno(), self.to)
+        return self.file.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class Closing:

@@ -15,7 +15,7 @@ from pathlib import Path
 from support import public_tmpdir, require_binary, stop_pid, wait_for_port
 
 MAIN_CONF = """\
-daemon off;
+{user}daemon off;
 master_process on;
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -64,14 +64,16 @@ def include_file(path: os.PathLike, **values: str) -> str:
     return text
 
 
-def start_nginx(body: str, port: int, directory: Path | None = None) -> Nginx:
+def start_nginx(body: str, port: int, directory: Path | None = None, user: str | None = None) -> Nginx:
+    """nginx on ``body`` (the inside of ``http {}``); ``user``: its workers' user, as
+    Debian's stock nginx.conf says ``user www-data;`` (default: nginx's own, nobody)."""
     binary = require_binary("nginx")
     directory = directory or public_tmpdir("bridge-nginx-")
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (directory / sub).mkdir(exist_ok=True)
         os.chmod(directory / sub, 0o777)
     conf = directory / "nginx.conf"
-    conf.write_text(MAIN_CONF.format(dir=directory, body=body))
+    conf.write_text(MAIN_CONF.format(dir=directory, body=body, user=f"user {user};\n" if user else ""))
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(directory), "-e", str(directory / "error.log")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -9,6 +9,7 @@ from bridge.cgi.app import CGIApp
 from bridge.cgi.rfc3875 import BadResponse, cgi_variables, find_head_end, head_search_resume, parse_head
 from bridge.middleware.mount import mount
 from bridge.wsgi import call_app
+from support.procs import kill_marked, new_marker, wait_gone
 
 
 # -- the response grammar (byte strings) --------------------------------------
@@ -46,9 +47,47 @@ def test_hop_by_hop_fields_from_the_script_are_dropped():
     assert head.headers == [("Content-Type", "a/b"), ("X-A", "1")]
 
 
+@pytest.mark.parametrize("block", [
+    b"Content-Type: a/b\nContent-Length: 3\nContent-Length: 30",
+    b"Content-Type: a/b\ncontent-length: 5\nContent-Length: 5\nCONTENT-LENGTH: 6",
+    b"Content-Type: a/b\nContent-Length: 3\nX-A: 1\nContent-Length: 03x",
+    b"Content-Type: a/b\nContent-Length: 5, 5",
+])
+def test_differing_or_malformed_content_lengths_from_a_script_are_refused(block):
+    with pytest.raises(BadResponse):
+        parse_head(block)
+
+
+def test_identical_content_lengths_from_a_script_count_as_one():
+    head = parse_head(b"Content-Type: a/b\r\nContent-Length: 5\r\nX-A: 1\r\ncontent-length: 5\r\n")
+    assert head.headers == [("Content-Type", "a/b"), ("Content-Length", "5"), ("X-A", "1")]
+
+
 def test_folded_header_lines_are_joined():
     head = parse_head(b"Content-Type: a/b\nX-Long: one\n  two")
     assert head.headers[-1] == ("X-Long", "one two")
+
+
+CONTROLS = [("ESC", b"\x1b[2J"), ("BEL", b"\x07"), ("NUL", b"\x00"), ("DEL", b"\x7f"),
+            ("CR_alone", b"\rX-Evil: 1"), ("VT", b"\x0b"), ("FF", b"\x0c")]
+
+
+@pytest.mark.parametrize("ctl", [c[1] for c in CONTROLS], ids=[c[0] for c in CONTROLS])
+@pytest.mark.parametrize("shape", [
+    b"Content-Type: a/b\nX-A: one%s two",               # plain line
+    b"Content-Type: a/b\nX-A: one\n  two%s",            # in a folded continuation
+    b"Content-Type: a/b\nX-A: one\n\t%s two",          # tab fold, control first
+    b"Content-Type: a/b\r\nX-A: one\r\n %s\r\n",     # CRLF lines, folded
+    b"Content-Type: a/b\nX%s-A: one",                   # in a name
+])
+def test_a_control_character_anywhere_in_the_header_block_is_refused(ctl, shape):
+    with pytest.raises(BadResponse):
+        parse_head(shape % ctl)
+
+
+def test_obs_fold_becomes_one_space_and_keeps_the_rest_as_it_was():
+    head = parse_head(b"Content-Type: a/b\r\nX-A: one\r\n \t two\t\r\n\tthree")
+    assert head.headers[-1] == ("X-A", "one two three")
 
 
 @pytest.mark.parametrize("garbage", [
@@ -305,6 +344,31 @@ def test_a_silent_script_is_killed_and_answered_504(script, tmp_path):
     assert str(marker) not in ps
 
 
+@pytest.mark.parametrize("after_head", [False, True], ids=["before-its-head", "in-its-body"])
+def test_a_script_gone_but_its_children_holding_the_pipes_are_killed_at_the_timeout(
+        script, after_head):
+    # The script itself exits; what it started in the background keeps stdout
+    # open, so the response never ends.  At the CGI timeout its group goes too.
+    marker = new_marker()
+    head = "printf 'Content-Type: text/plain\\n\\nstart'" if after_head else ":"
+    app = CGIApp(script(f"""
+        #!/bin/sh
+        export MARK={marker}
+        {head}
+        sleep 300 &
+        exit 0
+    """), timeout=0.5)
+    try:
+        out = run(app)
+        if after_head:
+            assert out.status == "200 OK" and out.aborted
+        else:
+            assert out.status == "504 Gateway Timeout"
+        assert wait_gone(marker, 5) == []
+    finally:
+        kill_marked(marker)
+
+
 def test_a_script_that_is_not_executable_is_refused_at_start(tmp_path):
     path = tmp_path / "x.sh"
     path.write_text("#!/bin/sh\n")
@@ -356,6 +420,83 @@ def test_a_local_redirect_loop_stops(script):
     out = run(app, "/again")
     assert out.status == "500 Internal Server Error"
     assert "more than 3" in out.errors
+
+
+def whole_stack(tmp_path, script_path, **extra):
+    """The app ``bridge http`` builds: status paths, Static, Gzip, the mounts."""
+    from bridge.config import Config
+    from bridge.loader import load_from_config
+    static = tmp_path / "static"
+    static.mkdir(exist_ok=True)
+    (static / "a.txt").write_text("the static file " * 40)
+    values = {"app": "support.mount_apps:public", "mount": [f"/cgi=cgi:{script_path}"],
+              "static": [f"/s={static}"], "gzip": True, "ping_path": "/ping", **extra}
+    return load_from_config(Config.build("http", values, environ={}))
+
+
+@pytest.mark.parametrize("location, served", [
+    ("/s/a.txt", b"the static file " * 40),         # by Static, in front of the mounts
+    ("/ping", b"pong\n"),                           # by the status wrapper, outermost
+    ("/cgi/../s/./a.txt", b"the static file " * 40),  # normalised like any request path
+])
+def test_a_local_redirect_reenters_the_whole_stack(script, tmp_path, location, served):
+    app = whole_stack(tmp_path, script(f"""
+        #!/bin/sh
+        printf 'Location: {location}\\n\\n'
+    """))
+    out = run(app, "/cgi", method="POST", body=b"dropped")
+    assert out.status == "200 OK", out.errors
+    assert out.body == served
+
+
+def test_a_local_redirect_is_compressed_once_not_by_each_pass(script, tmp_path):
+    import gzip
+    import json
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /page?x=1\\n\\n'
+    """), gzip_min_size=0)
+    out = run(app, "/cgi", headers={"Accept-Encoding": "gzip"})
+    assert ("Content-Encoding", "gzip") in out.headers
+    seen = json.loads(gzip.decompress(out.body))
+    assert (seen["app"], seen["path_info"], seen["request_uri"]) == ("public", "/page", "/page?x=1")
+
+
+def test_a_local_redirect_of_a_head_request_sends_no_body(script, tmp_path):
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /s/a.txt\\n\\n'
+    """))
+    out = run(app, "/cgi", method="HEAD")
+    assert out.status == "200 OK" and out.body == b""
+
+
+def test_a_local_redirect_loop_through_the_whole_stack_ends_in_a_500(script, tmp_path):
+    app = whole_stack(tmp_path, script("""
+        #!/bin/sh
+        printf 'Location: /cgi/again\\n\\n'
+    """))
+    out = run(app, "/cgi")
+    assert out.status == "500 Internal Server Error"
+    assert out.errors.count("more than 10 CGI local redirects (last to /cgi/again)") == 1
+
+
+def test_under_another_server_a_local_redirect_starts_from_the_mount(script):
+    # No bridge gateway (no call_app): the outermost mount serves it, as before.
+    redirector = CGIApp(script("""
+        #!/bin/sh
+        printf 'Location: /py/x\\n\\n'
+    """, name="redir.sh"))
+
+    def target(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [(environ["SCRIPT_NAME"] + "|" + environ["PATH_INFO"]).encode()]
+    site = mount({"/cgi": redirector, "/py": target})
+    got = {}
+    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/cgi", "QUERY_STRING": "",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO()}
+    body = b"".join(site(environ, lambda status, headers, exc_info=None: got.setdefault("s", status)))
+    assert got["s"] == "200 OK" and body == b"/py|/x"
 
 
 def test_head_request_gets_the_headers_and_the_script_is_reaped(script):

@@ -236,6 +236,73 @@ def test_an_app_that_cannot_be_loaded_gives_a_500_and_one_line_on_stderr(apps, s
     assert message in r.stderr
 
 
+def test_a_script_whose_app_is_not_found_is_told_of_its_own_settings_not_of_flags(apps):
+    # A cgi-bin script has no command line: "--chdir" would send its author
+    # looking for a flag that does not exist (issue 17).
+    r = run_cgi(script("no_such_module:app", pythonpath=[str(apps)]), cgi_env())
+    assert r.status == "500 Internal Server Error"
+    line = r.stderr.strip()
+    assert line.startswith("bridge cgi: module 'no_such_module' not found"), line
+    assert "run(APP, pythonpath=" in line and "--chdir" not in line and "--pythonpath" not in line
+
+
+def test_the_bridge_cgi_command_whose_app_is_not_found_is_told_of_its_flags():
+    r = run_cgi([sys.executable, "-m", "bridge", "cgi", "no_such_module:app"], cgi_env())
+    assert "use --chdir or --pythonpath" in r.stderr and "run(APP" not in r.stderr
+
+
+def test_a_script_under_fastcgi_whose_app_is_not_found_is_told_of_its_own_settings():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("no_such_module:app"), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("bridge fcgi: module 'no_such_module' not found"), proc.stderr
+    assert "run(APP, pythonpath=" in proc.stderr and "--chdir" not in proc.stderr
+
+
+def test_a_script_under_fastcgi_with_a_bad_run_keyword_is_told_of_that_keyword():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("bridge.demo:app", threads=0), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stderr) == (2, "bridge fcgi: run(): threads=0: must be at least 1\n")
+
+
+def test_a_script_with_fastcgi_settings_in_run_still_answers_under_cgi():
+    # The same script serves mod_fcgid: run(app, threads=8) was a TypeError
+    # under CGI, before any output (Apache: End of script output before headers).
+    r = run_cgi(script("bridge.demo:app", threads=8, fcgi_max_params="64k"), cgi_env(path=b"/hello"))
+    assert r.status == "200 OK" and r.body == b"Hello, world!\n"
+
+
+def test_a_script_with_a_run_keyword_that_is_no_setting_answers_500_and_names_it():
+    r = run_cgi(script("bridge.demo:app", thread=8), cgi_env(path=b"/hello"))
+    assert r.status == "500 Internal Server Error"
+    assert r.stderr == "bridge cgi: run(): no setting named 'thread' (did you mean threads?)\n"
+
+
+def test_a_script_under_fastcgi_with_a_run_keyword_that_is_no_setting_exits_2():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        proc = subprocess.run(script("bridge.demo:app", thread=8), env={"PYTHONPATH": str(SRC)},
+                              stdin=listener, capture_output=True, text=True, timeout=30)
+    finally:
+        listener.close()
+    assert (proc.returncode, proc.stderr) == (
+        2, "bridge fcgi: run(): no setting named 'thread' (did you mean threads?)\n")
+
+
 def test_a_stray_print_goes_to_stderr_not_into_the_response(apps):
     r = run_cgi(script("probe:application", pythonpath=[str(apps)]), cgi_env(path=b"/print"))
     assert r.status == "200 OK" and r.json()["PATH_INFO"] == "/print"
@@ -254,6 +321,13 @@ def test_bridge_cgi_command_with_a_bad_app_still_answers_500():
     r = run_cgi([sys.executable, "-m", "bridge", "cgi", "no_such_module:app"], cgi_env())
     assert r.status == "500 Internal Server Error"
     assert "no_such_module" in r.stderr
+
+
+def test_bridge_cgi_with_a_bad_setting_found_by_a_hook_answers_500_and_one_line():
+    r = run_cgi([sys.executable, "-m", "bridge", "cgi", "--gzip", "--gzip-types", "bad type",
+                 "bridge.demo:app"], cgi_env())
+    assert r.status == "500 Internal Server Error"
+    assert r.stderr == "bridge cgi: --gzip-types: gzip type 'bad type' is not type/subtype (type/* and type/*+suffix allowed)\n"
 
 
 def test_bridge_cgi_outside_a_web_server_explains_and_exits_2():

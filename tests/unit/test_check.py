@@ -2,12 +2,14 @@
 
 The linter must report every violation as one message, name whose fault it
 is (``app:`` or ``gateway:``), and never change or stop the request.
-``bridge check`` runs one GET through the core under the linter and
-wsgiref.validate, prints what it saw and exits 0 (fine) or 1 (problems).
+``bridge check`` runs one GET through the core under the same linter as
+``--lint`` (one checker, one verdict), prints what it saw and exits 0
+(fine) or 1 (problems).
 """
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import textwrap
@@ -77,6 +79,7 @@ def test_every_violation_of_one_call_is_reported_not_just_the_first():
     ("abc OK", "three-digit code"),
     ("200 ", "three-digit code"),
     ("700 Beyond", "outside 100-599"),
+    ("103 Early Hints", "informational (1xx)"),
     ("200 \u20ac", "not latin-1"),
 ])
 def test_status_problems(status, fragment):
@@ -311,13 +314,14 @@ def test_check_app_of_the_demo_finds_nothing():
     assert b"Hello from wsgi-bridge" in result.body
 
 
-def test_check_app_reports_lint_and_wsgiref_validate_problems():
+def test_check_app_reports_the_linters_problems_and_the_cores_refusal():
     result = check_app(make(headers=[("X Bad", "v")]))
-    assert result.problems == [
+    assert result.problems[:2] == [
         "app: header name 'X Bad' is not a token (RFC 9110 §5.6.2)",
         "app: no Content-Type header (RFC 9110 §8.3: a response with content should have one)",
-        "wsgiref.validate: Bad header name: 'X Bad'",
     ]
+    assert len(result.problems) == 3
+    assert result.problems[2].startswith("bridge's WSGI core rejected the response: ")
     assert result.status == "500 Internal Server Error"
 
 
@@ -359,13 +363,29 @@ BAD_APPS = textwrap.dedent('''\
 
     def raises(environ, start_response):
         raise ZeroDivisionError("divided")
+
+    def routes(environ, start_response):
+        import json
+        path = environ["PATH_INFO"]
+        if path == "/broken":
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"down"]
+        if path == "/missing":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no"]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        seen = {k: v for k, v in environ.items() if isinstance(v, str)}
+        seen["body"] = body.decode("latin-1")
+        out = json.dumps(seen, sort_keys=True).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [out]
 ''')
 
 
-def run_check(spec, tmp_path):
+def run_check(spec, tmp_path, *options):
     (tmp_path / "checkapps.py").write_text(BAD_APPS)
-    return subprocess.run(bridge_command("check", spec), cwd=tmp_path, env=bridge_env(), capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(bridge_command("check", spec, *options), cwd=tmp_path, env=bridge_env(),
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_bridge_check_of_a_good_app_exits_0(tmp_path):
@@ -378,19 +398,220 @@ def test_bridge_check_of_a_good_app_exits_0(tmp_path):
 def test_bridge_check_of_a_bad_app_lists_its_problems_and_exits_1(tmp_path):
     proc = run_check("checkapps:bad", tmp_path)
     assert proc.returncode == 1
-    assert "3 problems:" in proc.stderr
-    assert "  - app: header name 'X Bad' is not a token (RFC 9110 §5.6.2)" in proc.stderr
-    assert "  - wsgiref.validate: Bad header name: 'X Bad'" in proc.stderr
+    assert "3 problems:" in proc.stdout
+    assert "  - app: header name 'X Bad' is not a token (RFC 9110 §5.6.2)" in proc.stdout
+    assert "wsgiref" not in proc.stdout and proc.stderr == ""
 
 
 def test_bridge_check_of_a_raising_app_shows_the_traceback_and_exits_1(tmp_path):
     proc = run_check("checkapps:raises", tmp_path)
     assert proc.returncode == 1
-    assert "  - app: raised ZeroDivisionError: divided" in proc.stderr
-    assert "Traceback" in proc.stderr
+    assert "  - app: raised ZeroDivisionError: divided" in proc.stdout
+    assert "Traceback" in proc.stdout
 
 
 def test_bridge_check_of_an_app_that_cannot_load_exits_2(tmp_path):
     proc = run_check("checkapps:missing", tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "bridge: module 'checkapps' has no attribute 'missing'"
+    assert proc.stderr.strip() == "bridge check: module 'checkapps' has no attribute 'missing'"
+
+
+# --------------------------------------------------------------------------
+# one checker, one verdict: bridge check and --lint agree
+
+def _app(body=None, status="200 OK", headers=(("Content-Type", "text/plain"),), read=None):
+    def app(environ, start_response):
+        if read is not None:
+            read(environ["wsgi.input"])
+        start_response(status, list(headers))
+        return [b"ok"] if body is None else body
+    return app
+
+
+# PEP 3333 ("Input and Error Streams"): "A server should allow read() to be
+# called without an argument, and return the entire remainder of the
+# client's input stream": every one of these reads is allowed.
+ALLOWED_READS = {
+    "read()": lambda s: s.read(),
+    "read(None)": lambda s: s.read(None),
+    "read(-1)": lambda s: s.read(-1),
+    "read(10)": lambda s: s.read(10),
+    "readline()": lambda s: s.readline(),
+    "readline(5)": lambda s: s.readline(5),
+    "readlines()": lambda s: s.readlines(),
+    "readlines(5)": lambda s: s.readlines(5),
+    "iteration": lambda s: list(s),
+}
+
+VERDICT_APPS = {
+    **{f"reads with {name}": _app(read=read) for name, read in ALLOWED_READS.items()},
+    "good": _app(),
+    "read with a str size": _app(read=lambda s: s.read("10")),
+    "read with two arguments": _app(read=lambda s: s.read(1, 2)),
+    "closes wsgi.input": _app(read=lambda s: s.close()),
+    "no Content-Type": _app(headers=()),
+    "bad header name": _app(headers=(("Content-Type", "text/plain"), ("X Bad", "v"))),
+    "hop-by-hop header": _app(headers=(("Content-Type", "text/plain"), ("Connection", "close"))),
+    "status without reason": _app(status="200"),
+    "str body": _app(body=["text"]),
+    "short of its Content-Length": _app(headers=(("Content-Type", "text/plain"), ("Content-Length", "10"))),
+}
+
+
+def lint_verdict(app):
+    """What ``--lint`` logs for one GET of ``app`` through the core."""
+    from bridge.middleware.lint import PREFIX, Lint
+    lines = []
+    environ = synthetic_environ()
+    call_app(Lint(app, log=lambda env, line: lines.append(line)), environ, Discard())
+    return [line[len(PREFIX):].partition(": ")[2] for line in lines]
+
+
+class Discard(Transport):
+    def send_head(self, status, headers, body, end):
+        pass
+
+    def send_body(self, data):
+        pass
+
+    def finish(self):
+        pass
+
+    def abort(self):
+        pass
+
+
+@pytest.mark.parametrize("name", list(VERDICT_APPS))
+def test_bridge_check_and_lint_give_one_verdict(name):
+    app = VERDICT_APPS[name]
+    checked = check_app(app)
+    logged = lint_verdict(app)
+    found = [p for p in checked.problems if p.startswith(("app:", "gateway:")) and not p.startswith("app: raised")]
+    assert found == logged, name
+    assert checked.ok == (not logged), (name, checked.problems)
+    assert all(not p.rstrip().endswith(":") for p in checked.problems), checked.problems   # never an empty message
+    if name.startswith("reads with") or name == "good":
+        assert checked.ok, checked.problems
+
+
+def test_bridge_check_accepts_read_without_a_size(tmp_path):
+    (tmp_path / "readall.py").write_text(textwrap.dedent('''\
+        def app(environ, start_response):
+            environ["wsgi.input"].read()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"read it all"]
+    '''))
+    proc = subprocess.run(bridge_command("check", "readall:app"), cwd=tmp_path, env=bridge_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "no problems found"
+
+
+# --------------------------------------------------------------------------
+# bridge check's request options: real routes, not only GET /
+
+
+def test_check_app_sends_the_method_path_headers_and_body_given():
+    import json
+    captured = {}
+
+    def app(environ, start_response):
+        captured.update(environ)
+        captured["body"] = environ["wsgi.input"].read()
+        start_response("204 No Content", [])
+        return []
+    result = check_app(app, "/api/a%20b/../items?page=2&q=%2F", method="PUT",
+                       headers=[("Content-Type", "application/json"), ("X-Token", "t"), ("X-Token", "u"),
+                                ("Host", "api.example:8443"), ("Cookie", "a=1"), ("Cookie", "b=2")],
+                       body=b'{"n": 1}')
+    assert result.ok, result.problems
+    assert captured["REQUEST_METHOD"] == "PUT"
+    assert captured["PATH_INFO"] == "/api/items" and captured["QUERY_STRING"] == "page=2&q=%2F"
+    assert captured["REQUEST_URI"] == "/api/a%20b/../items?page=2&q=%2F"
+    assert captured["CONTENT_TYPE"] == "application/json" and captured["CONTENT_LENGTH"] == "8"
+    assert captured["HTTP_X_TOKEN"] == "t, u" and captured["HTTP_COOKIE"] == "a=1; b=2"
+    assert captured["HTTP_HOST"] == "api.example:8443"
+    assert captured["body"] == b'{"n": 1}'
+    assert "HTTP_CONTENT_TYPE" not in captured and json.dumps(result.status) == '"204 No Content"'
+
+
+def test_percent_encoded_path_is_decoded_into_path_info_like_the_server_does():
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x"]
+    check_app(app, "/caf%C3%A9/%2e%2e/x")
+    assert seen["PATH_INFO"] == "/x"
+    check_app(app, "/caf%C3%A9")
+    assert seen["PATH_INFO"] == "/caf\xc3\xa9"
+
+
+def test_a_server_error_answer_is_a_problem_a_client_error_is_not():
+    assert not check_app(make(status="500 Internal Server Error")).ok
+    assert "the app answered 503 Service Unavailable: a server error" in check_app(
+        make(status="503 Service Unavailable")).problems
+    assert check_app(make(status="404 Not Found")).ok
+
+
+def test_bridge_check_path_method_data_and_headers_reach_the_app(tmp_path):
+    import json
+    (tmp_path / "body.bin").write_bytes(b"from a file\x00\xff")
+    proc = run_check("checkapps:routes", tmp_path, "--path", "/api/items?page=2", "-X", "PATCH",
+                     "--data", "@body.bin", "-H", "Content-Type: application/octet-stream",
+                     "--header", "X-Request-Id:  abc ")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("bridge check checkapps:routes: PATCH /api/items?page=2 -> 200 OK, ")
+    assert lines[-1] == "no problems found"
+    proc = run_check("checkapps:routes", tmp_path, "--path", "/echo", "--data", "a=1&b=2")
+    assert proc.returncode == 0 and " POST /echo -> 200 OK" in proc.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("path,status", [("/broken", "503 Service Unavailable"), ("/missing", "404 Not Found")])
+def test_bridge_check_reports_on_stdout_and_exits_1_only_for_problems(tmp_path, path, status):
+    proc = run_check("checkapps:routes", tmp_path, "--path", path)
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines()[0].endswith(f"GET {path} -> {status}, {4 if path == '/broken' else 2} body bytes")
+    if status.startswith("5"):
+        assert proc.returncode == 1 and "a server error" in proc.stdout
+    else:
+        assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "no problems found"
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--path", "api/items"], "bridge check: --path api/items: 'api/items' is not a path and query"),
+    (["--path", "/a b"], "is not a path and query"),
+    (["--method", "GE T"], "is not an HTTP method"),
+    (["-H", "NoColon"], "expected 'Name: value'"),
+    (["-H", "Bad Name: v"], "expected 'Name: value'"),
+    (["-H", "X-A: a\rb"], "control characters"),
+    (["--data", "@/nonexistent/body"], "--data @/nonexistent/body: No such file or directory"),
+])
+def test_bridge_check_bad_request_options_are_one_line_and_exit_2(tmp_path, options, message):
+    proc = run_check("checkapps:good", tmp_path, *options)
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_documented_route_check_passes_on_the_demo():
+    from support.doc_commands import doc_command
+    proc = subprocess.run(doc_command("docs/cgi.md", "check-route"), env=bridge_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == "bridge check bridge.demo:app: POST /echo -> 200 OK, 11 body bytes"
+    assert proc.stdout.splitlines()[-1] == "no problems found"
+
+
+def test_report_escapes_what_the_app_put_in_its_headers():
+    from bridge.check import CheckResult, report
+    result = CheckResult()
+    result.status = "200 OK"
+    result.headers = [("X-Evil", "a\r\nSet-Cookie: forged"), ("Content-Type", "text/plain")]
+    out = io.StringIO()
+    report("app:x", "/", result, out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "    X-Evil: a\\x0d\\x0aSet-Cookie: forged"
+    assert not any(line.startswith("Set-Cookie") for line in lines)

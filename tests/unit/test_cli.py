@@ -55,7 +55,7 @@ def test_the_console_script_is_the_same_command():
 
 def test_no_sub_command_is_a_usage_error():
     proc = bridge_cli()
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2 and "COMMAND (see bridge --help)" in proc.stderr
 
 
 def test_an_unknown_sub_command_is_a_usage_error():
@@ -95,7 +95,7 @@ def test_bridge_pythonpath_variable_is_a_comma_separated_list(tmp_path):
 def test_an_invalid_setting_value_from_the_environment_is_a_usage_error():
     proc = bridge_cli("check", "bridge.demo:app", env=bridge_env(BRIDGE_LOG_LEVEL="loud"))
     assert proc.returncode == 2
-    assert "BRIDGE_LOG_LEVEL='loud'" in proc.stderr and "is not one of" in proc.stderr
+    assert proc.stderr.startswith("bridge check: BRIDGE_LOG_LEVEL: 'loud' is not one of")
 
 
 def test_command_line_beats_environment_beats_default():

@@ -341,6 +341,54 @@ def test_a_pooled_connection_the_backend_closed_is_replaced(backend):
     assert b.connections == 2
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH", "LOCK", "BREW"])
+def test_a_request_that_is_not_idempotent_runs_once_when_backends_close_after_reading_it(
+        backend, method):
+    # php-fpm children killed mid-request: each backend read the whole request, then closed.
+    dying = [backend(lambda req: None) for _ in range(3)]
+    app = FastCGIApp([b.address for b in dying], retry_after=60)
+    out = run(app, "/pay", method=method)
+    assert out.status == "502 Bad Gateway"
+    assert sum(len(b.requests) for b in dying) == 1   # ran once, not three times
+    assert "not retried" in out.errors
+    # The backend was reachable: it is not taken out as if it were down.
+    assert all(b.down_until == 0 for b in app.backends)
+    assert "taken out" not in out.errors
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"])
+def test_an_idempotent_request_moves_on_when_a_backend_closes_after_reading_it(backend, method):
+    dying = backend(lambda req: None)
+    good = backend()
+    app = FastCGIApp([dying.address, good.address], retry_after=60)
+    out = run(app, method=method)
+    assert out.status == "200 OK"
+    assert len(dying.requests) == 1 and len(good.requests) == 1
+    assert all(b.down_until == 0 for b in app.backends)
+
+
+def test_a_post_moves_on_when_a_backend_refuses_the_connection(backend, tmp_path):
+    good = backend()
+    app = FastCGIApp([f"unix:{tmp_path}/nobody.sock", good.address], retry_after=60)
+    out = run(app, method="POST")
+    assert out.status == "200 OK" and out.body == b"ok"
+    assert len(good.requests) == 1
+    assert app.backends[0].down_until > 0   # unreachable: taken out
+
+
+def test_a_post_on_a_pooled_connection_closed_after_reading_it_is_not_replayed(backend):
+    seen = []
+
+    def respond(req):
+        seen.append(req["params"]["REQUEST_METHOD"])
+        return reply() if len(seen) == 1 else None   # answers the first, dies on the second
+    b = backend(respond)
+    app = FastCGIApp([b.address])
+    assert run(app).body == b"ok"
+    assert run(app, method="POST").status == "502 Bad Gateway"
+    assert seen == ["GET", "POST"]
+
+
 def test_a_backend_that_is_not_there_is_skipped_and_taken_out(backend, tmp_path):
     good = backend()
     app = FastCGIApp([f"unix:{tmp_path}/nobody.sock", good.address], retry_after=60)

@@ -411,6 +411,36 @@ def test_file_wrapper_is_sent_with_sendfile_in_records(pair_factory):
     assert body == data
 
 
+def test_file_that_shrinks_during_sendfile_cuts_the_connection_off(pair_factory, caplog):
+    """A STDOUT record announced 65,528 bytes and the file ran out inside it: nothing
+    may follow on that connection (no END_REQUEST, no next request's records inside
+    the record), so the web server sees an upstream error, and it is logged."""
+    from support.http_apps import ShrinkingFile, pattern
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](ShrinkingFile(200_000, 1000))
+    pair = pair_factory(app)
+    pair.send(request_bytes(get_params(), keep_conn=True)
+              + request_bytes(get_params(), request_id=2, keep_conn=True))
+    logging.getLogger("bridge").propagate = True
+    with caplog.at_level(logging.ERROR, logger="bridge"):
+        assert pair.step() is False
+    raw = b""
+    while True:
+        chunk = pair.client.recv(1 << 20)
+        if not chunk:
+            break
+        raw += chunk
+    reader = p.RecordReader()
+    recs = reader.feed(raw)
+    assert [r[0] for r in recs] == [p.STDOUT]           # the head; then the cut-off record
+    with pytest.raises(p.ProtocolError):
+        reader.check_complete()                         # EOF inside the record: upstream error
+    assert raw.endswith(pattern(1000))
+    assert "file shrank" in caplog.text
+
+
 @pytest.mark.parametrize("params, script_name, expected", [
     ({"SCRIPT_NAME": "/app", "PATH_INFO": "/x"}, None, ("/app", "/x")),
     ({"SCRIPT_NAME": "/a/b", "REQUEST_URI": "/a/b?q=1"}, None, ("", "/a/b")),
@@ -443,3 +473,162 @@ def test_connection_from_an_address_not_allowed_is_closed_at_once():
         kind = "tcp"
     handler = server.handler(None, ("127.0.0.1", 5555), Tcp(), FakeState())
     assert handler.on_readable() is False
+
+
+# --------------------------------------------------------------------------
+# Multiplexing on the real Worker (FCGI_MPXS_CONNS=1 is a promise)
+
+
+class Gate:
+    """An app whose ``/slow`` requests wait until the test opens the gate (ordering, not time)."""
+
+    def __init__(self):
+        import threading
+        self.started = threading.Event()
+        self.open = threading.Event()
+        self.closed = []
+
+    def app(self, environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/slow":
+            self.started.set()
+            self.open.wait(20)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"slow done"]
+        if path == "/slow-stream":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+
+            def chunks():
+                try:
+                    yield b"first\n"
+                    self.started.set()
+                    for _ in range(2000):
+                        if self.open.wait(0.01):
+                            break
+                        yield b"."
+                    yield b"end\n"
+                finally:
+                    self.closed.append(path)
+            return chunks()
+        if path.startswith("/stream-"):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            n = int(path.rpartition("-")[2])
+            return (bytes([65 + n]) * (1000 + i) for i in range(200))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"fast " + path.encode()]
+
+
+def ended(rid):
+    return lambda recs: any(t == p.END_REQUEST and r == rid for t, r, _ in recs)
+
+
+def test_a_multiplexed_request_is_answered_while_another_on_the_connection_still_runs():
+    from support.fastcgi import Client, RunningFCGI
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=2) as server, Client(server.address) as client:
+        client.send(request_bytes(get_params("/slow"), request_id=1, keep_conn=True))
+        assert gate.started.wait(10)
+        client.send(request_bytes(get_params("/fast"), request_id=2, keep_conn=True))
+        replies = parse_replies(client.read_until(ended(2)))
+        assert replies[2].head_and_body()[2] == b"fast /fast"
+        assert 1 not in replies or not replies[1].ended       # request 1 is still running
+        gate.open.set()
+        replies = parse_replies(client.read_until(ended(1)))
+        assert replies[1].head_and_body()[2] == b"slow done" and replies[1].protocol_status == 0
+        # The connection carries on: a third request on it.
+        client.records = []
+        assert client.request(get_params("/again"), request_id=1, keep_conn=True).head_and_body()[2] \
+            == b"fast /again"
+
+
+def test_concurrent_responses_on_one_connection_never_interleave_inside_a_record():
+    """Four streamed responses at once on one connection: every record parses
+    (the RecordReader checks each header, length and padding) and each body
+    is its own, whole."""
+    from support.fastcgi import Client, RunningFCGI
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=4) as server, Client(server.address) as client:
+        client.send(b"".join(request_bytes(get_params(f"/stream-{n}"), request_id=n + 1, keep_conn=True)
+                             for n in range(4)))
+        recs = client.read_until(lambda recs: all(ended(n + 1)(recs) for n in range(4)))
+        replies = parse_replies(recs)
+        for n in range(4):
+            body = replies[n + 1].head_and_body()[2]
+            assert body == b"".join(bytes([65 + n]) * (1000 + i) for i in range(200))
+
+
+def test_abort_of_one_multiplexed_request_leaves_the_other_running():
+    from support.fastcgi import Client, RunningFCGI
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=2) as server, Client(server.address) as client:
+        client.send(request_bytes(get_params("/slow-stream"), request_id=1, keep_conn=True))
+        assert gate.started.wait(10)
+        client.send(p.encode_record(p.ABORT_REQUEST, 1, b"")
+                    + request_bytes(get_params("/fast"), request_id=2, keep_conn=True))
+        replies = parse_replies(client.read_until(lambda recs: ended(1)(recs) and ended(2)(recs)))
+        assert replies[1].app_status == 1 and not replies[1].stdout.endswith(b"end\n")
+        assert replies[2].head_and_body()[2] == b"fast /fast"
+        assert gate.closed == ["/slow-stream"]       # the app's close() was called
+
+
+def test_web_server_closing_a_multiplexed_connection_stops_its_running_requests():
+    import time
+    from support.fastcgi import Client, RunningFCGI
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=2) as server:
+        with Client(server.address) as client:
+            client.send(request_bytes(get_params("/slow-stream"), request_id=1, keep_conn=True))
+            assert gate.started.wait(10)
+        deadline = time.monotonic() + 10
+        while not gate.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gate.closed == ["/slow-stream"]
+        with Client(server.address) as client:
+            assert client.request(get_params("/next"), keep_conn=True).head_and_body()[2] == b"fast /next"
+
+
+def test_without_a_spare_descriptor_kept_requests_are_served_in_turn(monkeypatch):
+    import errno
+    from support.fastcgi import Client, RunningFCGI
+
+    def no_dup(self):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(socket.socket, "dup", no_dup)
+    gate = Gate()
+    with RunningFCGI(gate.app, threads=2) as server, Client(server.address) as client:
+        for n in range(3):
+            client.records = []
+            assert client.request(get_params(f"/n{n}"), keep_conn=True).head_and_body()[2] == f"fast /n{n}".encode()
+
+
+def test_making_room_at_the_connection_cap_never_closes_a_request_that_has_begun():
+    """At --worker-connections a flood of empty connects closes the longest idle
+    connections; one whose request has begun (PARAMS in, STDIN still coming) is
+    not idle: closing it dropped the request without an END_REQUEST."""
+    from support.fastcgi import Client, RunningFCGI
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"got " + body]
+    with RunningFCGI(app, threads=2, worker_connections=4, idle_timeout=60.0) as server:
+        idle = Client(server.address)
+        assert idle.request(get_params("/"), keep_conn=True).ended
+        begun = Client(server.address)
+        begun.send(request_bytes(get_params("/", REQUEST_METHOD="POST", CONTENT_LENGTH="6"), b"abc",
+                                 keep_conn=True, end_stdin=False))
+        flood = []
+        try:
+            for _ in range(12):
+                flood.append(socket.create_connection(server.address))
+            idle.sock.settimeout(5)
+            assert idle.closed_by_server()      # room was made, the idle one first
+            begun.send(p.encode_record(p.STDIN, 1, b"def") + p.encode_record(p.STDIN, 1, b""))
+            begun.read_until(lambda recs: any(t == p.END_REQUEST for t, _, _ in recs))
+            reply = parse_replies(begun.records).get(1)
+            assert reply is not None and reply.ended and reply.stdout.endswith(b"got abcdef"), reply
+        finally:
+            for c in [idle, begun]:
+                c.close()
+            for c in flood:
+                c.close()

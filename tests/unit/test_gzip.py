@@ -140,11 +140,15 @@ def test_statuses_without_full_content_untouched(status):
     assert header(headers, "Content-Encoding") is None
 
 
-def test_head_is_not_compressed_but_says_it_varies():
+def test_head_gets_the_get_headers_with_the_compressed_length():
+    _, get_headers, get_body, _ = run(Gzip(list_app()), accept_encoding="gzip")
     _, headers, _, _ = run(Gzip(list_app()), method="HEAD", accept_encoding="gzip")
-    assert header(headers, "Content-Encoding") is None
-    assert header(headers, "Content-Length") == str(len(TEXT))
+    assert header(headers, "Content-Encoding") == "gzip"
     assert header(headers, "Vary") == "Accept-Encoding"
+    assert header(headers, "Content-Length") is None     # the gateway counts the list, as for GET
+    transport = Recorder()
+    through_core(Gzip(list_app()), transport, method="HEAD", accept_encoding="gzip")
+    assert dict(transport.head[1])["Content-Length"] == str(len(get_body)) and transport.body == b""
 
 
 def test_no_transform_is_respected():
@@ -387,3 +391,174 @@ def test_gzip_around_static_compresses_files_but_not_ranges(tmp_path):
     call_app(app, environ, transport)
     assert transport.head[0] == "206 Partial Content" and transport.body == TEXT[:10]
     assert transport.sendfile_used
+
+
+# -- one representation on 200, HEAD and 304 (RFC 9110 §9.3.2, §15.4.5) -------------
+
+REPRESENTATION = ("Content-Encoding", "Content-Type", "ETag", "Vary")
+VALIDATOR_FIELDS = ("ETag", "Vary")     # what a 304 must carry as the 200 would
+
+
+def conditional_app(ctype_on_304):
+    """An app with a strong ETag that answers If-None-Match (weak comparison) with 304."""
+    def app(environ, start_response):
+        from bridge import httputil
+        if httputil.etag_in_list(environ.get("HTTP_IF_NONE_MATCH"), '"v1"'):
+            extra = [("Content-Type", "text/html")] if ctype_on_304 else []
+            start_response("304 Not Modified", [("ETag", '"v1"'), ("Cache-Control", "no-cache"), *extra])
+            return []
+        start_response("200 OK", [("Content-Type", "text/html"), ("ETag", '"v1"'),
+                                  ("Cache-Control", "no-cache"), ("Content-Length", str(len(TEXT)))])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [TEXT]
+    return app
+
+
+def static_app(tmp_path):
+    from bridge.middleware.static import Static
+    (tmp_path / "page.html").write_bytes(TEXT)
+    return lambda environ, start_response: Static(None, {"/": str(tmp_path)})(
+        {**environ, "PATH_INFO": "/page.html"}, start_response)
+
+
+def fields(headers, names):
+    return {name: header(headers, name) for name in names}
+
+
+# An identity client revalidating a 304 without Content-Type gives no evidence
+# (its strong tag is also what an image's client sends): that 304 is left
+# alone, see test_a_304_without_evidence_of_a_compressed_200_is_left_alone.
+@pytest.mark.parametrize("make, accept", [
+    ("304 without Content-Type", "gzip"), ("304 with Content-Type", "gzip"),
+    ("304 with Content-Type", "identity"), ("Static", "gzip"),
+])
+def test_200_head_and_304_carry_the_same_representation_fields(make, accept, tmp_path):
+    if make == "Static":
+        app = Gzip(static_app(tmp_path))
+    else:
+        app = Gzip(conditional_app(make.endswith("with Content-Type")))
+    status, got, body, _ = run(app, accept_encoding=accept)
+    assert status == "200 OK" and header(got, "Vary") == "Accept-Encoding"
+    assert (header(got, "Content-Encoding") == "gzip") == (accept == "gzip")
+    _, head, _, _ = run(app, method="HEAD", accept_encoding=accept)
+    assert fields(head, REPRESENTATION) == fields(got, REPRESENTATION)
+    status, not_modified, body, _ = run(app, accept_encoding=accept, if_none_match=header(got, "ETag"))
+    assert status == "304 Not Modified" and body == b""
+    assert fields(not_modified, VALIDATOR_FIELDS) == fields(got, VALIDATOR_FIELDS)
+    assert header(not_modified, "Content-Encoding") is None
+
+
+def test_a_304_without_evidence_of_a_compressed_200_is_left_alone():
+    # A strong tag revalidated, no Content-Type: an image, or an identity copy.
+    def app(environ, start_response):
+        start_response("304 Not Modified", [("ETag", '"img"')])
+        return []
+    _, headers, _, _ = run(Gzip(app), accept_encoding="gzip", if_none_match='"img"')
+    assert headers == [("ETag", '"img"')]
+
+
+@pytest.mark.parametrize("extra", [[("Content-Type", "image/png")], [("Content-Encoding", "br")],
+                                   [("Cache-Control", "no-transform")]])
+def test_a_304_of_a_representation_never_compressed_is_left_alone(extra):
+    def app(environ, start_response):
+        start_response("304 Not Modified", [("ETag", '"x"'), *extra])
+        return []
+    _, headers, _, _ = run(Gzip(app), accept_encoding="gzip", if_none_match='W/"x"')
+    assert headers == [("ETag", '"x"'), *extra]
+
+
+def test_head_of_an_app_that_skips_the_body_gets_no_false_content_length():
+    transport = Recorder()
+    through_core(Gzip(conditional_app(False)), transport, method="HEAD", accept_encoding="gzip")
+    head = dict(transport.head[1])
+    assert head["Content-Encoding"] == "gzip" and "Content-Length" not in head and transport.body == b""
+
+
+# -- flushing: responsive streams without bloated tiny chunks ------------------------
+
+@pytest.fixture()
+def frozen_clock(monkeypatch):
+    """The clock Gzip measures the app's pauses with; tests move it by hand."""
+    import bridge.middleware.gzip as module
+    now = [1000.0]
+    monkeypatch.setattr(module, "_clock", lambda: now[0], raising=False)   # raising: also on old code
+    return now
+
+
+def stream_app(chunks, ctype="text/plain", clock=None, pause_before=()):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", ctype)])
+        for i, chunk in enumerate(chunks):
+            if i in pause_before:
+                clock[0] += 1.0       # the app waits a second (on the test's clock)
+            yield chunk
+    return app
+
+
+def iterate(app, **headers):
+    environ = {"REQUEST_METHOD": "GET", **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
+    result = app(environ, lambda s, h, e=None: None)
+    try:
+        return list(result)
+    finally:
+        result.close()
+
+
+def test_ten_thousand_one_byte_chunks_compress_close_to_one_shot(frozen_clock):
+    data = bytes(b"abcdefghij"[i % 10] ^ (i % 7) for i in range(10000))
+    pieces = iterate(Gzip(stream_app([data[i:i + 1] for i in range(len(data))])), accept_encoding="gzip")
+    body = b"".join(pieces)
+    assert gzip.decompress(body) == data
+    one_shot = len(gzip.compress(data, 6))
+    assert len(body) < 2 * one_shot, (len(body), one_shot)   # was 70,020 bytes: one flush per byte
+    assert len(pieces) >= 10000       # PEP 3333: one yield (b"" while held) per app yield
+
+
+def test_output_is_flushed_every_flush_size_bytes(frozen_clock):
+    chunks = [os.urandom(500).hex().encode() for _ in range(100)]      # 1000 bytes each
+    decoder = zlib.decompressobj(31)
+    decoded = 0
+    fed = 0
+    result = Gzip(stream_app(chunks), flush_size=4096)({"REQUEST_METHOD": "GET", "HTTP_ACCEPT_ENCODING": "gzip"},
+                                                        lambda s, h, e=None: None)
+    for piece in result:
+        decoded += len(decoder.decompress(piece))
+        fed = min(fed + 1000, 100000)
+        assert fed - decoded < 4096 + 1000      # never more than one threshold held back
+    assert decoded == 100000
+
+
+def test_a_chunk_the_app_was_slow_to_make_is_decodable_on_arrival(frozen_clock):
+    events = [f"line {i}\n".encode() for i in range(5)]
+    app = Gzip(stream_app(events, clock=frozen_clock, pause_before=range(5)))
+    decoder = zlib.decompressobj(31)
+    decoded = []
+    for piece in app({"REQUEST_METHOD": "GET", "HTTP_ACCEPT_ENCODING": "gzip"}, lambda s, h, e=None: None):
+        decoded.append(decoder.decompress(piece))
+    assert decoded[:5] == events
+
+
+def test_an_empty_chunk_from_the_app_flushes_what_is_held(frozen_clock):
+    app = Gzip(stream_app([b"quick ", b"burst", b"", b"tail"]))
+    decoder = zlib.decompressobj(31)
+    decoded = b""
+    for i, piece in enumerate(app({"REQUEST_METHOD": "GET", "HTTP_ACCEPT_ENCODING": "gzip"},
+                                  lambda s, h, e=None: None)):
+        decoded += decoder.decompress(piece)
+        if i == 2:
+            assert decoded == b"quick burst"      # held until the app's b""
+    assert decoded == b"quick bursttail"
+
+
+def test_event_stream_chunks_are_each_flushed_even_when_fast(frozen_clock):
+    events = [f"data: {i}\n\n".encode() for i in range(5)]
+    decoder = zlib.decompressobj(31)
+    pieces = [decoder.decompress(p) for p in iterate(Gzip(stream_app(events, "text/event-stream")),
+                                                       accept_encoding="gzip")]
+    assert pieces[:5] == events
+
+
+def test_flush_settings_are_checked():
+    with pytest.raises(ValueError, match="flush_size"):
+        Gzip(list_app(), flush_size=0)
+    with pytest.raises(ValueError, match="pause"):
+        Gzip(list_app(), pause=-1)

@@ -84,7 +84,7 @@ def test_empty_lines_before_the_request_line_are_ignored():
 def test_absolute_form_target_gives_path_and_overrides_host():
     req, _, _ = parse(b"GET http://other.example:81/p/q?z=1 HTTP/1.1\r\nHost: ignored\r\n\r\n")
     assert (req.path, req.query, req.host) == ("/p/q", "z=1", "other.example:81")
-    req, _, _ = parse(b"GET https://user@h.example HTTP/1.1\r\nHost: x\r\n\r\n")
+    req, _, _ = parse(b"GET https://h.example HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (req.path, req.host) == ("/", "h.example")
 
 
@@ -301,9 +301,22 @@ MALFORMED = [
     ("bad_host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     ("host_with_slash", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
     ("host_with_at", b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", 400),
+    ("host_ipv6_not_hex", b"GET / HTTP/1.1\r\nHost: [zz::1]\r\n\r\n", 400),
+    ("host_ipv6_junk_after", b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 400),
+    ("host_ipv6_unbracketed", b"GET / HTTP/1.1\r\nHost: ::1\r\n\r\n", 400),
     ("relative_target", b"GET foo HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("fragment", b"GET /a#b HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("ftp_absolute", b"GET ftp://h/x HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # The absolute form's authority becomes HTTP_HOST (it wins over Host:),
+    # so it obeys the Host grammar too, and userinfo is an error (RFC 9110 §4.2.4).
+    ("absolute_userinfo", b"GET http://user@h.example/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_userinfo_password", b"GET http://u:p@h.example/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_quote", b'GET http://evil"x/ HTTP/1.1\r\n' + H + b"\r\n", 400),
+    ("absolute_host_backslash", b"GET http://evil\\x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_angle", b"GET http://<evil>/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_bad_ipv6", b"GET http://[zz::1]/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_bad_port", b"GET http://h.example:8x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
+    ("absolute_host_control", b"GET http://h\x01x/ HTTP/1.1\r\n" + H + b"\r\n", 400),
     ("connect", b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 501),
     ("bad_chunk_size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk_size_0x", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
@@ -332,6 +345,32 @@ def test_malformed_request_gets_its_status_and_a_closing_response(raw, status):
     assert page.startswith(b"HTTP/1.1 %d " % status)
     assert b"\r\nConnection: close\r\n" in page
     assert conn.their_state is ERROR and not conn.keep_alive
+
+
+# A field name seen valid before must not excuse a bad line that carries it:
+# the cache of checked names says nothing about the colon or the whitespace.
+NAME_SEEN_BEFORE = [
+    ("no_colon", b"X-Seen\r\n"),
+    ("no_colon_other_case", b"x-seen\r\n"),
+    ("space_before_colon", b"X-Seen : 1\r\n"),
+    ("tab_before_colon", b"X-Seen\t: 1\r\n"),
+    ("obs_fold_of_the_name", b"X-Seen: 1\r\n X-Seen: 2\r\n"),
+    ("name_with_space_inside", b"X-Seen X: 1\r\n"),
+]
+
+
+@pytest.mark.parametrize("line", [c[1] for c in NAME_SEEN_BEFORE], ids=[c[0] for c in NAME_SEEN_BEFORE])
+@pytest.mark.parametrize("where", ["header", "trailer"])
+def test_a_bad_field_line_is_refused_even_after_its_name_was_seen_valid(line, where):
+    for _ in range(3):   # the same names valid, in this process, several times
+        parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-Seen: 1\r\nx-seen: 2\r\n\r\n")
+        parse(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"0\r\nX-Seen: 1\r\n\r\n")
+    if where == "header":
+        raw = b"GET / HTTP/1.1\r\nHost: h\r\n" + line + b"\r\n"
+    else:
+        raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + line + b"\r\n"
+    assert rejected(raw) == 400
 
 
 # --------------------------------------------------------------------------
@@ -372,6 +411,55 @@ def test_endless_head_is_431_without_waiting_for_its_end():
             assert exc.status == 431
             return
     raise AssertionError("no 431")
+
+
+def head_of(size: int) -> bytes:
+    """A GET head of exactly ``size`` bytes, in fields of at most 1,000 bytes."""
+    start, end = b"GET / HTTP/1.1\r\n" + H, b"\r\n"
+    fields, left, i = [], size - len(start) - len(end), 0
+    while left:
+        n = min(1000, left)
+        if left - n and left - n < 12:
+            n -= 12
+        fields.append(b"X-%03d: " % i + b"v" * (n - 9) + b"\r\n")
+        left -= n
+        i += 1
+    raw = start + b"".join(fields) + end
+    assert len(raw) == size
+    return raw
+
+
+@pytest.mark.parametrize("limits, cap", [(Limits(), 64 * 1024), (Limits(header_size=4096), 4096)],
+                         ids=["default_64k", "4k"])
+def test_the_whole_head_is_capped_not_only_each_field(limits, cap):
+    parse(head_of(cap), limits)
+    assert rejected(head_of(cap + 1), limits) == 431
+    # A head that never ends is refused once it passes the cap, not at the end.
+    conn = Connection(limits)
+    conn.receive_data(head_of(cap + 1000)[:-2])
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    assert info.value.status == 431
+
+
+CHUNKED = b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+
+
+@pytest.mark.parametrize("field", [b"Content-Length: 5", b"content-length: 0", b"Transfer-Encoding: chunked",
+                                   b"Host: evil.example", b"Trailer: X-A", b"Connection: close", b"TE: trailers",
+                                   b"Upgrade: h2c", b"Expect: 100-continue", b"Authorization: Basic eA==",
+                                   b"Cookie: a=1", b"Content-Type: text/evil", b"Content-Encoding: gzip",
+                                   b"Range: bytes=0-1", b"Keep-Alive: timeout=1"])
+def test_a_trailer_section_may_not_carry_framing_routing_or_control_fields(field):
+    assert rejected(CHUNKED + b"X-Fine: 1\r\n" + field + b"\r\n\r\n") == 400
+
+
+def test_ordinary_trailer_fields_are_accepted_and_the_trailer_section_is_capped():
+    _, body, trailers = parse(CHUNKED + b"X-Checksum: abc\r\nServer-Timing: db;dur=5\r\n\r\n")
+    assert body == b"hello" and trailers == [("x-checksum", "abc"), ("server-timing", "db;dur=5")]
+    limits = Limits(header_size=2048)
+    many = b"".join(b"X-%d: " % i + b"v" * 90 + b"\r\n" for i in range(30))
+    assert rejected(CHUNKED + many + b"\r\n", limits) == 431
 
 
 def test_body_over_the_limit_is_413_by_content_length_and_by_chunks():
@@ -523,6 +611,27 @@ def test_unread_small_body_keeps_the_connection_and_a_big_one_closes_it():
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100000000\r\n\r\n")
     conn.next_event()
     assert b"Connection: close" in conn.response_head("200 OK", b"", 0, True)
+
+
+@pytest.mark.parametrize("body, arrived, keeps", [
+    (b"5\r\nhello\r\n0\r\n\r\n", None, True),                   # all there: drained, kept
+    (b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n", None, True),         # with a trailer
+    (b"5\r\nhello\r\n0\r\n\r\n", 12, False),                     # the last chunk still to come
+    (b"5\r\nhello\r\n", None, False),                              # more chunks may follow
+    (b"", None, False),                                               # nothing yet: size unknown
+    (b"5\r\nhelloXX", None, False),                                  # malformed: not drainable
+])
+def test_unread_chunked_body_closes_the_connection_unless_its_end_has_arrived(body, arrived, keeps):
+    conn = Connection()
+    raw = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    conn.receive_data(raw if arrived is None else raw[:len(raw) - len(body) + arrived])
+    conn.next_event()
+    head = conn.response_head("200 OK", b"Content-Length: 0\r\n", 0, True)
+    assert (b"Connection: close" not in head) is keeps
+    if keeps:
+        # The look ahead consumed nothing: the body is still there to read (or drain).
+        got = events(conn)
+        assert [type(e) for e in got] == [Data, EndOfMessage] and got[0].data == b"hello"
 
 
 def test_states_move_only_through_the_tables():

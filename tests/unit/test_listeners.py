@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from bridge.server.listeners import (BindError, NO_SOCKET_MESSAGE, open_listeners,
-                                     parse_bind)
+                                     parse_bind, set_socket_file)
 from support import SRC
 
 
@@ -36,6 +36,33 @@ def test_unix_socket_gets_the_requested_mode_and_is_removed_on_close(tmp_path):
     assert connects(listener)
     listener.close()
     assert not path.exists()
+
+
+@pytest.mark.parametrize("swap", ["symlink", "hardlink", "regular file"])
+def test_socket_mode_and_owner_never_reach_what_replaced_the_socket(tmp_path, swap):
+    """A user owning the socket's directory swaps the socket between bind and chmod/chown."""
+    target = tmp_path / "root-only"
+    target.write_text("secret\n")
+    target.chmod(0o600)
+    path = tmp_path / "app.sock"
+    if swap == "symlink":
+        os.symlink(target, path)
+    elif swap == "hardlink":
+        os.link(target, path)
+    else:
+        path.write_text("x")
+    with pytest.raises(OSError):
+        set_socket_file(str(path), mode=0o666, uid=65534, gid=65534)
+    st = os.stat(target)
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+
+
+def test_set_socket_file_changes_the_socket_itself(tmp_path):
+    path = tmp_path / "app.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        set_socket_file(str(path), mode=0o640, uid=-1, gid=os.getegid())
+        assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640
 
 
 def test_stale_unix_socket_is_replaced(tmp_path):

@@ -146,9 +146,9 @@ def run_check(spec, cwd, *args):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("no_such_module_xyz:app", "bridge: module 'no_such_module_xyz' not found"),
-    ("loadme:missing", "bridge: module 'loadme' has no attribute 'missing'"),
-    ("loadme:not_callable", "bridge: loadme:not_callable is a int, not a callable WSGI application"),
+    ("no_such_module_xyz:app", "bridge check: module 'no_such_module_xyz' not found"),
+    ("loadme:missing", "bridge check: module 'loadme' has no attribute 'missing'"),
+    ("loadme:not_callable", "bridge check: loadme:not_callable is an int, not a callable WSGI application"),
 ])
 def test_command_with_a_bad_app_prints_one_line_and_exits_2(tmp_path, spec, message):
     write_module(tmp_path)
@@ -164,7 +164,7 @@ def test_command_with_a_failing_factory_exits_2_with_its_traceback(tmp_path):
     proc = run_check("loadme:failing_factory()", tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
-    assert lines[0] == "bridge: factory loadme:failing_factory() raised RuntimeError: factory exploded"
+    assert lines[0] == "bridge check: factory loadme:failing_factory() raised RuntimeError: factory exploded"
     assert "Traceback (most recent call last):" in proc.stderr
     assert lines[-1] == "RuntimeError: factory exploded"
 

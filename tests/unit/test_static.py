@@ -1,7 +1,9 @@
 """bridge.middleware.Static called directly, as a WSGI server would (no network)."""
+import collections
 import gzip
 import io
 import os
+import threading
 
 import pytest
 
@@ -363,10 +365,10 @@ def test_unreadable_file_is_404_and_logged(site, monkeypatch):
     (site / "locked.txt").write_text("x")
     real_open = os.open
 
-    def deny(path, *args):
+    def deny(path, *args, **kwargs):
         if os.fsdecode(path).endswith("locked.txt"):
             raise PermissionError(13, "Permission denied")
-        return real_open(path, *args)
+        return real_open(path, *args, **kwargs)
     monkeypatch.setattr(os, "open", deny)   # the tests may run as root, who reads everything
     status, _, _, environ = run(static(site), "/s/locked.txt")
     assert status == "404 Not Found"
@@ -556,3 +558,102 @@ def test_docs_flag_table_is_the_declared_settings():
 def test_docs_show_the_nginx_configs_the_tests_load(conf):
     text = (DOCS / "middleware.md").read_text()
     assert "```nginx\n" + (DOCS / conf).read_text() + "```" in text
+
+
+# -- the walk: what is opened is what was checked ---------------------------------
+
+@pytest.fixture()
+def links(site, tmp_path):
+    """Symlinks of every kind inside the served directory (``site``)."""
+    (site / "css").mkdir()
+    (site / "css" / "main.css").write_bytes(CSS)
+    os.symlink("css/main.css", site / "rel-in.css")               # relative, stays inside
+    os.symlink("css", site / "css-dir")                           # a directory, inside
+    os.symlink("../css/main.css", site / "sub" / "up-in.css")     # climbs, stays inside
+    os.symlink("../site/app.css", site / "out-and-back.css")      # leaves, comes back by name
+    os.symlink("../secret.txt", site / "rel-out.txt")             # relative, leaves
+    os.symlink("/etc", site / "etc")                              # absolute, leaves
+    os.symlink(str(site / "css"), site / "abs-css")               # absolute, inside
+    os.symlink("loop-b", site / "loop-a")
+    os.symlink("loop-a", site / "loop-b")
+    os.symlink(".env", site / "dot-rel.txt")                      # to a dot-file
+    os.symlink(".git/config", site / "through-dot.txt")           # through a dot-directory
+    os.symlink("missing.txt", site / "dangling.txt")
+    os.symlink("app.css", site / "page2.html.gz")                 # a sibling that is a link, inside
+    return site
+
+
+@pytest.mark.parametrize("path", [
+    "/s/rel-in.css", "/s/css-dir/main.css", "/s/sub/up-in.css", "/s/abs-css/main.css",
+    "/s/link-in.css",
+])
+def test_symlinks_that_resolve_inside_the_directory_are_followed(links, path):
+    status, _, body, _ = run(static(links), path)
+    assert (status, body) == ("200 OK", CSS)
+
+
+@pytest.mark.parametrize("path", [
+    "/s/rel-out.txt", "/s/etc/passwd", "/s/etc/hostname", "/s/dir-out/secret.txt", "/s/link-out.txt",
+    "/s/out-and-back.css",        # refused: ".." may not climb above the directory, even to come back
+    "/s/loop-a", "/s/dangling.txt", "/s/dot-rel.txt", "/s/through-dot.txt", "/s/env-link.txt",
+])
+def test_symlinks_that_leave_the_directory_or_reach_a_dot_file_give_404(links, path):
+    status, _, body, _ = run(static(links), path)
+    assert status == "404 Not Found", path
+    assert body == b"Not Found\n"
+
+
+def test_a_sibling_that_is_a_symlink_inside_the_directory_is_served(links):
+    (links / "page2.html").write_text("<p>two</p>")
+    status, headers, body, _ = run(static(links), "/s/page2.html", accept_encoding="gzip")
+    assert headers.get("Content-Encoding") == "gzip" and body == CSS
+
+
+def test_no_descriptor_is_left_open_whatever_the_answer(links):
+    app = static(links, index=True)
+    paths = ["/s/app.css", "/s/rel-in.css", "/s/etc/passwd", "/s/loop-a", "/s/sub", "/s/sub/",
+             "/s/nodir/", "/s/missing", "/s/app.css/", "/s/pipe", "/s/page.html"]
+    os.mkfifo(links / "pipe")
+    (links / "page.html.gz").write_bytes(b"gz")
+    before = len(os.listdir("/proc/self/fd"))
+    for path in paths:
+        for headers in ({}, {"accept_encoding": "gzip"}, {"if_none_match": "*"}, {"range": "bytes=0-1"}):
+            run(app, path, **headers)
+            run(app, path, method="HEAD", **headers)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_swapping_a_directory_for_a_symlink_never_serves_the_outside_file(tmp_path):
+    """The race of issue 21 item 3: ``d`` flips between a directory holding
+    ``f`` and a symlink to a directory outside the root holding another ``f``.
+    Each request may get the inside file or a 404, never the outside one."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"inside\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"OUTSIDE\n")
+    aside = tmp_path / "aside"
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            os.rename(root / "d", aside)
+            os.symlink(outside, root / "d")
+            os.unlink(root / "d")
+            os.rename(aside, root / "d")
+
+    app = Static(None, {"/s": str(root)})
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    seen = collections.Counter()
+    try:
+        for _ in range(4000):
+            status, _, body, _ = run(app, "/s/d/f")
+            seen[status, body] += 1
+            if b"OUTSIDE" in body:
+                break
+    finally:
+        stop.set()
+        swapper.join()
+    assert ("200 OK", b"OUTSIDE\n") not in seen, dict(seen)

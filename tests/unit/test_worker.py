@@ -455,3 +455,211 @@ def test_a_request_polled_together_with_one_that_blocks_is_still_served():
         assert read_line(first) == b"block"
         for conn in busy:
             assert read_line(conn) == b"sleep 0.5"
+
+
+# -- the idle sweep: nothing that has arrived is dropped ---------------------------
+
+class _IdleHandler:
+    def __init__(self, deadline, lingering: bool = False) -> None:
+        self.idle_deadline = deadline
+        self.lingering = lingering
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("deadline, idle_timeout", [
+    (100.0, None),      # the handler's deadline: keep-alive end, header timeout of a new connection
+    (None, 100.0),      # the worker's idle timeout (FastCGI between requests)
+])
+def test_sweep_spares_an_expired_connection_whose_next_request_has_arrived(deadline, idle_timeout):
+    from bridge.server.worker import Connection, idle_expired
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        conns = []
+        for server, _ in pairs:
+            conn = Connection(server, _IdleHandler(deadline))
+            conn.busy = False
+            conns.append(conn)
+        silent, request, eof, busy = conns
+        pairs[1][1].sendall(b"POST /once HTTP/1.1\r\n")    # arrived while every thread was busy
+        pairs[2][1].close()                                  # EOF: its thread closes it
+        busy.busy = True
+        assert idle_expired(conns, 1000.0, idle_timeout) == [silent]
+        # Before the deadline nothing goes, input or not.
+        assert idle_expired(conns, 1.0, idle_timeout) == []
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_sweep_leaves_a_request_sent_into_the_keep_alive_window_to_the_busy_thread():
+    with Running(threads=1, idle_timeout=0.3) as r:
+        with r.connect() as kept, r.connect() as slow:
+            assert ask(kept, b"first") == b"first"
+            slow.sendall(b"sleep 1\n")
+            wait_until(lambda: r.worker.state.busy_threads == 1)
+            kept.sendall(b"second\n")          # inside the window; the only thread is busy
+            assert read_line(slow) == b"sleep 1"
+            assert read_line(kept) == b"second"
+
+
+# -- an idle worker sleeps ----------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_idle_worker_wakes_only_a_few_times_a_second(threads):
+    with Running(threads=threads) as r:
+        with r.connect() as c:
+            for i in range(20):         # requests come in: the monitor looks every few ms
+                assert ask(c, b"%d" % i) == b"%d" % i
+        time.sleep(0.3)                 # past the monitor's linger
+        before = r.worker.wakeups
+        time.sleep(1.0)
+        # 4 sweeps and a tick a second; the monitor's 1-5 ms looks made it 200+.
+        assert r.worker.wakeups - before < 20
+        with r.connect() as c:          # and it still wakes up for a request
+            assert ask(c, b"after") == b"after"
+
+
+# -- accept limits: a busy worker leaves what it cannot start in the kernel's queue --
+
+def test_worker_with_siblings_leaves_a_queued_burst_it_cannot_start_to_them():
+    # The burst is in the kernel's queue before the worker looks: the thread
+    # that accepts the first must not take the rest in its batch.
+    listeners = open_listeners(["127.0.0.1:0"], socket_mode=0o600)
+    address = listeners[0].sock.getsockname()
+    clients = [socket.create_connection(address, timeout=10) for _ in range(5)]
+    for c in clients:
+        c.sendall(b"block\n")
+    worker = Worker(listeners, EchoHandler, threads=1, accept_limit=2)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert EchoHandler.started.wait(10)
+        assert worker.state.accepted == 2 and worker._paused   # the one running, one more
+        EchoHandler.release.set()
+        for c in clients:
+            assert read_line(c) == b"block"
+        assert worker.state.accepted == 5
+    finally:
+        EchoHandler.release.set()
+        worker.stop(graceful=False)
+        thread.join(10)
+        for c in clients:
+            c.close()
+        for listener in listeners:
+            listener.close()
+
+
+def test_batch_accepted_connection_counts_in_hand_until_served_or_closed(tmp_path):
+    # A unix socket: no TCP_DEFER_ACCEPT, so silent connections are accepted too.
+    listeners = open_listeners([f"unix:{tmp_path}/s.sock"], socket_mode=0o600)
+    address = listeners[0].sock.getsockname()
+    clients = []
+    for _ in range(3):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(10)
+        c.connect(address)
+        clients.append(c)
+    clients[0].sendall(b"block\n")
+    worker = Worker(listeners, EchoHandler, threads=1, accept_limit=3, idle_timeout=0.5)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        assert EchoHandler.started.wait(10)
+        assert worker.state.accepted == 3 and worker._in_hand == 3 and worker._paused
+        # The two silent ones reach their idle timeout: closed, no longer in hand.
+        wait_until(lambda: worker._in_hand == 1)
+        assert not worker._paused
+        assert clients[1].recv(10) == b"" and clients[2].recv(10) == b""
+        EchoHandler.release.set()
+        assert read_line(clients[0]) == b"block"
+        wait_until(lambda: worker._in_hand == 0)
+    finally:
+        EchoHandler.release.set()
+        worker.stop(graceful=False)
+        thread.join(10)
+        for c in clients:
+            c.close()
+        for listener in listeners:
+            listener.close()
+
+
+def test_worker_holds_at_most_max_connections_the_rest_wait_in_the_kernels_queue():
+    with Running(threads=3, max_connections=3) as r:
+        held = [r.connect() for _ in range(3)]
+        for c in held:
+            c.sendall(b"sleep 0.5\n")
+        wait_until(lambda: r.worker.state.accepted == 3 and r.worker._paused)
+        late = r.connect()                 # completes in the kernel's listen queue
+        late.sendall(b"late\n")
+        # Paused with the three busy: the fourth stays in the kernel's queue.
+        assert r.worker._paused and r.worker._open == 3 and r.worker.state.accepted == 3
+        for c in held:
+            assert read_line(c) == b"sleep 0.5"
+            c.close()                      # slots free: the next one is taken
+        assert read_line(late) == b"late"
+        assert r.worker.state.accepted == 4
+        late.close()
+
+
+def test_default_max_connections_leaves_half_the_open_files_limit_to_the_app(monkeypatch):
+    import resource
+    from bridge.server import worker as worker_module
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (256, 4096))
+    assert worker_module.default_max_connections() == 128
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY,) * 2)
+    assert worker_module.default_max_connections() > 1000
+
+
+class _ExhaustedSocket:
+    def accept(self):
+        import errno
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+class _ExhaustedListener:
+    name = "127.0.0.1:1"
+    kind = "tcp"
+    sock = _ExhaustedSocket()
+
+
+def test_running_out_of_descriptors_on_accept_pauses_and_is_logged_once(caplog):
+    worker = Worker([], EchoHandler, threads=1)
+    with caplog.at_level("ERROR", logger="bridge.server"):
+        for _ in range(50):
+            worker._resume_at = 0.0
+            assert worker._accept(_ExhaustedListener()) is None
+            assert worker._paused
+    [record] = [r for r in caplog.records if "Too many open files" in r.getMessage()]
+    assert "ulimit -n" in record.getMessage()
+
+
+def test_at_max_connections_the_longest_idle_connection_makes_room_for_a_new_one():
+    with Running(threads=1, max_connections=2, idle_timeout=None) as r:
+        oldest, recent = r.connect(), r.connect()
+        assert ask(oldest, b"one") == b"one"
+        assert ask(recent, b"two") == b"two"
+        late = r.connect()                  # waits in the listen queue: the cap is reached
+        late.sendall(b"late\n")
+        assert read_line(late) == b"late"   # served, in a sweep or two, not never
+        assert oldest.recv(10) == b""       # the longest idle one was closed for it
+        for c in (oldest, recent, late):
+            c.close()
+
+
+def test_sweep_holds_a_lingering_connections_deadline_even_while_its_client_keeps_sending():
+    # Closing gently, the handler only drops what still comes: nothing there
+    # is a request, and a client that never stops sending must not keep it.
+    from bridge.server.worker import Connection, idle_expired
+    server, client = socket.socketpair()
+    try:
+        conn = Connection(server, _IdleHandler(100.0, lingering=True))
+        conn.busy = False
+        client.sendall(b"more of a refused body")
+        assert idle_expired([conn], 1000.0, None) == [conn]
+        assert idle_expired([conn], 1.0, None) == []
+    finally:
+        server.close()
+        client.close()

@@ -359,7 +359,18 @@ def test_a_malformed_status_is_a_500(status):
     assert "WSGIError" in log and "status" in log
 
 
-@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops"])
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "103 Early Hints",
+                                    "199 Misc", "600 Beyond", "999 Internal"])
+def test_a_status_that_is_no_final_http_response_is_a_500(status):
+    # A 1xx is interim (RFC 9110 §15.2): sent as the answer, the client takes
+    # the next response on the connection for it.  600-999 are no HTTP codes.
+    t, response, log = run(simple(status=status))
+    assert t.status == "500 Internal Server Error" and response.failed
+    assert "WSGIError" in log and "status" in log
+
+
+@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "299 Whatever You Like", "500 Oops",
+                                    "599 Last"])
 def test_a_well_formed_status_is_sent_as_given(status):
     t, response, _ = run(simple(status=status))
     assert t.status == status and not response.failed
@@ -400,6 +411,43 @@ def test_a_hop_by_hop_header_from_the_app_is_a_500(name):
     t, _, log = run(simple(headers=[(name, "close")]))
     assert t.status == "500 Internal Server Error"
     assert "hop-by-hop" in log
+
+
+@pytest.mark.parametrize("name", ["Status", "status", "STATUS"])
+def test_a_status_header_from_the_app_is_a_500_never_a_second_cgi_status_line(name):
+    """Under CGI and FastCGI a ``Status:`` field *is* the response status (RFC 3875 §6.3.3):
+    an app's own would be a second one on the wire, and the web server picks one of them."""
+    t, _, log = run(simple(headers=[("Content-Type", "text/plain"), (name, "200 OK")]))
+    assert t.status == "500 Internal Server Error"
+    assert "Status" in log and "start_response" in log
+
+
+class Lookalike(str):
+    """A str that claims to equal (and hashes like) a header already checked."""
+
+    def __new__(cls, text, like):
+        self = super().__new__(cls, text)
+        self.like = like
+        return self
+
+    def __eq__(self, other):
+        return True
+
+    def __hash__(self):
+        return hash(self.like)
+
+
+@pytest.mark.parametrize("header", [
+    ("X-Cached", Lookalike("a\r\nSet-Cookie: x=1", "fine")),
+    (Lookalike("Bad Name\r\nSet-Cookie: x=1", "X-Cached"), "fine"),
+    ("Content-Length", Lookalike("5, 6", "5")),
+])
+def test_the_header_cache_answers_only_for_the_exact_pair_it_checked(header):
+    for _ in range(3):   # the genuine pairs checked and cached first
+        assert run(simple(headers=[("X-Cached", "fine"), ("Content-Length", "5")]))[0].status == "200 OK"
+    t, _, log = run(simple(headers=[header]))
+    assert t.status == "500 Internal Server Error"
+    assert b"Set-Cookie" not in t.wire and b"5, 6" not in t.wire
 
 
 @pytest.mark.parametrize("headers", [(("Content-Type", "text/plain"),), [["Content-Type", "text/plain"]],
@@ -549,6 +597,31 @@ def test_the_apps_own_content_length_is_kept_and_its_header_list_never_changed()
     assert headers == [("Content-Type", "text/plain")]
 
 
+@pytest.mark.parametrize("lengths", [("3", "30"), ("5", "6"), ("5", "5", "6"), ("0", "5")])
+@pytest.mark.parametrize("cached", [False, True])
+def test_differing_content_lengths_from_an_app_are_a_500(lengths, cached):
+    names = ["Content-Length", "content-length", "CONTENT-LENGTH"]
+    headers = [(names[i % 3], v) for i, v in enumerate(lengths)]
+    if cached:   # each pair alone already checked (and cached) by earlier responses
+        for h in headers:
+            run(simple(headers=[h], body=[b"x" * int(h[1])]))
+    t, response, log = run(simple(headers=headers, body=[b"x" * int(lengths[-1])]))
+    assert t.status == "500 Internal Server Error" and response.failed
+    assert [v for k, v in t.head[2] if k.lower() == "content-length"] == [str(len(ERROR_BODY))]
+    assert "Content-Length fields that differ" in log
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_identical_content_lengths_from_an_app_go_out_as_one(cached):
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("content-length", "5")]
+    for _ in range(2 if cached else 1):
+        for app in (simple(headers=headers), closing_app(Closing([b"hel", b"lo"]), headers=headers)):
+            t, _, _ = run(app)
+            assert t.status == "200 OK" and t.body == b"hello"
+            assert [v for k, v in t.head[2] if k.lower() == "content-length"] == ["5"]
+    assert headers == [("Content-Type", "text/plain"), ("Content-Length", "5"), ("content-length", "5")]
+
+
 def test_a_body_shorter_than_its_content_length_is_cut_off():
     t, response, log = run(simple(headers=[("Content-Type", "text/plain"), ("Content-Length", "10")],
                                   body=[b"a", b"b"]))
@@ -592,6 +665,21 @@ def test_head_of_a_streamed_response_sends_headers_and_stops_iterating():
     t, _, _ = run(closing_app(result), method="HEAD")
     assert t.status == "200 OK" and t.body == b""
     assert result.yielded == 1 and result.closed == 1
+
+
+@pytest.mark.parametrize("length", ["0", "5", "7"])
+def test_a_204_never_carries_the_content_length_an_app_gave(length):
+    # RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204.
+    t, response, _ = run(simple(status="204 No Content", headers=[("Content-Length", length), ("X-A", "1")],
+                                body=[b"hello"]))
+    assert t.status == "204 No Content" and t.body == b"" and not response.failed
+    assert [n.lower() for n in t.headers] == ["x-a"]
+
+
+def test_a_304_keeps_the_content_length_of_the_representation():
+    # RFC 9110 §8.6 allows it there (the size a 200 would have had).
+    t, _, _ = run(simple(status="304 Not Modified", headers=[("Content-Length", "5")], body=[b""]))
+    assert t.headers.get("Content-Length") == "5" and t.body == b""
 
 
 @pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
@@ -765,3 +853,50 @@ def test_file_wrapper_to_head_sends_no_body():
 
 def test_wsgi_error_is_a_real_exception_not_an_assertion():
     assert issubclass(WSGIError, Exception) and not issubclass(WSGIError, AssertionError)
+
+
+# -- internal redirects (RFC 3875 §6.2.2 local redirects, served by the gateway) -----------
+
+
+def test_an_internal_redirect_runs_the_whole_app_again_with_the_new_environ():
+    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, InternalRedirect
+    seen = []
+
+    def app(env, start_response):
+        seen.append((env["PATH_INFO"], env[INTERNAL_REDIRECT_ROOT]))
+        if env["PATH_INFO"] == "/old":
+            raise InternalRedirect(dict(env, PATH_INFO="/new", REQUEST_URI="/new"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"new page"]
+    t = Recorder()
+    env = environ(PATH_INFO="/old", SCRIPT_NAME="/root", REQUEST_METHOD="HEAD")
+    response = call_app(app, env, t)
+    assert seen == [("/old", "/root"), ("/new", "/root")]
+    assert t.head[1] == "200 OK" and t.body == b""        # still the client's HEAD
+    assert response.environ is env                         # the access log keeps the request sent
+
+
+def test_an_app_redirecting_forever_is_stopped_with_a_500():
+    from bridge.wsgi import MAX_INTERNAL_REDIRECTS, InternalRedirect
+    calls = []
+
+    def app(env, start_response):
+        calls.append(1)
+        raise InternalRedirect(dict(env))
+    t = Recorder()
+    errors = io.StringIO()
+    call_app(app, environ(errors=errors), t)
+    assert t.head[1] == "500 Internal Server Error"
+    assert len(calls) == MAX_INTERNAL_REDIRECTS + 1
+    assert "internal redirects" in errors.getvalue()
+
+
+def test_an_internal_redirect_after_start_response_is_an_error():
+    from bridge.wsgi import InternalRedirect
+
+    def app(env, start_response):
+        start_response("200 OK", [])
+        raise InternalRedirect(dict(env))
+    t = Recorder()
+    call_app(app, environ(), t)
+    assert t.head[1] == "500 Internal Server Error"

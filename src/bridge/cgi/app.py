@@ -17,7 +17,7 @@ What the RFC asks of the server, and where it is done here:
   string (§4.4 leaves it to the server; it was CVE-2012-1823).
 - §6 the response: :mod:`bridge.cgi.rfc3875` (``find_head_end``, ``parse_head``, also used
   by the FastCGI client for STDOUT); ``Status:``, ``Location:`` (§6.2.2 local
-  redirects are served again from the top, §6.2.3 client redirects get a
+  redirects are served again by the whole stack, §6.2.3 client redirects get a
   302), everything else passed on, hop-by-hop fields dropped.
 
 Streams are pumped with ``selectors`` in the calling thread: the body goes
@@ -30,7 +30,9 @@ reason goes to ``wsgi.errors``; the client only sees the status.
 from __future__ import annotations
 
 import os
+import sys
 
+from bridge.logtext import escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, CGIHead, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 
@@ -106,34 +108,45 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
                    max_redirects: int = 10) -> Iterable[bytes]:
     """§6.2.2: serve ``location`` as if the client had asked for it, with GET and no body.
 
-    From the top of the outermost :func:`bridge.mount` if there is one (the
-    new path may belong to another app), else through ``app`` itself when
-    the path is under its SCRIPT_NAME, else as a 302 the client follows.
+    Under bridge's gateways, by raising :class:`bridge.wsgi.InternalRedirect`:
+    the whole stack -- status paths, Static, Gzip, every mount -- serves the
+    new path from the top, as Apache's internal redirect does.  Under
+    another WSGI server, from the top of the outermost :func:`bridge.mount`
+    if there is one, else through ``app`` itself.  A path outside all of
+    it becomes a 302 the client follows.  More than ``max_redirects`` in a
+    row (a loop): 500, and a log line naming the last location.
     """
     depth = environ.get("bridge.cgi.redirects", 0) + 1
     if depth > max_redirects:
         _log(environ, f"bridge: more than {max_redirects} CGI local redirects "
-                      f"(last to {location}); giving up (500)")
+                      f"(last to {escape(location)}); giving up (500)")
         return _plain(start_response, "500 Internal Server Error")
     from bridge.middleware.mount import ROOT_KEY
-    from bridge.wsgi import decode_path
+    from bridge.wsgi import INTERNAL_REDIRECT_ROOT, AmbiguousPath, InternalRedirect, decode_path, remove_dot_segments
     import io
     uri = location.partition("#")[0]
     raw_path, _, query = uri.partition("?")
-    path = decode_path(raw_path.encode("latin-1"))
-    root = environ.get(ROOT_KEY)
-    if root is not None:
-        app, base = root
+    try:
+        path = remove_dot_segments(decode_path(raw_path.encode("latin-1")))
+    except AmbiguousPath:
+        _log(environ, f"bridge: CGI local redirect to {escape(location)} has '..' after '//'; refused (502)")
+        return _plain(start_response, "502 Bad Gateway")
+    whole_stack = environ.get(INTERNAL_REDIRECT_ROOT)
+    mount_root = environ.get(ROOT_KEY)
+    if whole_stack is not None:
+        base = whole_stack
+    elif mount_root is not None:
+        app, base = mount_root
     else:
         base = environ.get("SCRIPT_NAME", "")
     if base and not (path == base or path.startswith(base + "/")):
         # Outside anything this process serves: let the client follow it.
-        _log(environ, f"bridge: CGI local redirect to {location} is outside {base or '/'}; "
+        _log(environ, f"bridge: CGI local redirect to {escape(location)} is outside {escape(base) or '/'}; "
                       f"sent as a 302 instead")
         start_response("302 Found", [("Location", location), ("Content-Length", "0")])
         return [b""]
     new = dict(environ)
-    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated"):
+    for key in ("CONTENT_LENGTH", "CONTENT_TYPE", "wsgi.input_terminated", ROOT_KEY):
         new.pop(key, None)
     new["REQUEST_METHOD"] = "GET"
     new["wsgi.input"] = io.BytesIO(b"")
@@ -142,6 +155,8 @@ def local_redirect(app: Callable, environ: dict, location: str, start_response: 
     new["QUERY_STRING"] = query
     new["REQUEST_URI"] = uri
     new["bridge.cgi.redirects"] = depth
+    if whole_stack is not None:
+        raise InternalRedirect(new)
     return app(new, start_response)
 
 
@@ -257,6 +272,13 @@ class CGIApp:
         return run
 
 
+#: Each script runs in its own process group, so a timeout kills its children
+#: too; and in the worker's session (Python 3.11's ``process_group``), so a
+#: worker killed by the master takes them along (bridge.server.process.kill_session).
+#: Python 3.10 has only ``start_new_session``: the group, not the session.
+_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+
+
 class _Run:
     """One running script: feeds stdin, drains stderr, hands out stdout; the response iterable."""
 
@@ -272,8 +294,7 @@ class _Run:
         self.proc = subprocess.Popen(
             [script], executable=script, env=env, cwd=os.path.dirname(script),
             stdin=subprocess.PIPE if self.left else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)   # its own process group: a timeout kills its children too
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_OWN_GROUP)
         self.sel = selectors.DefaultSelector()
         self.out_fd = self.proc.stdout.fileno()
         self.err_fd = self.proc.stderr.fileno()
@@ -362,7 +383,7 @@ class _Run:
         name = os.path.basename(self.script)
         for line in lines:
             if line or not end:
-                _log(self.environ, f"[cgi {name}] " + line)
+                _log(self.environ, f"[cgi {name}] " + escape(line))
 
     def read_head(self) -> CGIHead:
         import time
@@ -414,11 +435,11 @@ class _Run:
                 self._step(deadline)
         except (_Timeout, OSError):
             pass
-        import subprocess
-        try:
-            self.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        # Still running, or gone but its pipes still held by what it started
+        # (``sleep 300 &`` keeps stdout open): past its time, the group goes.
+        if not self._exited_by(deadline) or self.sel.get_map():
             self.kill()
+        self.proc.wait()
         if self.sel.get_map():
             # Killed (or it closed stdout but kept stderr): collect its last words.
             end = time.monotonic() + 1.0
@@ -437,10 +458,30 @@ class _Run:
             self._stderr(b"", end=True)
         self.sel.close()
 
+    def _exited_by(self, deadline: float) -> bool:
+        """Whether the script has ended by ``deadline``, *without* reaping it.
+
+        Unreaped, its pid stays reserved as its process group's id, so a
+        later ``killpg`` cannot hit another process that took the number.
+        """
+        import time
+        delay = 0.0005
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                    return True
+            except ChildProcessError:
+                return True          # reaped already
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
     def kill(self) -> None:
-        """SIGKILL the script's process group (it runs in its own session)."""
+        """SIGKILL the script's process group: the script and whatever it started in it."""
         import signal
-        if self.proc.poll() is None:
+        if self.proc.returncode is None:     # not reaped: the group id is still its
             self.killed = True
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)

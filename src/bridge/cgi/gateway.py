@@ -18,7 +18,8 @@ only when the app is given by name, ``traceback`` only on failure.
 import os
 import sys
 
-from bridge.wsgi import BoundedInput, InputStream, call_app, encode_headers, make_environ
+from bridge.wsgi import (AmbiguousPath, BoundedInput, InputStream, call_app, encode_headers, make_environ,
+                         refuse_ambiguous_path, remove_dot_segments)
 
 # Annotations that name typing's types are strings, and there is no
 # `from __future__ import annotations`: that line imports the __future__
@@ -112,17 +113,18 @@ def write_error_response(out: "BinaryIO", message: str, errors: "Optional[TextIO
 
 
 def _load(app: "Union[str, Callable, None]", pythonpath: "Iterable[str]", chdir: "Optional[str]",
-          config: object = None) -> "Callable":
+          config: object = None, in_script: bool = False) -> "Callable":
     if isinstance(app, str):
-        from bridge.loader import load_app
-        app = load_app(app, pythonpath, chdir)
+        from bridge.loader import COMMAND_PATH_SETTINGS, SCRIPT_PATH_SETTINGS, load_app
+        app = load_app(app, pythonpath, chdir,
+                       path_settings=SCRIPT_PATH_SETTINGS if in_script else COMMAND_PATH_SETTINGS)
     elif pythonpath or chdir:
         from bridge.loader import prepare_path
         prepare_path(pythonpath, chdir)
     if config is not None:
         # --mount, middleware flags...: hooks(app, config) -> app
         import bridge.config as _config
-        for hook in _config.APP_WRAPPERS:
+        for hook in _config.app_wrappers():
             app = hook(app, config)
     if not callable(app):
         from bridge.loader import AppLoadError
@@ -134,7 +136,7 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
             stdout: "Optional[BinaryIO]" = None, stderr: "Optional[TextIO]" = None,
             environ: "Optional[dict]" = None, script_name: "Optional[str]" = None,
             pythonpath: "Iterable[str]" = (), chdir: "Optional[str]" = None,
-            config: object = None) -> int:
+            config: object = None, in_script: bool = False) -> int:
     """Handle the one request of this CGI process; returns 0 (a response was written).
 
     ``app`` is a WSGI callable or its name (``"module:callable"``,
@@ -142,7 +144,9 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     it still answers ``500`` (a cgi-bin script that does ``from myapp import
     app`` itself dies before bridge can answer, and Apache says only
     "End of script output before headers").  ``config`` (from ``bridge cgi``)
-    applies the ``bridge.config.APP_WRAPPERS`` hooks.
+    applies the ``bridge.config.APP_WRAPPERS`` hooks.  ``in_script``: called
+    by a cgi-bin script's ``run()``, so a failure to load names the script's
+    ``run()`` arguments, not the command's flags.
     """
     stdin = stdin if stdin is not None else sys.stdin.buffer
     stdout = stdout if stdout is not None else sys.stdout.buffer
@@ -154,10 +158,11 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     transport = CGITransport(stdout)
     try:
         try:
-            wsgi_app = _load(app, pythonpath, chdir, config)
+            wsgi_app = _load(app, pythonpath, chdir, config, in_script)
         except Exception as exc:
+            from bridge.config import ConfigError    # the error path only: no cost per request
             from bridge.loader import AppLoadError
-            if isinstance(exc, AppLoadError):
+            if isinstance(exc, (AppLoadError, ConfigError)):
                 message = f"bridge cgi: {exc}"
             else:
                 import traceback
@@ -175,6 +180,13 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
                 body, terminated = BoundedInput(stdin, 0), False
         env = make_environ(env, input=body, errors=errors, multithread=False,
                            multiprocess=True, run_once=True, input_terminated=terminated)
+        if "/." in env["PATH_INFO"]:
+            # Apache and nginx normalise before they route; a server that
+            # did not must not let a mount route differently (RFC 3986 §5.2.4).
+            try:
+                env["PATH_INFO"] = remove_dot_segments(env["PATH_INFO"])
+            except AmbiguousPath:
+                wsgi_app = refuse_ambiguous_path
         if script_name:
             from bridge.wsgi import apply_script_name
             apply_script_name(env, script_name)
@@ -194,6 +206,33 @@ def run_cgi(app: "Union[str, Callable]", *, stdin: "Optional[BinaryIO]" = None,
     finally:
         sys.stdout = saved_stdout
     return 0
+
+
+#: The keywords of ``run()`` the CGI gateway itself takes (see :func:`run_script`).
+CGI_KEYWORDS = frozenset(("stdin", "stdout", "stderr", "environ", "script_name", "pythonpath",
+                          "chdir", "config"))
+
+
+def run_script(app: "Union[str, Callable]", **options) -> int:
+    """``bridge.run(app, ...)`` in a cgi-bin script started as CGI.
+
+    The same script serves FastCGI under mod_fcgid, so its ``run()`` may
+    carry settings of the server (``threads=8``): they mean nothing for one
+    request and are left out, instead of a TypeError before any output
+    (Apache's bare "End of script output before headers").  A keyword that
+    is no setting at all gets a 500 and one line naming it, with the nearest
+    setting for a typo.
+    """
+    extra = [name for name in options if name not in CGI_KEYWORDS]
+    if extra:
+        from bridge.config import unknown_keywords
+        problem = unknown_keywords(extra)
+        if problem:
+            out = options.get("stdout") or sys.stdout.buffer
+            write_error_response(out, f"bridge cgi: {problem}", options.get("stderr"))
+            return 0
+        options = {name: value for name, value in options.items() if name in CGI_KEYWORDS}
+    return run_cgi(app, in_script=True, **options)
 
 
 NOT_CGI = (

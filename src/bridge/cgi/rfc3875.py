@@ -7,6 +7,9 @@ Nothing here does I/O; the tests feed it byte strings.
 """
 from __future__ import annotations
 
+from bridge.http.abnf import HEAD_ALLOWED_BYTES
+from bridge.wsgi import HOP_BY_HOP, TCHAR, merge_content_length
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
@@ -16,15 +19,6 @@ __all__ = ["cgi_variables", "find_head_end", "head_search_resume", "parse_head",
 
 #: A header block larger than this is garbage, not a CGI response.
 MAX_HEAD = 64 * 1024
-
-#: RFC 9110 §7.6.1: connection-specific fields; the gateway owns the connection.
-HOP_BY_HOP = frozenset((
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-))
-
-# RFC 9110 §5.6.2:  token = 1*tchar
-TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 #: Variables a web server commonly adds beyond RFC 3875 §4.1 (Apache, nginx's
 #: fastcgi_params) that scripts rely on; passed through from the environ.
@@ -207,17 +201,27 @@ def parse_head(head: bytes) -> CGIHead:
     location = None
     headers: list = []
     has_type = False
+    length = None
+    # RFC 9110 §5.5: CR, LF, NUL and the other CTLs (HTAB aside) are invalid
+    # in a field.  One check over every byte of the block, before any line
+    # is looked at, so no kind of line (folded or not) can carry one past it.
+    bad = head.translate(None, HEAD_ALLOWED_BYTES)
+    if bad:
+        raise BadResponse(f"control character {bad[:1]!r} in the header block")
     for raw in head.split(b"\n"):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
+        if b"\r" in raw:
+            raise BadResponse(f"bare CR in a header line: {raw[:80]!r}")
         if not raw:
             continue
         if raw[:1] in (b" ", b"\t"):
-            # obs-fold (RFC 9112 §5.2): a continuation joins the previous field.
+            # obs-fold (RFC 9112 §5.2): a continuation joins the previous
+            # field, the fold replaced by one space.
             if not headers:
                 raise BadResponse(f"header block starts with a continuation line: {raw[:80]!r}")
             name, value = headers[-1]
-            headers[-1] = (name, value + " " + raw.strip().decode("latin-1"))
+            headers[-1] = (name, value + " " + raw.strip(b" \t").decode("latin-1"))
             continue
         name, colon, value = raw.partition(b":")
         if not colon:
@@ -229,8 +233,6 @@ def parse_head(head: bytes) -> CGIHead:
         if not name_s or not all(c in TCHAR for c in name_s):
             raise BadResponse(f"invalid header name {name[:80]!r}")
         value_s = value.strip(b" \t").decode("latin-1")
-        if any(c < " " and c != "\t" or c == "\x7f" for c in value_s):
-            raise BadResponse(f"control character in the {name_s} header: {value[:80]!r}")
         lower = name_s.lower()
         if lower == "status":
             if status is not None:
@@ -253,8 +255,16 @@ def parse_head(head: bytes) -> CGIHead:
         else:
             if lower == "content-type":
                 has_type = True
-            elif lower == "content-length" and not (value_s.isdigit() and value_s.isascii()):
-                raise BadResponse(f"invalid Content-Length {value_s[:80]!r}")
+            elif lower == "content-length":
+                # The WSGI core's rule: differing values are refused (502 here),
+                # identical ones count as one field.
+                seen = length is not None
+                try:
+                    length = merge_content_length(length, value_s)
+                except ValueError as exc:
+                    raise BadResponse(str(exc)[:120]) from None
+                if seen:
+                    continue
             headers.append((name_s, value_s))
     if status is None and location is None and not has_type:
         raise BadResponse("no Status, Location or Content-Type header: not a CGI response")

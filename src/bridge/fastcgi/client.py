@@ -22,6 +22,14 @@ behind php-fpm.
   connection is taken out for ``retry_after`` seconds (one log line when it
   goes, one when it comes back), and the request moves on to the next one.
   If none can take it: 502 with a log line naming each backend and why.
+- A request is moved to another backend only if it cannot have run twice,
+  nginx's ``fastcgi_next_upstream error`` without ``non_idempotent``: the
+  connection failed before the backend had the whole request (PARAMS ended,
+  the point where php-fpm starts the script), or the method is idempotent
+  (RFC 9110 §9.2.2) and no byte of the response or of the body was used.
+  A POST whose backend read the request and then closed (a php-fpm child
+  killed mid-request) is a 502, not a second run; and that backend is not
+  taken out, since it was reachable: the script died, not the server.
   A backend silent for ``timeout`` seconds: 504 (or the response is cut
   off if its head was already sent).
 """
@@ -32,6 +40,7 @@ import threading
 import time
 
 from bridge.cgi.app import UpstreamError, _log, _plain, local_redirect, request_body
+from bridge.logtext import describe_request, escape
 from bridge.cgi.rfc3875 import (MAX_HEAD, BadResponse, cgi_variables, find_head_end, split_log_lines,
                                 head_search_resume, parse_head)
 from bridge.fastcgi.protocol import (BEGIN_REQUEST, END_REQUEST, KEEP_CONN, OVERLOADED, PARAMS,
@@ -48,6 +57,8 @@ __all__ = ["FastCGIApp", "Backend", "parse_address"]
 REQUEST_ID = 1
 #: Body bytes per STDIN record: a multiple of 8 below 65535 (§3.3), so no padding.
 STDIN_CHUNK = 65528
+
+_EMPTY_STDIN = encode_record(STDIN, REQUEST_ID, b"")
 
 _PROTOCOL_STATUS = {1: "CANT_MPX_CONN", 2: "OVERLOADED", 3: "UNKNOWN_ROLE"}
 
@@ -115,8 +126,20 @@ def _alive(sock: socket.socket) -> bool:
     return False   # b"" (closed) or stray bytes: either way not a clean idle connection
 
 
+#: RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
+#: Unknown methods count as not idempotent (nginx retries only what it knows is safe).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
 class _Retry(Exception):
-    """The connection died before the backend saw anything we cannot resend: try another."""
+    """The connection died where resending cannot run the request twice: try another.
+
+    ``delivered``: the backend had the whole request (so it was reachable; a
+    retry of an idempotent request must not take it out of the rotation)."""
+
+    def __init__(self, reason: str, delivered: bool) -> None:
+        super().__init__(reason)
+        self.delivered = delivered
 
 
 class _Timeout(Exception):
@@ -277,9 +300,9 @@ class FastCGIApp:
                 + encode_record(PARAMS, REQUEST_ID, encode_pairs(params))
                 + encode_record(PARAMS, REQUEST_ID, b""))
         if body is None:
-            head += encode_record(STDIN, REQUEST_ID, b"")
+            head += _EMPTY_STDIN
         failures = []
-        describe = f"{environ.get('REQUEST_METHOD', '?')} {environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
+        describe = describe_request(environ)   # escaped: the decoded path may hold a LF or ESC
         for backend in self._candidates():
             attempts = 0
             while True:
@@ -300,7 +323,8 @@ class FastCGIApp:
                     if reused and attempts < 3:
                         continue   # a stale pooled connection: open a fresh one
                     failures.append(f"{backend.name} ({exc})")
-                    self._mark_down(backend, str(exc), environ)
+                    if not exc.delivered:
+                        self._mark_down(backend, str(exc), environ)
                     break
                 except _Timeout:
                     ex.release(False)
@@ -363,6 +387,10 @@ class _Exchange:
         self.environ = environ
         self.timeout = app.timeout
         self.out = memoryview(head)
+        # Bytes of ``head`` up to the end of PARAMS: once they are out, the
+        # backend may have started the script (php-fpm does, before STDIN).
+        self.unsent_params = len(head) - (len(_EMPTY_STDIN) if body is None else 0)
+        self.idempotent = environ.get("REQUEST_METHOD", "GET") in IDEMPOTENT_METHODS
         self.body = body
         self.left = length if body is not None else 0
         self.stdin_done = body is None
@@ -413,6 +441,7 @@ class _Exchange:
             while len(self.out):
                 n = self.sock.send(self.out)
                 self.out = self.out[n:]
+                self.unsent_params = max(0, self.unsent_params - n)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -465,9 +494,13 @@ class _Exchange:
                                   overloaded=protocol_status == OVERLOADED)
 
     def _lost(self, reason: str) -> None:
+        """The connection broke: resend elsewhere only if that cannot run the request twice."""
         self.eof = True
-        if self.received == 0 and self.consumed == 0:
-            raise _Retry(reason)
+        delivered = self.unsent_params == 0
+        if self.received == 0 and self.consumed == 0 and (self.idempotent or not delivered):
+            raise _Retry(reason, delivered)
+        if delivered and not self.idempotent and self.received == 0:
+            reason += " (after the whole request was sent: not retried, the method is not idempotent)"
         raise _BackendLost(reason)
 
     def _stdout(self, data: bytes) -> None:
@@ -493,7 +526,7 @@ class _Exchange:
         lines, self.err_buf = split_log_lines(self.err_buf, data, end)
         for line in lines:
             if line:
-                _log(self.environ, f"[fcgi {self.backend.name}] " + line)
+                _log(self.environ, f"[fcgi {self.backend.name}] " + escape(line))
 
     def read_head(self):
         try:

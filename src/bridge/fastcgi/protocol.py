@@ -29,7 +29,7 @@ __all__ = [
     "UNKNOWN_TYPE", "RESPONDER", "AUTHORIZER", "FILTER", "KEEP_CONN",
     "REQUEST_COMPLETE", "CANT_MPX_CONN", "OVERLOADED", "UNKNOWN_ROLE",
     "MAX_CONNS", "MAX_REQS", "MPXS_CONNS",
-    "ProtocolError", "encode_record", "encode_pairs", "decode_pairs",
+    "ProtocolError", "encode_record", "record_header", "encode_pairs", "decode_pairs",
     "RecordReader", "encode_begin_request", "decode_begin_request",
     "encode_end_request", "decode_end_request", "encode_unknown_type",
     "record_name",
@@ -133,6 +133,13 @@ def _one_record(rtype: int, request_id: int, content: bytes) -> bytes:
     # multiples of eight bytes": pad content to a multiple of 8.
     pad = -len(content) & 7
     return _pack_header(VERSION_1, rtype, request_id, len(content), pad) + content + _PADDING[:pad]
+
+
+def record_header(rtype: int, request_id: int, length: int) -> bytes:
+    """The header of a record whose ``length`` content bytes the caller sends
+    itself (``os.sendfile``), padded like every record here (§3.3): the
+    caller sends ``-length & 7`` zero bytes after the content."""
+    return _pack_header(VERSION_1, rtype, request_id, length, -length & 7)
 
 
 def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:

@@ -81,18 +81,59 @@ METHOD = TOKEN
 ABSOLUTE_FORM = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)", re.S)
 
 # RFC 9110 §7.2:  Host = uri-host [ ":" port ]
+# RFC 9110 §4.1:  uri-host = <host, see [URI], Section 3.2.2>
 # RFC 3986 §3.2.2:
 #   host        = IP-literal / IPv4address / reg-name
 #   IP-literal  = "[" ( IPv6address / IPvFuture ) "]"
+#   IPvFuture   = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
 #   reg-name    = *( unreserved / pct-encoded / sub-delims )
 #   unreserved  = ALPHA / DIGIT / "-" / "." / "_" / "~"
+#   pct-encoded = "%" HEXDIG HEXDIG
 #   sub-delims  = "!" / "$" / "&" / "'" / "(" / ")" / "*" / "+" / "," / ";" / "="
-#   port        = *DIGIT
-# IPv4address is a special case of reg-name; the IP-literal body is checked
-# loosely (hex digits, colons, dots, and IPvFuture's unreserved/sub-delims).
-_REG_NAME = r"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
-_IP_LITERAL = r"\[[-A-Za-z0-9._~!$&'()*+,;=:]+\]"
+# RFC 3986 §3.2.3:  port = *DIGIT
+# IPv4address is a special case of reg-name.  No "/", "?", "#", "@"
+# (userinfo), whitespace or control can appear, so a Host cannot carry a
+# path, a query or a second field.
+_REG_NAME_CHAR = r"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_REG_NAME = _REG_NAME_CHAR + "*"
+# RFC 3986 §3.2.2:
+#   IPv6address =                            6( h16 ":" ) ls32
+#               /                       "::" 5( h16 ":" ) ls32
+#               / [               h16 ] "::" 4( h16 ":" ) ls32
+#               / [ *1( h16 ":" ) h16 ] "::" 3( h16 ":" ) ls32
+#               / [ *2( h16 ":" ) h16 ] "::" 2( h16 ":" ) ls32
+#               / [ *3( h16 ":" ) h16 ] "::"    h16 ":"   ls32
+#               / [ *4( h16 ":" ) h16 ] "::"              ls32
+#               / [ *5( h16 ":" ) h16 ] "::"              h16
+#               / [ *6( h16 ":" ) h16 ] "::"
+#   h16         = 1*4HEXDIG
+#   ls32        = ( h16 ":" h16 ) / IPv4address
+#   IPv4address = dec-octet "." dec-octet "." dec-octet "." dec-octet
+#   dec-octet   = DIGIT / %x31-39 DIGIT / "1" 2DIGIT / "2" %x30-34 DIGIT / "25" %x30-35
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_DEC_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_DEC_OCTET}(?:\.{_DEC_OCTET}){{3}}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = "|".join((
+    rf"(?:{_H16}:){{6}}{_LS32}",
+    rf"::(?:{_H16}:){{5}}{_LS32}",
+    rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+    rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+    rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+    rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+))
+_IPVFUTURE = r"v[0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+"
+_IP_LITERAL = rf"\[(?:{_IPV6}|{_IPVFUTURE})\]"
 HOST = re.compile(rf"(?:{_REG_NAME}|{_IP_LITERAL})(?::[0-9]*)?")
+
+# A host a trusted proxy forwards (X-Forwarded-Host; RFC 7239 §5.3: the
+# Forwarded "host" parameter has the syntax of Host) becomes the app's
+# HTTP_HOST, so it must be the same grammar, with a uri-host that is not
+# empty (an empty one names nothing, and is ignored).
+FORWARDED_HOST = re.compile(rf"(?:{_REG_NAME_CHAR}+|{_IP_LITERAL})(?::[0-9]*)?")
 
 # RFC 9110 §8.6:  Content-Length = 1*DIGIT
 # (checked with str.isdigit() + isascii(): "+5", "-1", "0x5", "1 2" all fail)

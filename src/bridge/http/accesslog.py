@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 import time
 
+from bridge.logtext import escape   # the one escaping every log line uses
+from bridge.server.logs import open_log
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
@@ -36,22 +39,6 @@ class Record:
         self.start = start            # time.time() at the start of the request
         self.duration = duration      # seconds
         self.request_line = request_line
-
-
-def _escape(value: str) -> str:
-    """Apache's escaping: ``"`` and ``\\`` and non-printable bytes as ``\\xhh``."""
-    if value.isprintable() and value.isascii() and '"' not in value and "\\" not in value:
-        return value
-    out = []
-    for ch in value:
-        o = ord(ch)
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif 0x20 <= o < 0x7f:
-            out.append(ch)
-        else:
-            out.append(f"\\x{o:02x}")
-    return "".join(out)
 
 
 _month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -82,7 +69,7 @@ def _request_header(name: str) -> Callable:
 
     def get(r: Record) -> str:
         value = r.environ.get(key)
-        return _escape(value) if value else "-"
+        return escape(value) if value else "-"
     return get
 
 
@@ -92,7 +79,7 @@ def _response_header(name: str) -> Callable:
     def get(r: Record) -> str:
         for k, v in r.headers or ():
             if k.lower() == low:
-                return _escape(v)
+                return escape(v)
         return "-"
     return get
 
@@ -101,12 +88,12 @@ DIRECTIVES = {
     "h": lambda r: r.environ.get("REMOTE_ADDR") or "-",
     "a": lambda r: r.environ.get("REMOTE_ADDR") or "-",
     "l": lambda r: "-",
-    "u": lambda r: _escape(r.environ.get("REMOTE_USER") or "-"),
+    "u": lambda r: escape(r.environ.get("REMOTE_USER") or "-"),
     "t": lambda r: _clf_time(r.start),
-    "r": lambda r: _escape(r.request_line),
+    "r": lambda r: escape(r.request_line),
     "m": lambda r: r.environ.get("REQUEST_METHOD", "-"),
-    "U": lambda r: _escape(r.environ.get("SCRIPT_NAME", "") + r.environ.get("PATH_INFO", "")),
-    "q": lambda r: ("?" + _escape(r.environ["QUERY_STRING"])) if r.environ.get("QUERY_STRING") else "",
+    "U": lambda r: escape(r.environ.get("SCRIPT_NAME", "") + r.environ.get("PATH_INFO", "")),
+    "q": lambda r: ("?" + escape(r.environ["QUERY_STRING"])) if r.environ.get("QUERY_STRING") else "",
     "H": lambda r: r.environ.get("SERVER_PROTOCOL", "-"),
     "s": lambda r: (r.status or "-")[:3],
     ">s": lambda r: (r.status or "-")[:3],
@@ -147,7 +134,7 @@ def compile_format(fmt: str) -> list:
             elif kind == "o":
                 fn = _response_header(name)
             elif kind == "e":
-                fn = (lambda key: lambda r: _escape(str(r.environ.get(key) or "-")))(name)
+                fn = (lambda key: lambda r: escape(str(r.environ.get(key) or "-")))(name)
             else:
                 raise ValueError(f"unknown directive %{{{name}}}{kind} in access log format")
             i = end + 2
@@ -187,7 +174,7 @@ class AccessLog:
             self.owned = True
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_log(self.path)     # as root with --user: no link, handed to that user
 
     def format(self, record: Record) -> str:
         return "".join([p if type(p) is str else p(record) for p in self.parts])

@@ -9,17 +9,19 @@ only copies that template and adds the request's own variables.
 """
 from __future__ import annotations
 
+import io
 import logging
 import socket
+import threading
 
 from bridge.http.events import Request
 from bridge.http.forwarded import TrustedProxies, apply_forwarded
 from bridge.http.readers import Limits
-from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ
+from bridge.wsgi import InputStream, apply_script_name, decode_path, make_environ, remove_dot_segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Optional
 
 log = logging.getLogger("bridge.http")
 
@@ -81,7 +83,7 @@ EMPTY_INPUT = _EmptyInput()
 
 
 class HTTPInput(InputStream):
-    """``wsgi.input``: the request body, read from the connection as the app asks for it."""
+    """``wsgi.input`` with --stream-request-body: the body, read from the connection as the app asks for it."""
 
     def __init__(self, connection) -> None:
         super().__init__()
@@ -92,6 +94,96 @@ class HTTPInput(InputStream):
 
 
 
+class BodyMemory:
+    """The bytes of request bodies one worker process holds in memory, all connections together.
+
+    ``--body-spool-threshold`` bounds one body; without a bound on their sum,
+    N clients that each send a body just under it and never finish hold N
+    times that (200 connections x 1 MB took a worker from 34 MB to 262 MB of
+    RSS; the default descriptor limit allows thousands).  nginx keeps 16 KiB
+    per body in memory for the same reason.  Past ``limit`` a body goes to
+    its temporary file instead: disk, bounded by --limit-request-body.
+    """
+
+    __slots__ = ("limit", "used", "lock")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when that would pass the limit."""
+        with self.lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self.lock:
+            self.used -= n
+
+
+class ReceivedBody:
+    """A request body received before the app runs (the default).
+
+    In memory up to ``threshold`` bytes (and while the worker's
+    :class:`BodyMemory` allows), beyond it in an unlinked temporary file, as
+    the FastCGI server keeps STDIN: a client that sends slowly costs a
+    buffer, never a pool thread.  :meth:`stream` is the app's
+    ``wsgi.input``, positioned at the start.
+    """
+
+    __slots__ = ("parts", "size", "file", "threshold", "memory", "held")
+
+    def __init__(self, threshold: int, memory: Optional[BodyMemory] = None) -> None:
+        self.parts: list = []
+        self.size = 0
+        self.file = None
+        self.threshold = threshold
+        self.memory = memory
+        self.held = 0           # bytes reserved in ``memory``
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.parts.append(data)
+        memory = self.memory
+        if self.size > self.threshold or (memory is not None and not memory.take(len(data))):
+            import tempfile
+            self.file = tempfile.TemporaryFile(prefix="bridge-body-")
+            self.file.writelines(self.parts)
+            self.parts = []
+            self._release()
+        elif memory is not None:
+            self.held += len(data)
+
+    def _release(self) -> None:
+        if self.held:
+            self.memory.give(self.held)
+            self.held = 0
+
+    def stream(self):
+        if self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            return self.file
+        parts = self.parts
+        return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self) -> None:
+        self.parts = []
+        self._release()
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
 # --------------------------------------------------------------------------
 # Per worker: what every connection shares
 
@@ -99,34 +191,33 @@ class HTTPInput(InputStream):
 class ServerContext:
     """Settings turned into ready objects once per worker process."""
 
-    def __init__(self, app: Callable, config) -> None:
+    def __init__(self, app: Callable, config, prepared=None) -> None:
         self.app = app
         self.limits = Limits(
             request_line=getattr(config, "limit_request_line", 8190),
             fields=getattr(config, "limit_request_fields", 100),
             field_size=getattr(config, "limit_request_field_size", 8190),
             body=getattr(config, "limit_request_body", 1 << 30),
+            header_size=getattr(config, "limit_request_header_size", 64 * 1024),
         )
         self.header_timeout = getattr(config, "header_timeout", 10.0) or None
         self.keepalive = getattr(config, "keepalive", 5.0) or None
         self.io_timeout = getattr(config, "io_timeout", 30.0) or None
+        self.body_timeout = getattr(config, "body_timeout", 60.0) or None
+        self.spool_threshold = getattr(config, "body_spool_threshold", 1 << 20)
+        self.body_memory = BodyMemory(getattr(config, "body_memory", 64 << 20))
+        self.stream_body = bool(getattr(config, "stream_request_body", False))
         self.trusted = TrustedProxies(getattr(config, "forwarded_allow_ips", "127.0.0.1") or "")
+        self.forwarded_host = bool(getattr(config, "forwarded_host", False))
+        self.proxy_protocol = bool(getattr(config, "proxy_protocol", False))
+        self.proxy_allowed = TrustedProxies(getattr(config, "proxy_allow_ips", "127.0.0.1,::1") or "",
+                                            "--proxy-allow-ips")
         self.script_name = getattr(config, "script_name", None)
-        self.tls_context = None
-        certfile = getattr(config, "certfile", None)
-        if certfile:
-            from bridge.http.tls import make_context
-            self.tls_context = make_context(certfile, getattr(config, "keyfile", None),
-                                            getattr(config, "ca_certs", None))
-        self.access_log = None
-        if getattr(config, "access_log", None):
-            from bridge.http.accesslog import AccessLog
-            self.access_log = AccessLog(config.access_log, getattr(config, "access_log_format", None))
-            try:
-                from bridge.server.logs import on_reopen
-                on_reopen(self.access_log.reopen)
-            except ImportError:   # pragma: no cover - the server package is always there
-                pass
+        if prepared is None:        # one process, or a test: no master opened them
+            from bridge.http.prepared import prepare
+            prepared = prepare(config)
+        self.tls_context = prepared.tls_context
+        self.access_log = prepared.access_log
         from bridge import __version__
         self.base = make_environ(
             {"SCRIPT_NAME": "", "SERVER_SOFTWARE": f"wsgi-bridge/{__version__}"},
@@ -161,13 +252,54 @@ class ServerContext:
             env["SERVER_PORT"] = "443" if self.tls_context else "80"
         return env, self.trusted.trusts(host), False
 
+    def apply_proxy_header(self, env: dict, header, unix: bool) -> bool:
+        """Put what a PROXY protocol header says into the connection's environ template.
+
+        Returns whether the client it names is a trusted proxy for
+        X-Forwarded-*: the header replaces the peer, so the forwarded headers
+        are trusted only when *that* client is listed in
+        --forwarded-allow-ips.  (Judging them by the load balancer's own
+        address would let any client behind it choose its REMOTE_ADDR.)
+        LOCAL and UNKNOWN headers name no client: the connection's own
+        addresses and trust stand.
+        """
+        source = header.source
+        if source is None:
+            return self.trusted.trusts(None if unix else env.get("REMOTE_ADDR"))
+        env["REMOTE_ADDR"] = source[0]
+        env["REMOTE_PORT"] = str(source[1])
+        destination = header.destination
+        if destination is not None and not unix:
+            # What the client connected to (the balancer's front end), as
+            # SERVER_NAME/SERVER_PORT are the local address of a direct connection.
+            env["SERVER_NAME"] = destination[0]
+            env["SERVER_PORT"] = str(destination[1])
+        tls = header.tls
+        if tls is not None and self.tls_context is None:
+            # The client spoke TLS to the balancer (HAProxy send-proxy-v2-ssl),
+            # which passes plaintext on: the app must build https:// URLs.
+            env["wsgi.url_scheme"] = "https"
+            env["HTTPS"] = "on"
+            if tls["version"]:
+                env["SSL_PROTOCOL"] = tls["version"]
+            if tls["cipher"]:
+                env["SSL_CIPHER"] = tls["cipher"]
+        return self.trusted.trusts(source[0])
+
 
 def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: bool, unix: bool) -> dict:
-    """The environ of one request: the connection's template plus what the request says."""
+    """The environ of one request: the connection's template plus what the request says.
+
+    Raises :class:`bridge.wsgi.AmbiguousPath` for a path whose ``..``
+    follows ``//`` (the server answers 400).
+    """
     env = base.copy()
     env["REQUEST_METHOD"] = request.method
     path = request.path
-    env["PATH_INFO"] = decode_path(path.encode("latin-1")) if "%" in path else path
+    if "%" in path:
+        path = decode_path(path.encode("latin-1"))
+    # RFC 3986 §5.2.4 after decoding, before any routing (REQUEST_URI stays raw).
+    env["PATH_INFO"] = remove_dot_segments(path) if "/." in path else path
     env["QUERY_STRING"] = request.query
     env["REQUEST_URI"] = env["RAW_URI"] = request.target
     env["SERVER_PROTOCOL"] = _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version
@@ -195,7 +327,7 @@ def request_environ(base: dict, request: Request, ctx: ServerContext, trusted: b
         del env["HTTP_PROXY"]   # httpoxy (CVE-2016-5385)
     if trusted and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env
                          or "HTTP_X_FORWARDED_HOST" in env or "HTTP_FORWARDED" in env):
-        apply_forwarded(env, ctx.trusted)
+        apply_forwarded(env, ctx.trusted, ctx.forwarded_host)
     if unix:
         host = env.get("HTTP_HOST")
         if host:

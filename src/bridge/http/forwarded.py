@@ -1,18 +1,36 @@
 """What a trusted proxy says about the client: X-Forwarded-* and Forwarded (RFC 7239).
 
-Only a peer listed in ``--forwarded-allow-ips`` (or a unix socket peer: a
-local process such as nginx) may change REMOTE_ADDR, ``wsgi.url_scheme`` and
-HTTP_HOST; anyone else's headers stay in the environ untouched and unused.
+Only a peer listed in ``--forwarded-allow-ips`` (default ``127.0.0.1,::1``,
+gunicorn's default) or a unix socket peer (a local process such as nginx:
+only what may open the socket file can connect) may change REMOTE_ADDR,
+``wsgi.url_scheme`` and HTTP_HOST; anyone else's headers stay in the environ
+untouched and unused.
 
-The client address is found the way nginx's realip module does with
-``real_ip_recursive on``: walk the list from the right (each proxy appends
-the address it received the request from) and take the first address that
-is not itself a trusted proxy.  Taking the leftmost entry, as some servers
-do, lets any client choose its own REMOTE_ADDR.
+What each header may change, and why:
+
+* ``X-Forwarded-For`` / ``Forwarded: for=``: REMOTE_ADDR, only to a valid IP
+  address.  The client address is found the way nginx's realip module does
+  with ``real_ip_recursive on``: walk the list from the right (each proxy
+  appends the address it received the request from) and take the first
+  address that is not itself a trusted proxy.  Taking the leftmost entry, as
+  some servers do, lets any client choose its own REMOTE_ADDR.
+* ``X-Forwarded-Proto`` / ``proto=``: ``wsgi.url_scheme``, only to ``http``
+  or ``https``.
+* ``X-Forwarded-Host`` / ``host=``: HTTP_HOST, only with
+  ``--forwarded-host`` (off by default, like werkzeug's ProxyFix
+  ``x_host=0``; gunicorn never applies it).  A proxy that does not set the
+  header passes the client's own value on, and the host is what password
+  reset links, absolute redirects and cache keys are built from; behind
+  nginx, ``proxy_set_header Host $host`` already says it.  Even when on,
+  only a value of RFC 9110 Host syntax (:data:`bridge.http.abnf.FORWARDED_HOST`)
+  is taken, the rightmost of a list (the nearest proxy's); anything else is
+  ignored.
 """
 from __future__ import annotations
 
 import ipaddress
+
+from bridge.http.abnf import FORWARDED_HOST
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,9 +38,9 @@ if TYPE_CHECKING:
 
 
 class TrustedProxies:
-    """``--forwarded-allow-ips``: ``*``, addresses and networks, comma separated."""
+    """``--forwarded-allow-ips`` (or ``--proxy-allow-ips``): ``*``, addresses and networks, comma separated."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, option: str = "--forwarded-allow-ips") -> None:
         self.everyone = False
         self.networks: list = []
         for item in (spec or "").split(","):
@@ -35,7 +53,7 @@ class TrustedProxies:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise ValueError(f"--forwarded-allow-ips: {item!r} is not an address or network") from None
+                raise ValueError(f"{option}: {item!r} is not an address or network") from None
         self._cache: dict = {}
 
     def __bool__(self) -> bool:
@@ -63,24 +81,45 @@ class TrustedProxies:
 
 
 def _last(value: str) -> str:
-    return value.rpartition(",")[2].strip(" \t")
+    """The rightmost non-empty element of a comma list (RFC 9110 §5.6.1): the nearest proxy's."""
+    for item in reversed(value.split(",")):
+        item = item.strip(" \t")
+        if item:
+            return item
+    return ""
 
 
-def _client_from_list(addresses: list, trusted: TrustedProxies) -> Optional[str]:
-    """Rightmost address that is not a trusted proxy (or the leftmost if all are)."""
-    for address in reversed(addresses):
-        if not trusted.trusts(address):
-            return address
-    return addresses[0] if addresses else None
+def _client_index(nodes: list, trusted: TrustedProxies) -> int:
+    """Index of the rightmost node that is not a trusted proxy (the leftmost if all are).
+
+    ``nodes`` are addresses from :func:`_node_address` (None: unknown, hidden
+    or garbage).  Such a node stops the walk: what is left of it was said by
+    someone bridge cannot vouch for, so the caller keeps the peer's address.
+    """
+    for i in range(len(nodes) - 1, -1, -1):
+        if nodes[i] is None or not trusted.trusts(nodes[i]):
+            return i
+    return 0
 
 
 def _node_address(node: str) -> Optional[str]:
-    """RFC 7239 §6 node → IP string: ``192.0.2.60``, ``"[2001:db8::1]:4711"``, ``_hidden``, ``unknown``."""
+    """RFC 7239 §6 node → address string: ``192.0.2.60``, ``"[2001:db8::1]:4711"``, ``_hidden``, ``unknown``.
+
+    ``node = nodename [ ":" node-port ]``, ``node-port = port / obfport``;
+    anything else after the address (or after ``]``) makes it no address.
+    """
     node = node.strip().strip('"')
     if node.startswith("["):
-        node = node[1:].partition("]")[0]
+        node, bracket, port = node[1:].partition("]")
+        if not bracket or port and port[0] != ":":
+            return None
+        port = port[1:] if port else None
     elif node.count(":") == 1:
-        node = node.partition(":")[0]
+        node, _, port = node.partition(":")
+    else:
+        port = None
+    if port is not None and not (port.isdigit() and port.isascii()) and not port.startswith("_"):
+        return None
     if not node or node == "unknown" or node.startswith("_"):
         return None
     return node
@@ -104,41 +143,60 @@ def parse_forwarded(value: str) -> list:
     return elements
 
 
-def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
-    """Rewrite REMOTE_ADDR, wsgi.url_scheme/HTTPS and HTTP_HOST from a trusted proxy's headers."""
+def _ip(address: Optional[str]) -> Optional[str]:
+    """``address`` if it is an IPv4 or IPv6 address, else None (a name, garbage)."""
+    if not address or "%" in address:   # no IPv6 zone id: it names an interface of the proxy
+        return None
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
+def _host(value: Optional[str]) -> Optional[str]:
+    """The rightmost element of a forwarded host list, if it is of Host syntax."""
+    if value is None:
+        return None
+    value = _last(value)
+    return value if FORWARDED_HOST.fullmatch(value) else None
+
+
+def apply_forwarded(environ: dict, trusted: TrustedProxies, forwarded_host: bool = False) -> None:
+    """Rewrite REMOTE_ADDR, wsgi.url_scheme/HTTPS and (with ``forwarded_host``) HTTP_HOST.
+
+    Call only for a trusted peer.  A value that is not what its header may
+    say (an address that is not an IP, a scheme other than http/https, a
+    host that is not of Host syntax) is ignored: the connection's own value
+    stays.
+    """
     xff = environ.get("HTTP_X_FORWARDED_FOR")
     proto = environ.get("HTTP_X_FORWARDED_PROTO")
-    host = environ.get("HTTP_X_FORWARDED_HOST")
+    host = environ.get("HTTP_X_FORWARDED_HOST") if forwarded_host else None
     if xff is None and proto is None and host is None:
         forwarded = environ.get("HTTP_FORWARDED")
         if forwarded is None:
             return
         elements = parse_forwarded(forwarded)
-        addresses = [_node_address(e.get("for", "")) for e in elements]
-        chosen = None
-        for i in range(len(elements) - 1, -1, -1):
-            if addresses[i] is None or not trusted.trusts(addresses[i]):
-                chosen = i
-                break
-        if chosen is None:
-            chosen = 0
+        nodes = [_node_address(e.get("for", "")) for e in elements]
+        chosen = _client_index(nodes, trusted)
         element = elements[chosen]
-        if addresses[chosen]:
-            environ["REMOTE_ADDR"] = addresses[chosen]
+        client = _ip(nodes[chosen])
+        if client:
+            environ["REMOTE_ADDR"] = client
             environ.pop("REMOTE_PORT", None)
         proto = element.get("proto")
-        host = element.get("host")
+        if forwarded_host:
+            host = element.get("host")
     else:
         if xff is not None:
-            addresses = [a.strip(" \t") for a in xff.split(",") if a.strip(" \t")]
-            client = _node_address(_client_from_list(addresses, trusted) or "")
-            if client:      # "unknown" or an obfuscated name leaves the peer address
+            nodes = [_node_address(a) for a in xff.split(",") if a.strip(" \t")]
+            client = _ip(nodes[_client_index(nodes, trusted)]) if nodes else None
+            if client:      # "unknown", an obfuscated name or garbage leaves the peer address
                 environ["REMOTE_ADDR"] = client
                 environ.pop("REMOTE_PORT", None)
         if proto is not None:
             proto = _last(proto)
-        if host is not None:
-            host = _last(host)
     if proto:
         proto = proto.lower()
         if proto in ("http", "https"):
@@ -147,5 +205,6 @@ def apply_forwarded(environ: dict, trusted: TrustedProxies) -> None:
                 environ["HTTPS"] = "on"
             else:
                 environ.pop("HTTPS", None)
+    host = _host(host)
     if host:
         environ["HTTP_HOST"] = host

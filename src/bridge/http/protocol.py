@@ -141,7 +141,9 @@ _LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 #: A request body the app left unread is read and dropped after the response
-#: if it is at most this big; a bigger one means closing the connection.
+#: if at most this much of it is still to come (and, chunked, if its end has
+#: arrived); otherwise the response says ``Connection: close`` and the
+#: server closes with a lingering close.
 DRAIN_LIMIT = 256 * 1024
 
 _status_lines: dict = {}
@@ -154,6 +156,24 @@ def status_line(status: str) -> bytes:
         if len(_status_lines) < 256:
             _status_lines[status] = line
     return line
+
+
+def _chunked_body_ends_in(reader: ChunkedReader, buf: bytearray) -> bool:
+    """True if the bytes in ``buf`` complete the chunked body ``reader`` is in
+    (neither is changed; a malformed rest counts as not complete)."""
+    probe = ChunkedReader(reader.limits)
+    probe.state, probe.remaining, probe.total = reader.state, reader.remaining, reader.total
+    probe.trailer_lines, probe.trailer_bytes = list(reader.trailer_lines), reader.trailer_bytes
+    rest = bytearray(buf)
+    try:
+        while True:
+            event = probe(rest)
+            if event is NEED_DATA:
+                return False
+            if type(event) is EndOfMessage:
+                return True
+    except RemoteProtocolError:
+        return False
 
 
 class Connection:
@@ -293,14 +313,14 @@ class Connection:
             if n > limits.request_line + 2 and buf.find(b"\n", 0, limits.request_line + 2) < 0:
                 raise RemoteProtocolError(f"request line longer than {limits.request_line} bytes", 414)
             if n > limits.head:
-                raise RemoteProtocolError("request head too large", 431)
+                raise RemoteProtocolError(f"request head larger than {limits.head} bytes", 431)
             self._scan = n - 2 if n > 2 else 0
             return NEED_DATA
+        if end > self.limits.head:   # the whole head, its final empty line included
+            raise RemoteProtocolError(f"request head larger than {self.limits.head} bytes", 431)
         head = bytes(buf[:head_len])
         del buf[:end]
         self._scan = 0
-        if head_len > self.limits.head:
-            raise RemoteProtocolError("request head too large", 431)
         return parse_head(_split_lines(head), self.limits)
 
     # ---- output
@@ -341,11 +361,11 @@ class Connection:
             state.no_keep_alive()
         if state.client is SEND_BODY:
             # The app answered before reading the whole body.  A client still
-            # waiting for 100 Continue may never send it; a big remainder is
-            # not worth reading: either way this connection ends here.
-            reader = self._reader
-            if self.client_waiting_for_100 or (
-                    type(reader) is ContentLengthReader and reader.remaining - len(self._buf) > DRAIN_LIMIT):
+            # waiting for 100 Continue may never send it; a remainder that
+            # cannot be drained is not worth reading: either way this
+            # connection ends here (with Connection: close, then a lingering
+            # close, so the client reads the answer instead of a reset).
+            if self.client_waiting_for_100 or not self._rest_can_be_drained():
                 state.no_keep_alive()
         state.server_event(RESPONSE)
         self._head_sent = True
@@ -355,6 +375,22 @@ class Connection:
         elif request is not None and request.http_version == "1.0":
             framing += _KEEP_ALIVE
         return status_line(status) + header_block + framing + b"\r\n"
+
+    def _rest_can_be_drained(self) -> bool:
+        """Whether the unread rest of the request body may be read and dropped
+        after the response, keeping the connection.
+
+        A Content-Length body: when at most DRAIN_LIMIT bytes of it have not
+        arrived yet.  A chunked body's size is unknown until its last chunk,
+        so only when that has already arrived (found by running a copy of its
+        reader over a copy of the buffer: the app may still read the body).
+        """
+        reader = self._reader
+        if type(reader) is ContentLengthReader:
+            return reader.remaining - len(self._buf) <= DRAIN_LIMIT
+        if type(reader) is ChunkedReader:
+            return _chunked_body_ends_in(reader, self._buf)
+        return True
 
     def frame(self, data: bytes) -> bytes:
         """Body bytes as they go on the wire (chunked framing on HTTP/1.1)."""

@@ -29,23 +29,49 @@ class Limits:
     __slots__ = ("request_line", "fields", "field_size", "body", "chunk_line", "head")
 
     def __init__(self, request_line: int = 8190, fields: int = 100, field_size: int = 8190,
-                 body: int = 1 << 30, chunk_line: int = 4096) -> None:
+                 body: int = 1 << 30, chunk_line: int = 4096, header_size: int = 64 * 1024) -> None:
         self.request_line = request_line   # 414 beyond (bytes, without CRLF)
         self.fields = fields               # 431 beyond (header or trailer lines)
         self.field_size = field_size       # 431 beyond (bytes of one field line)
         self.body = body                   # 413 beyond; 0 = no limit
         self.chunk_line = chunk_line       # 400 beyond (chunk size + extensions)
-        self.head = request_line + 2 + fields * (field_size + 2) + 2
+        # 431 beyond: the whole head (request line, fields, line ends), and
+        # the whole trailer section.  Without it the per-field limits alone
+        # let 100 fields of 8 KiB make an 800 KiB head, held per connection.
+        self.head = min(header_size, request_line + 2 + fields * (field_size + 2) + 2)
 
 
 DEFAULT_LIMITS = Limits()
 
-# Header names seen before, mapped to their lower-case form: real traffic
-# repeats a few dozen names, so the token check runs once per name.
+# Field names that passed the token check, mapped to their lower-case form:
+# real traffic repeats a few dozen names, so the check runs once per name.
+# The key is the name alone, so a hit says nothing about the rest of the
+# line: only a line that has its colon may use it (``X-Foo`` with no colon
+# must be refused whether or not ``X-Foo: 1`` came before).
 _names: dict = {}
 _methods = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
 # Fields that decide framing and connection handling (RFC 9112 §6, §9).
 _SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
+
+# RFC 9110 §6.5.1: "Many fields cannot be processed outside the header
+# section because their evaluation is necessary prior to receiving the
+# content, such as those that describe message framing, routing,
+# authentication, request modifiers, response controls, or content format.
+# A sender MUST NOT generate a trailer field unless the sender knows the
+# corresponding header field name's definition permits the field to be sent
+# in trailers."  A chunked request whose trailer section carries one of these
+# is refused (400): a front end that merges trailers into the header section
+# and bridge would not agree on the message.
+TRAILER_FORBIDDEN = frozenset((
+    # framing (RFC 9112 §6, RFC 9110 §6.6.2)
+    "content-length", "transfer-encoding", "trailer",
+    # routing and connection control (RFC 9110 §7.2, §7.6, §7.8, §10.1.1)
+    "host", "connection", "keep-alive", "proxy-connection", "te", "upgrade", "expect",
+    # authentication (RFC 9110 §11.6, §11.7) and state (RFC 6265)
+    "authorization", "proxy-authorization", "cookie",
+    # content format and request modifiers (RFC 9110 §8.3, §8.4, §14.2)
+    "content-type", "content-encoding", "content-range", "range",
+))
 
 
 def parse_fields(lines: list, limits: Limits) -> list:
@@ -59,7 +85,7 @@ def parse_fields(lines: list, limits: Limits) -> list:
         if len(line) > size:
             raise RemoteProtocolError(f"a header field line is longer than {size} bytes", 431)
         name, colon, value = line.partition(":")
-        lname = _names.get(name)
+        lname = _names.get(name) if colon else None
         if lname is None:
             lname = _check_name(line, name, colon)
         append((lname, value.strip(" \t")))
@@ -165,12 +191,19 @@ def parse_head(lines: list, limits: Limits) -> Request:
         m = ABSOLUTE_FORM.fullmatch(target)
         if m is None or m[1].lower() not in ("http", "https") or (m[3] and m[3][0] not in "/?"):
             raise RemoteProtocolError(f"invalid request target {target[:80]!r}")
-        host = m[2].rpartition("@")[2]   # userinfo is deprecated for http(s), RFC 9110 §4.2.4
+        host = m[2]
+        # RFC 9110 §4.2.4: "a recipient SHOULD parse for userinfo and treat
+        # its presence as an error"; and this authority becomes HTTP_HOST
+        # (§3.2.2 below), so it obeys the Host grammar like a Host field.
+        if "@" in host:
+            raise RemoteProtocolError("userinfo in an absolute-form target (RFC 9110 §4.2.4)")
+        if not host:
+            raise RemoteProtocolError("absolute-form target without a host")
+        if not HOST.fullmatch(host):
+            raise RemoteProtocolError(f"invalid host in the request target {host[:80]!r}")
         path, _, query = (m[3] or "/").partition("?")
         if not path:
             path = "/"
-        if not host:
-            raise RemoteProtocolError("absolute-form target without a host")
     if "#" in target:
         raise RemoteProtocolError("a fragment is not allowed in a request target")
 
@@ -247,6 +280,14 @@ def parse_head(lines: list, limits: Limits) -> Request:
                        and (chunked or bool(content_length)))
     return Request(method, target, path, query, http_version, headers, host, keep_alive,
                    expect_continue, content_length, chunked)
+
+
+def _check_trailers(fields: list) -> list:
+    """Refuse a trailer section that carries a field only the header section may carry."""
+    for name, _ in fields:
+        if name in TRAILER_FORBIDDEN:
+            raise RemoteProtocolError(f"{name} is not allowed in a trailer section")
+    return fields
 
 
 # --------------------------------------------------------------------------
@@ -351,8 +392,11 @@ class ChunkedReader:
                 self.trailer_lines.append(line)
                 if len(self.trailer_lines) > self.limits.fields:
                     raise RemoteProtocolError(f"more than {self.limits.fields} trailer fields", 431)
+                self.trailer_bytes += len(line) + 2
+                if self.trailer_bytes > self.limits.head:
+                    raise RemoteProtocolError(f"trailer section larger than {self.limits.head} bytes", 431)
             else:
-                return EndOfMessage(parse_fields(self.trailer_lines, self.limits))
+                return EndOfMessage(_check_trailers(parse_fields(self.trailer_lines, self.limits)))
 
     def _line(self, buf: bytearray) -> Optional[str]:
         # Chunk lines and trailers must end in CRLF: a bare LF here is where

@@ -303,10 +303,10 @@ class Supervisor:
 def run_with_reloader(config, factory_builder: Callable) -> int:
     """``bridge http --reload``: the supervisor around :func:`bridge.server.serve`."""
     from bridge.server import BindError, open_config_listeners, setup_logging
-    setup_logging(config)
     try:
+        setup_logging(config)
         listeners = open_config_listeners(config)
-    except BindError as exc:
+    except (BindError, OSError) as exc:
         sys.stderr.write(f"bridge http: {exc}\n")
         return 2
     try:

@@ -6,9 +6,23 @@ what is there (one ``readv`` into the thread's reused buffer), feeds the
 sans-I/O :class:`~bridge.http.protocol.Connection`, builds the environ
 (:mod:`bridge.http.environ`), runs every complete
 request through :func:`bridge.wsgi.call_app` (the connection is the
-transport), and returns True to be woken for the next bytes.  A small
+transport), and returns True to be woken for the next bytes.
+
+A request body is received the same way, a readable event at a time, into a
+:class:`~bridge.http.environ.ReceivedBody` (memory, then an unlinked
+temporary file), and the app runs when it is complete: a client trickling
+its body never holds a pool thread (with ``--io-timeout`` per read only,
+one byte every 2 s held one forever).  ``--body-timeout`` bounds the whole
+body; the Worker's sweep enforces it through ``idle_deadline``.
+``--stream-request-body`` keeps the older way for apps that stream uploads:
+``wsgi.input`` reads from the socket in the app's thread.  A small
 response leaves in one ``writev`` (head and body together); a file from
 ``wsgi.file_wrapper`` with ``os.sendfile``.
+
+With ``--proxy-protocol`` the first bytes of a connection are a PROXY
+protocol header (:mod:`bridge.http.proxyproto`), taken off the raw socket
+before TLS and HTTP see anything; a peer not in ``--proxy-allow-ips`` gets a
+:class:`Refused` handler and is closed at once.
 
 Sends and blocking body reads go straight to the descriptor first (it is
 O_NONBLOCK, see bridge.server.worker) and only fall back to the socket's
@@ -25,13 +39,16 @@ import threading
 import time
 
 from bridge.http.accesslog import Record
-from bridge.http.environ import HTTPInput, ServerContext, request_environ
+from bridge.http.prepared import prepare
+from bridge.http.environ import HTTPInput, ReceivedBody, ServerContext, request_environ
 from bridge.http.forwarded import TrustedProxies
+from bridge.http.proxyproto import NEED_DATA as PROXY_NEED_DATA, ProxyProtocolError, parse as parse_proxy_header
 from bridge.http.protocol import (
-    DONE, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
+    DONE, DRAIN_LIMIT, ERROR, NEED_DATA, SEND_BODY, SEND_RESPONSE, Connection, Data, EndOfMessage,
     REASONS, RemoteProtocolError, Request,
 )
-from bridge.wsgi import call_app, status_has_body
+from bridge.logtext import escape
+from bridge.wsgi import AmbiguousPath, FileShrank, WSGIError, call_app, status_has_body
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,6 +64,14 @@ _time = time.time
 #: Bytes a response may total and still be joined into one buffer (TLS only;
 #: plain sockets use writev for any size).
 _JOIN_LIMIT = 65536
+
+#: Bytes of a request body read in one wake-up before the thread lets other
+#: connections have their turn.
+BODY_READ_BUDGET = 1 << 20
+
+#: Seconds a connection closed after an error or an unread body keeps reading
+#: (and dropping) what the client still sends (at most --io-timeout).
+LINGER = 2.0
 
 
 # --------------------------------------------------------------------------
@@ -107,7 +132,7 @@ class HTTPConnection:
 
     __slots__ = ("ctx", "sock", "fd", "state", "conn", "base", "trusted", "unix", "tls",
                  "idle_deadline", "head_started", "body_error", "aborted", "closed", "timeout_set",
-                 "__weakref__")
+                 "body", "body_request", "body_deadline", "lingering", "proxy_pending", "__weakref__")
 
     def __init__(self, ctx: ServerContext, sock: socket.socket, addr, listener, state) -> None:
         self.ctx = ctx
@@ -123,6 +148,13 @@ class HTTPConnection:
         self.aborted = False
         self.closed = False
         self.timeout_set = False
+        self.body: Optional[ReceivedBody] = None      # a body being received before the app runs
+        self.body_request: Optional[Request] = None   # ... and its request
+        self.body_deadline: Optional[float] = None    # when the body must be complete (--body-timeout)
+        self.lingering = False                        # closing gently: input is read and dropped
+        # --proxy-protocol: the bytes of the PROXY header received so far;
+        # None once it is read (or when the option is off).
+        self.proxy_pending: Optional[bytearray] = bytearray() if ctx.proxy_protocol else None
         if ctx.header_timeout:
             # From the connect on, the request (and the TLS handshake) must come promptly.
             self.idle_deadline = _monotonic() + ctx.header_timeout
@@ -167,13 +199,20 @@ class HTTPConnection:
         return None
 
     def _read_wait(self) -> bytes:
-        """Block (up to --io-timeout) until body bytes arrive; b"" at EOF."""
+        """Block (up to --io-timeout, and not past the body's deadline) until body
+        bytes arrive; b"" at EOF."""
         while True:
             data = self._read_now()
             if data is not None:
                 return data
+            timeout = self.ctx.io_timeout
+            deadline = self.body_deadline
+            if deadline is not None:
+                left = max(0.0, deadline - _monotonic())
+                if timeout is None or left < timeout:
+                    timeout = left
             try:
-                ready = _wait(self.fd, False, self.ctx.io_timeout)
+                ready = _wait(self.fd, False, timeout)
             except OSError:
                 return b""
             if not ready:
@@ -262,9 +301,19 @@ class HTTPConnection:
 
     # ---- the Worker's interface
 
+    @property
+    def holds_request(self) -> bool:
+        """A request head has arrived and its body is being received: closing
+        the connection to make room would drop it (see Worker._make_room)."""
+        return self.body is not None
+
     def on_readable(self) -> bool:
         if self.closed:
             return False
+        if self.lingering:
+            return self._discard()
+        if self.proxy_pending is not None:
+            return self._read_proxy_header()
         try:
             data = self._read_now()
         except OSError:
@@ -274,30 +323,128 @@ class HTTPConnection:
         self.conn.receive_data(data)    # b"": the client closed its side
         return self._serve()
 
+    def _read_proxy_header(self) -> bool:
+        """--proxy-protocol: take the PROXY header off the raw socket, before TLS and HTTP.
+
+        False (close) when the peer closed, or sent anything but a valid
+        header (logged, escaped, on one line).  What follows the header in
+        the same read is the client's: it goes on to TLS or the HTTP parser.
+        The deadline set at the connect (--header-timeout) covers the header.
+        """
+        buf = _thread_buffer()
+        try:
+            n = _readv(self.fd, (buf,))
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        pending = self.proxy_pending
+        peer = self.base.get("REMOTE_ADDR") if not self.unix else "a unix socket peer"
+        if not n:
+            if pending:
+                pending.clear()     # logged here, not again by close()
+                log.warning("connection from %s closed inside its PROXY protocol header", peer)
+            return False
+        pending += memoryview(buf)[:n]
+        try:
+            header = parse_proxy_header(pending)
+        except ProxyProtocolError as exc:
+            pending.clear()
+            said = f' (it starts with "{escape(exc.received.decode("latin-1"))}")' if exc.received else ""
+            log.warning("closed a connection from %s (--proxy-protocol): %s%s", peer, escape(str(exc)), said)
+            return False
+        if header is PROXY_NEED_DATA:
+            return True
+        rest = bytes(pending[header.length:])
+        self.proxy_pending = None
+        self.trusted = self.ctx.apply_proxy_header(self.base, header, self.unix)
+        if not rest:
+            return True
+        if self.tls is not None:
+            data = self._tls_feed(rest)
+            if data is None:
+                return True
+        else:
+            data = rest
+        self.conn.receive_data(data)
+        return self._serve()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        if self.tls is not None and self.tls.handshaken:
+        if self.proxy_pending:
+            # The sweep closes it: the header began and never ended (--header-timeout).
+            log.warning("closed a connection from %s (--proxy-protocol): PROXY protocol header "
+                        "incomplete after %d bytes", self.base.get("REMOTE_ADDR"), len(self.proxy_pending))
+        body = self.body
+        if body is not None:
+            self.body = None
+            body.close()
+            deadline = self.idle_deadline
+            if deadline is not None and _monotonic() >= deadline:
+                self._body_timed_out()
+        if self.tls is not None and self.tls.handshaken and not self.lingering:
             try:
                 os.write(self.fd, self.tls.close_notify())
             except (OSError, ValueError):
                 pass
 
+    def _body_timed_out(self) -> None:
+        """The sweep closes a connection whose body stopped coming: say 408 if the
+        socket takes it now (never wait: this is the worker's loop thread)."""
+        log.info("408 from %s: request body not complete in time (--io-timeout/--body-timeout)",
+                 self.base.get("REMOTE_ADDR"))
+        page = self.conn.error_response(408, date_lines(True))
+        if not page:
+            return
+        try:
+            if self.tls is not None:
+                page = self.tls.encrypt(page)
+            os.write(self.fd, page)
+        except (OSError, ValueError):
+            pass
+
     # ---- requests
 
     def _serve(self) -> bool:
+        """Answer what has arrived; True to be woken for more (also while lingering)."""
         conn = self.conn
         while True:
+            body = self.body
+            if body is not None:
+                got = self._receive_body(body)
+                if got is NEED_DATA:
+                    return True
+                request = self.body_request
+                self.body = self.body_request = self.body_deadline = None
+                if got is not EndOfMessage:
+                    body.close()
+                    return self.lingering      # refused, answered
+                try:
+                    keep = self._respond(request, body)
+                finally:
+                    body.close()
+                if not keep:
+                    return self.lingering
+                continue
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 self._reject(exc)
-                return False
+                return self.lingering
             if type(event) is Request:
                 self.head_started = None
-                if not self._respond(event):
-                    return False
+                if (event.chunked or event.content_length) and not self.ctx.stream_body:
+                    # Received here, between readable events, before the app
+                    # runs: a slow client never holds a pool thread.
+                    self.body = ReceivedBody(self.ctx.spool_threshold, self.ctx.body_memory)
+                    self.body_request = event
+                    timeout = self.ctx.body_timeout
+                    self.body_deadline = _monotonic() + timeout if timeout else None
+                    continue
+                if not self._respond(event, None):
+                    return self.lingering
                 continue
             if event is NEED_DATA:
                 if conn.head_in_progress and self.ctx.header_timeout:
@@ -313,25 +460,98 @@ class HTTPConnection:
                 return True
             return False    # ConnectionClosed (or PAUSED, which cannot happen here)
 
+    def _receive_body(self, body: ReceivedBody) -> object:
+        """Move what has arrived of the request body into ``body``.
+
+        EndOfMessage: it is complete.  NEED_DATA: wait for more (the
+        deadline the Worker's sweep enforces is set: the overall
+        --body-timeout, or --io-timeout without progress, whichever is
+        first).  None: refused (413, a bad chunk, the deadline: answered).
+        """
+        conn = self.conn
+        add = body.add
+        budget = BODY_READ_BUDGET
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._reject(exc)
+                return None
+            kind = type(event)
+            if kind is Data:
+                try:
+                    add(event.data)
+                except OSError as exc:      # the spool file: disk full, /tmp not writable
+                    log.error("cannot keep a request body from %s: %s", self.base.get("REMOTE_ADDR"), exc)
+                    self._reject(RemoteProtocolError("the request body could not be stored", 500))
+                    return None
+            elif kind is EndOfMessage:
+                return EndOfMessage
+            elif budget > 0:
+                # Read on while the bytes are there: a fast upload is taken a
+                # megabyte per wake-up, not one 64 KiB read per round of epoll.
+                data = self._read_now()
+                if data is None:
+                    break
+                budget -= len(data)
+                conn.receive_data(data)     # b"": EOF, which next_event reports
+            else:
+                break
+        now = _monotonic()
+        deadline = self.body_deadline
+        if deadline is not None and now >= deadline:
+            self._reject(RemoteProtocolError(
+                f"request body not complete after --body-timeout ({self.ctx.body_timeout:g} s)", 408))
+            return None
+        if conn.client_waiting_for_100 and conn.our_state is SEND_RESPONSE:
+            # RFC 9110 §10.1.1: the server is reading the body now, so it says so.
+            try:
+                self._send([conn.send_continue()])
+            except OSError:
+                return None
+        stall = self.ctx.io_timeout
+        if stall:
+            stall += now
+            self.idle_deadline = stall if deadline is None or stall < deadline else deadline
+        else:
+            self.idle_deadline = deadline
+        return NEED_DATA
+
     def _environ(self, request: Request) -> dict:
         return request_environ(self.base, request, self.ctx, self.trusted, self.unix)
 
-    def _respond(self, request: Request) -> bool:
-        """Run the app for one request; True to keep the connection."""
+    def _respond(self, request: Request, body: Optional[ReceivedBody]) -> bool:
+        """Run the app for one request; True to keep the connection.
+
+        ``body`` is the request body already received (the default), or None:
+        no body, or --stream-request-body (the app reads it from the socket).
+        """
         conn = self.conn
         ctx = self.ctx
         state = self.state
         if state is not None and not state.accepting:
             conn.close_after_response()     # the worker is stopping
-        env = self._environ(request)
+        try:
+            env = self._environ(request)
+        except AmbiguousPath as exc:
+            # Routed on neither reading (see remove_dot_segments): refused.
+            self._reject(RemoteProtocolError(str(exc), 400))
+            return False
         if self.tls is not None:
             env.update(self.tls.environ())
-        if request.chunked or request.content_length:
+        if body is not None:
+            env["wsgi.input"] = body.stream()
+            if request.chunked:
+                # Complete now, so its size is known: tell apps that only
+                # look at CONTENT_LENGTH, as CGI would (RFC 3875 §4.1.2).
+                env["CONTENT_LENGTH"] = str(body.size)
+        elif request.chunked or request.content_length:
             env["wsgi.input"] = HTTPInput(self)
-            env["wsgi.input_terminated"] = True
+            timeout = ctx.body_timeout
+            self.body_deadline = _monotonic() + timeout if timeout else None
         else:
             conn.next_event()               # the EndOfMessage of a request without a body
-            env["wsgi.input_terminated"] = True
+        env["wsgi.input_terminated"] = True
         self.body_error = None
         self.aborted = False
         if ctx.access_log is not None:
@@ -345,7 +565,7 @@ class HTTPConnection:
                 state.request_finished()
         error = self.body_error
         if error is not None:
-            log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), error)
+            log.info("%s %s from %s: %s", error.status, request.method, env.get("REMOTE_ADDR"), escape(str(error)))
             if not conn.response_started:
                 page = conn.error_response(error.status, date_lines(True))
                 if page:
@@ -361,6 +581,7 @@ class HTTPConnection:
             return False
         if ctx.access_log is not None:
             self._log_access(env, request, response, started, t0)
+        self.body_deadline = None
         if response.disconnected or self.aborted:
             return False
         if conn.our_state is not DONE:
@@ -404,44 +625,55 @@ class HTTPConnection:
             try:
                 data = self._read_wait()
             except socket.timeout:
-                self.body_error = BodyError("timed out reading the request body (--io-timeout)", 408)
+                self.body_error = BodyError(
+                    "timed out reading the request body (--io-timeout or --body-timeout)", 408)
                 conn.state.error()
                 raise self.body_error from None
             conn.receive_data(data)
 
     def _drain(self) -> bool:
-        """Read and drop the body the app left unread, so the next request can follow."""
-        from bridge.http.protocol import DRAIN_LIMIT
+        """Read and drop the body the app left unread, so the next request can follow.
+
+        The protocol kept the connection only when at most DRAIN_LIMIT bytes
+        of that body were still to come, so that is what may be read here
+        (what was already buffered does not count).  Giving up (more than
+        that, a bad chunk, a stalled client) closes with a lingering close:
+        the client may still be sending, and closing with unread input would
+        reset the connection under the response it has not read yet.
+        """
         conn = self.conn
-        total = 0
+        received = 0
         while True:
             try:
                 event = conn.next_event()
             except RemoteProtocolError:
+                self._linger()
                 return False
             kind = type(event)
             if kind is EndOfMessage:
                 return True
             if kind is Data:
-                total += len(event.data)
-                if total > DRAIN_LIMIT:
-                    return False
                 continue
             if event is not NEED_DATA:
+                return False
+            if received > DRAIN_LIMIT:
+                self._linger()
                 return False
             try:
                 data = self._read_wait()
             except OSError:
+                self._linger()
                 return False
             if not data:
                 return False
+            received += len(data)
             conn.receive_data(data)
 
     def _reject(self, exc: RemoteProtocolError) -> None:
         """A request the parser refused: answer its status (if possible), then close."""
         status = exc.status
         peer = self.base.get("REMOTE_ADDR")
-        log.info("%d from %s: %s", status, peer, exc)
+        log.info("%d from %s: %s", status, peer, escape(str(exc)))   # it may quote the request
         page = self.conn.error_response(status, date_lines(True))
         if page is None:
             return
@@ -455,33 +687,42 @@ class HTTPConnection:
         self._linger()
 
     def _linger(self) -> None:
-        """Close gently: stop sending, read what the client still sends for a moment.
+        """Close gently: stop sending, then read and drop what the client still sends.
 
         Closing a socket with unread input makes the kernel send RST, and the
-        client may lose the error response it has not read yet.
+        client may lose the response it has not read yet.  So the write side
+        is shut down and the connection stays with the Worker, ``lingering``,
+        for up to LINGER seconds (its sweep enforces ``idle_deadline``):
+        :meth:`on_readable` drops input as it comes, no thread waits for it.
+        The caller returns ``self.lingering`` as "keep the connection".
         """
         try:
             if self.tls is not None and self.tls.handshaken:
                 os.write(self.fd, self.tls.close_notify())
-                self.closed = True
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return
-        deadline = _monotonic() + min(2.0, self.ctx.io_timeout or 2.0)
+        self.lingering = True
+        self.idle_deadline = _monotonic() + min(LINGER, self.ctx.io_timeout or LINGER)
+
+    def _discard(self) -> bool:
+        """Lingering: drop what arrived; False (close) at EOF or past the deadline."""
+        deadline = self.idle_deadline
+        if deadline is not None and _monotonic() >= deadline:
+            return False
         buf = _thread_buffer()
-        while True:
-            left = deadline - _monotonic()
-            if left <= 0:
-                return
+        budget = BODY_READ_BUDGET     # a client sending flat out gets no thread to itself
+        while budget > 0:
             try:
-                if not _wait(self.fd, False, left):
-                    return
-                if not _readv(self.fd, (buf,)):
-                    return
+                n = _readv(self.fd, (buf,))
             except BlockingIOError:
-                continue
+                return True
             except OSError:
-                return
+                return False
+            if not n:
+                return False
+            budget -= n
+        return True
 
     # ---- bridge.wsgi transport
 
@@ -500,6 +741,10 @@ class HTTPConnection:
             if n == 14 or n == 4 or n == 6:
                 low = name.lower()
                 if low == "content-length":
+                    if length is not None:
+                        # The WSGI core leaves one; framing by either of two
+                        # is response splitting: never send them.
+                        raise WSGIError("two Content-Length fields in one response")
                     length = int(value)
                 elif low == "date":
                     has_date = True
@@ -508,7 +753,6 @@ class HTTPConnection:
         try:
             block = "".join(parts).encode("latin-1")
         except UnicodeEncodeError as exc:
-            from bridge.wsgi import WSGIError
             raise WSGIError(f"response header not encodable as latin-1: {exc}") from None
         request = conn.request
         body_allowed = status_has_body(status, request.method if request is not None else "GET")
@@ -552,13 +796,20 @@ class HTTPConnection:
                     pass
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
-        """``wsgi.file_wrapper`` over a real file: ``os.sendfile``, no copy through Python."""
+        """``wsgi.file_wrapper`` over a real file: ``os.sendfile``, no copy through Python.
+
+        The head announced ``count`` bytes.  A file that shrinks meanwhile
+        (truncated, rewritten) cannot keep that promise: returning short would
+        leave the client counting the next response as the rest of this body.
+        :class:`FileShrank` makes ``call_app`` log it and :meth:`abort`, which
+        cuts the connection off.
+        """
         conn = self.conn
         if self.tls is not None or not conn.raw_body(count):
             while count > 0:
                 data = os.pread(fd, min(count, 1 << 20), offset)
                 if not data:
-                    break
+                    raise FileShrank(count)
                 self.send_body(data)
                 offset += len(data)
                 count -= len(data)
@@ -577,7 +828,7 @@ class HTTPConnection:
                 except OSError as exc:
                     raise ClientGone(exc.errno, f"client gone: {exc.strerror}") from None
                 if sent == 0:
-                    break
+                    raise FileShrank(count)
                 offset += sent
                 count -= sent
         finally:
@@ -596,20 +847,52 @@ def _wait(fd: int, write: bool, timeout: Optional[float]) -> bool:
 # Entry points
 
 
-def factory_builder(app: Callable, config) -> Callable:
-    """``bridge.server.serve``'s hook: one ServerContext per worker, one handler per connection."""
-    ctx = ServerContext(app, config)
+def factory_builder(app: Callable, config, prepared=None) -> Callable:
+    """``bridge.server.serve``'s hook: one ServerContext per worker, one handler per connection.
 
-    def factory(sock: socket.socket, addr, listener, state) -> HTTPConnection:
+    ``prepared``: the TLS context and access log the master opened before the
+    workers switched users (``factory_builder.prepare``, see bridge.http.prepared).
+    """
+    ctx = ServerContext(app, config, prepared)
+
+    def factory(sock: socket.socket, addr, listener, state):
+        if ctx.proxy_protocol and not _proxy_allowed(ctx, addr, listener):
+            log.warning("closed a connection from %s: not in --proxy-allow-ips (--proxy-protocol)",
+                        escape(str(addr[0])))
+            return Refused()
         return HTTPConnection(ctx, sock, addr, listener, state)
     factory.context = ctx
     return factory
+
+
+factory_builder.prepare = prepare
+
+
+def _proxy_allowed(ctx: ServerContext, addr, listener) -> bool:
+    """May this peer send a PROXY header?  A unix socket peer always may (as for X-Forwarded-*)."""
+    if getattr(listener, "kind", "tcp") == "unix" or not isinstance(addr, tuple) or not addr:
+        return True
+    return ctx.proxy_allowed.trusts(addr[0])
+
+
+class Refused:
+    """The handler of a connection refused on accept: the Worker's sweep closes it at once."""
+
+    def __init__(self) -> None:
+        self.idle_deadline = _monotonic()
+
+    def on_readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
 
 
 def check_config(config) -> Optional[str]:
     """One line saying what is wrong with the HTTP settings, or None."""
     try:
         TrustedProxies(getattr(config, "forwarded_allow_ips", "") or "")
+        TrustedProxies(getattr(config, "proxy_allow_ips", "") or "", "--proxy-allow-ips")
         if getattr(config, "access_log_format", None):
             from bridge.http.accesslog import compile_format
             compile_format(config.access_log_format)
@@ -621,6 +904,9 @@ def check_config(config) -> Optional[str]:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+factory_builder.check_config = check_config     # the master checks a file read again on SIGHUP
 
 
 #: Where ``bridge http APP`` listens without --bind (and without a socket

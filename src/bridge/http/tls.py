@@ -19,24 +19,38 @@ if TYPE_CHECKING:
 
 def make_context(certfile: str, keyfile: Optional[str] = None,
                  ca_certs: Optional[str] = None) -> ssl.SSLContext:
-    """A server context: modern defaults, ALPN http/1.1, client certificates with ``ca_certs``."""
+    """A server context: modern defaults, ALPN http/1.1, client certificates with ``ca_certs``.
+
+    TLS 1.2 is the minimum, set here rather than left to the system's OpenSSL
+    policy (a permissive ``openssl.cnf`` or security level 0 would otherwise
+    let TLS 1.0/1.1 through): RFC 8996 deprecates both.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(certfile, keyfile or None)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load --certfile {certfile!r}"
-                         f"{f' / --keyfile {keyfile!r}' if keyfile else ''}: {exc}") from None
+                         f"{f' / --keyfile {keyfile!r}' if keyfile else ''}: {why(exc)}") from None
     if ca_certs:
         try:
             ctx.load_verify_locations(ca_certs)
         except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load --ca-certs {ca_certs!r}: {exc}") from None
+            raise ValueError(f"cannot load --ca-certs {ca_certs!r}: {why(exc)}") from None
         ctx.verify_mode = ssl.CERT_REQUIRED
     try:
         ctx.set_alpn_protocols(["http/1.1"])
     except NotImplementedError:   # pragma: no cover - OpenSSL without ALPN
         pass
     return ctx
+
+
+def why(exc: OSError) -> str:
+    """A load failure in a user's words: ``No such file or directory``, not ``[Errno 2] ...``."""
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or "").replace("_", " ").lower()
+        return f"not a usable PEM file{f' ({reason})' if reason else ''}"
+    return exc.strerror or str(exc)
 
 
 class TLSSession:

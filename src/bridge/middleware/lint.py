@@ -18,6 +18,8 @@ only turns its reports into log lines.  The interface it relies on::
 """
 from __future__ import annotations
 
+from bridge import logtext
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Iterable, Optional
@@ -28,14 +30,8 @@ PREFIX = "bridge lint: "
 
 
 def describe_request(environ: dict) -> str:
-    """``GET /script/path?query`` as the app saw it (latin-1 "bytes as str" kept printable)."""
-    method = environ.get("REQUEST_METHOD", "?")
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    query = environ.get("QUERY_STRING", "")
-    target = path + ("?" + query if query else "")
-    # A request line may hold anything: keep the log line one printable line.
-    target = "".join(c if " " < c < "\x7f" else f"\\x{ord(c):02x}" for c in target)
-    return f"{method} {target or '/'}"
+    """``GET /script/path?query`` as the app saw it, escaped as every log line is."""
+    return logtext.describe_request(environ, query=True)
 
 
 def _checker() -> Callable:

@@ -15,6 +15,8 @@ An app may also be given by name, as on the command line (``--mount``):
 """
 from __future__ import annotations
 
+from bridge.wsgi import AmbiguousPath, refuse_ambiguous_path, remove_dot_segments
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional, Union
@@ -86,6 +88,14 @@ class Mount:
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         path = environ.get("PATH_INFO", "")
+        if "/." in path:
+            # bridge's gateways already did this; a server that does not
+            # (or an app calling a mount directly) must not route
+            # "/admin/../public" to the app at "/admin" (RFC 3986 §5.2.4).
+            try:
+                path = environ["PATH_INFO"] = remove_dot_segments(path)
+            except AmbiguousPath:
+                return refuse_ambiguous_path(environ, start_response)
         found = self.match(path)
         if found is None:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"),

@@ -37,33 +37,36 @@ def static_spec(raw: str) -> tuple:
 def gzip_level(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 9:
-        raise ValueError(f"must be 1..9, got {value}")
+        raise ValueError(raw)
     return value
 
 
-setting("static", "--static", multiple=True, default=[], type=static_spec, metavar="PREFIX=DIR",
+gzip_level.expected = "a compression level from 1 to 9"
+
+
+setting("static", "--static", restart="preload", multiple=True, mapping=True, default=[], type=static_spec, metavar="PREFIX=DIR",
         commands=COMMANDS, section="static files",
         help="serve the files under DIR at URL PREFIX, with ETag/Last-Modified, 304, ranges, "
              "precompressed .br/.gz siblings and sendfile (repeatable)")
-setting("static_max_age", "--static-max-age", default=0, type=int, validate=non_negative,
+setting("static_max_age", "--static-max-age", restart="preload", default=0, type=int, validate=non_negative,
         metavar="SECONDS", commands=COMMANDS, section="static files",
         help="Cache-Control: public, max-age=SECONDS for static files (0: no-cache, revalidate each time)")
-setting("static_index", "--static-index", default=False, type=bool, commands=COMMANDS,
+setting("static_index", "--static-index", restart="preload", default=False, type=bool, commands=COMMANDS,
         section="static files", help="serve index.html for a directory (never a listing)")
-setting("static_hidden", "--static-hidden", default=False, type=bool, commands=COMMANDS,
+setting("static_hidden", "--static-hidden", restart="preload", default=False, type=bool, commands=COMMANDS,
         section="static files", help="serve dot-files (.well-known, ...); hidden by default")
-setting("gzip", "--gzip", default=False, type=bool, commands=COMMANDS, section="compression",
+setting("gzip", "--gzip", restart="preload", default=False, type=bool, commands=COMMANDS, section="compression",
         help="compress responses with gzip for clients that accept it")
-setting("gzip_min_size", "--gzip-min-size", default=256, type=size, validate=non_negative,
+setting("gzip_min_size", "--gzip-min-size", restart="preload", default=256, type=size, validate=non_negative,
         metavar="BYTES", commands=COMMANDS, section="compression",
         help="do not compress responses known to be smaller (streams of unknown size are compressed)")
-setting("gzip_types", "--gzip-types", default="", metavar="TYPES", commands=COMMANDS,
+setting("gzip_types", "--gzip-types", restart="preload", default="", metavar="TYPES", commands=COMMANDS,
         section="compression",
         help="comma-separated media types to compress (type/* and type/*+suffix allowed); "
              "default: text/*, JSON, JavaScript, XML, SVG, wasm")
-setting("gzip_level", "--gzip-level", default=6, type=gzip_level, metavar="1-9", commands=COMMANDS,
+setting("gzip_level", "--gzip-level", restart="preload", default=6, type=gzip_level, metavar="1-9", commands=COMMANDS,
         section="compression", help="gzip compression level")
-setting("lint", "--lint", default=False, type=bool, commands=COMMANDS, section="development",
+setting("lint", "--lint", restart="preload", default=False, type=bool, commands=COMMANDS, section="development",
         help="check every request against the WSGI contract (PEP 3333) and log each violation "
              "(the checker of 'bridge check'); responses are not altered")
 
@@ -80,8 +83,12 @@ def wrap_app(app, config):
     if app is not None and getattr(config, "gzip", False):
         from bridge.middleware.gzip import DEFAULT_TYPES, Gzip
         types = [t.strip() for t in (getattr(config, "gzip_types", "") or "").split(",") if t.strip()]
-        app = Gzip(app, min_size=getattr(config, "gzip_min_size", 256), types=types or DEFAULT_TYPES,
-                   level=getattr(config, "gzip_level", 6))
+        try:
+            app = Gzip(app, min_size=getattr(config, "gzip_min_size", 256), types=types or DEFAULT_TYPES,
+                       level=getattr(config, "gzip_level", 6))
+        except ValueError as exc:
+            from bridge.config import ConfigError
+            raise ConfigError(f"--gzip-types: {exc}") from None
     mounts = getattr(config, "static", None)
     if mounts:
         from bridge.middleware.static import Static

@@ -19,9 +19,15 @@ whitenoise, with the HTTP rules of RFC 9110 done once:
 Safety: the URL path is taken as already percent-decoded by the server
 (PATH_INFO) and never decoded again, so ``%252e%252e`` is a literal name.
 ``.`` and ``..`` segments, empty segments (``//``, an absolute path),
-backslashes and dot-files (unless ``hidden=True``) give 404, a NUL byte 400;
-the resolved real path, symlinks followed, must stay inside the directory.
-Directories are never listed.
+backslashes and dot-files (unless ``hidden=True``) give 404, a NUL byte 400.
+The file is opened by walking the path from a descriptor of the directory,
+one component at a time with ``O_NOFOLLOW`` (``bridge.middleware.beneath``),
+and everything after (type, size, validators, the bytes sent) comes from
+that descriptor: a directory swapped for a symlink between a check and the
+open cannot lead out of the tree, because there is no second lookup.
+Symlinks inside the directory are followed only when they resolve inside it
+without climbing above it (``..`` past the directory, an absolute target
+elsewhere, a dot-file on the way: 404).  Directories are never listed.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import os
 import stat
 
 from bridge import httputil
+from bridge.middleware.beneath import open_beneath
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,28 +135,48 @@ class Static:
         parts = self._segments(raw)
         if parts is None:
             return _plain(start_response, "404 Not Found")
-        real = self._resolve(root, parts)
-        if real is None:
+        found = self._open(environ, root, parts)
+        if found is None:
             return _plain(start_response, "404 Not Found")
+        with _Descriptor(found[0]) as file:
+            st = os.fstat(file.fd)
+            if stat.S_ISDIR(st.st_mode):
+                file.close()
+                return self._directory(environ, start_response, root, raw, found[1])
+            if raw.endswith(b"/"):
+                return _plain(start_response, "404 Not Found")   # "file/" names no file
+            return self._send(environ, start_response, root, file, st, found[1])
+
+    def _directory(self, environ: dict, start_response: Callable, root: bytes, raw: bytes,
+                   names: list) -> Iterable:
+        """A directory: never a listing; with ``index``, a redirect to ``dir/`` or its index.html."""
+        if not self.index:
+            return _plain(start_response, "404 Not Found")
+        if not raw.endswith(b"/"):
+            # Relative links in the index page need the slash (as nginx does).
+            location = _quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")) + "/"
+            if environ.get("QUERY_STRING"):
+                location += "?" + environ["QUERY_STRING"]
+            return _plain(start_response, "301 Moved Permanently", [("Location", location)])
+        found = self._open(environ, root, names + [b"index.html"])
+        if found is None:
+            return _plain(start_response, "404 Not Found")
+        with _Descriptor(found[0]) as file:
+            return self._send(environ, start_response, root, file, os.fstat(file.fd), found[1])
+
+    def _open(self, environ: dict, root: bytes, parts: list) -> Optional[tuple]:
+        """``(fd, names)`` of ``root/parts`` opened without leaving ``root``, or None (404).
+
+        Everything after this works on the descriptor, never on the name
+        again: see ``bridge.middleware.beneath`` for why and how.
+        """
         try:
-            st = os.stat(real)
-        except OSError:
-            return _plain(start_response, "404 Not Found")
-        if raw.endswith(b"/") and not stat.S_ISDIR(st.st_mode):
-            return _plain(start_response, "404 Not Found")   # "file/" names no file
-        if stat.S_ISDIR(st.st_mode):
-            if not self.index:
-                return _plain(start_response, "404 Not Found")   # never a listing
-            if not raw.endswith(b"/"):
-                # Relative links in the index page need the slash (as nginx does).
-                location = _quote((environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")) + "/"
-                if environ.get("QUERY_STRING"):
-                    location += "?" + environ["QUERY_STRING"]
-                return _plain(start_response, "301 Moved Permanently", [("Location", location)])
-            real = self._resolve(root, [p for p in parts if p] + [b"index.html"])
-            if real is None:
-                return _plain(start_response, "404 Not Found")
-        return self._send(environ, start_response, root, real)
+            return open_beneath(root, parts, hidden=self.hidden)
+        except OSError as exc:
+            if isinstance(exc, PermissionError):
+                name = os.fsdecode(b"/".join(parts))
+                _log(environ, f"bridge static: cannot open {name!r}: {exc.strerror}")
+            return None
 
     def _segments(self, raw: bytes) -> Optional[list]:
         """The path segments, or None when the path may not name a file here."""
@@ -167,25 +194,10 @@ class Static:
                 return None
         return parts
 
-    def _resolve(self, root: bytes, parts: list) -> Optional[bytes]:
-        """The real path (symlinks followed) of ``root/parts``, if it stays inside ``root``."""
-        joined = b"/".join(p for p in parts if p)
-        real = os.path.realpath(root + b"/" + joined if joined else root)
-        if real == root:
-            return real
-        if not real.startswith(root + b"/"):
-            return None            # a symlink leading out of the directory
-        if not self.hidden:
-            # A symlink may lead to a dot-file inside the directory.
-            for part in real[len(root) + 1:].split(b"/"):
-                if part.startswith(b"."):
-                    return None
-        return real
-
     # -- the response ---------------------------------------------------------
 
-    def _content_type(self, real: bytes) -> str:
-        name = os.fsdecode(os.path.basename(real))
+    def _content_type(self, basename: bytes) -> str:
+        name = os.fsdecode(basename)
         ext = os.path.splitext(name)[1].lower()
         ctype = TYPES.get(ext)
         if ctype is None:
@@ -200,54 +212,43 @@ class Static:
             ctype += "; charset=" + self.charset
         return ctype
 
-    def _variants(self, root: bytes, real: bytes) -> list:
-        """``[(coding, path)]`` of the precompressed siblings that exist as regular files."""
+    def _variants(self, environ: dict, root: bytes, names: list) -> list:
+        """``[(coding, descriptor, stat)]`` of the precompressed siblings that are regular files."""
         found = []
         for coding in self.precompressed:
-            sibling = real + SUFFIXES[coding]
-            try:
-                st = os.lstat(sibling)
-            except OSError:
+            sibling = self._open(environ, root, names[:-1] + [names[-1] + SUFFIXES[coding]])
+            if sibling is None:
                 continue
-            if stat.S_ISLNK(st.st_mode):
-                resolved = os.path.realpath(sibling)
-                if not resolved.startswith(root + b"/"):
-                    continue
-                try:
-                    st = os.stat(resolved)
-                except OSError:
-                    continue
+            file = _Descriptor(sibling[0])
+            st = os.fstat(file.fd)
             if stat.S_ISREG(st.st_mode):
-                found.append((coding, sibling))
+                found.append((coding, file, st))
+            else:
+                file.close()
         return found
 
-    def _send(self, environ: dict, start_response: Callable, root: bytes, real: bytes) -> Iterable:
-        headers = [("Content-Type", self._content_type(real))]
+    def _send(self, environ: dict, start_response: Callable, root: bytes, file: _Descriptor,
+              st: os.stat_result, names: list) -> Iterable:
+        """Answer with the open ``file`` or one of its precompressed siblings."""
+        headers = [("Content-Type", self._content_type(names[-1]))]
         coding = None
-        path = real
-        variants = self._variants(root, real) if self.precompressed else []
-        if variants:
-            chosen = httputil.choose_encoding(environ.get("HTTP_ACCEPT_ENCODING"), [c for c, _ in variants])
-            if chosen is not None:
-                coding = chosen
-                path = dict(variants)[chosen]
+        variants = self._variants(environ, root, names) if self.precompressed and names else []
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            if isinstance(exc, PermissionError):
-                _log(environ, f"bridge static: cannot open {os.fsdecode(path)!r}: {exc.strerror}")
-            return _plain(start_response, "404 Not Found")
-        try:
-            return self._respond(environ, start_response, fd, headers, coding, bool(variants))
-        except BaseException:
-            os.close(fd)
-            raise
+            if variants:
+                chosen = httputil.choose_encoding(environ.get("HTTP_ACCEPT_ENCODING"), [c for c, _, _ in variants])
+                for other, other_file, other_st in variants:
+                    if other == chosen:
+                        coding, file, st = other, other_file, other_st
+                return self._respond(environ, start_response, file, st, headers, coding, True)
+            return self._respond(environ, start_response, file, st, headers, None, False)
+        finally:
+            for _, other_file, _ in variants:
+                other_file.close()
 
-    def _respond(self, environ: dict, start_response: Callable, fd: int, headers: list,
-                 coding: Optional[str], vary: bool) -> Iterable:
-        st = os.fstat(fd)   # of the file we will send, not of a name that may have changed
+    def _respond(self, environ: dict, start_response: Callable, file: _Descriptor, st: os.stat_result,
+                 headers: list, coding: Optional[str], vary: bool) -> Iterable:
+        """The response for ``file`` (``st`` its fstat: of the file we send, not of a name)."""
         if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
             return _plain(start_response, "404 Not Found")
         size = st.st_size
         mtime = int(st.st_mtime)
@@ -259,7 +260,6 @@ class Static:
 
         status = _preconditions(environ, etag, mtime)
         if status is not None:
-            os.close(fd)
             if status.startswith("304"):
                 # §15.4.5: a 304 carries the validators and caching fields a 200 would.
                 start_response(status, validators)
@@ -277,7 +277,6 @@ class Static:
         if range_header is not None and method == "GET" and _if_range_holds(environ.get("HTTP_IF_RANGE"), etag, mtime):
             ranges = httputil.parse_range(range_header, size)
             if ranges == []:
-                os.close(fd)
                 return _plain(start_response, "416 Range Not Satisfiable",
                               [("Content-Range", f"bytes */{size}")])
             if ranges is not None and len(ranges) == 1:
@@ -288,11 +287,14 @@ class Static:
             # Several ranges: the whole file with 200 (documented choice, §14.2).
         headers.append(("Content-Length", str(length)))
         if method == "HEAD" or length == 0:
-            os.close(fd)
             start_response(status, headers)
             return []
-        body = FileSlice(fd, first, length)
-        start_response(status, headers)
+        body = FileSlice(file.take(), first, length)
+        try:
+            start_response(status, headers)
+        except BaseException:
+            body.close()
+            raise
         wrapper = environ.get("wsgi.file_wrapper")
         if wrapper is None:
             from bridge.wsgi import FileWrapper as wrapper
@@ -388,6 +390,32 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 def _quote(raw: bytes) -> str:
     """Percent-encode a path for ``Location`` (RFC 3986 §3.3 pchar, plus '/')."""
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in raw)
+
+
+class _Descriptor:
+    """An open descriptor closed exactly once: by ``close()``, at the end of
+    the ``with`` block, or by whoever ``take()`` handed it to.  A second
+    ``os.close`` of a number could close another thread's newly opened file."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def take(self) -> int:
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        fd = self.take()
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> "_Descriptor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _log(environ: dict, message: str) -> None:

@@ -50,6 +50,19 @@ def open_config_listeners(config) -> list:
                          backlog=getattr(config, "backlog", 2048) or 2048)
 
 
+def log_socket_access(listeners: list, config) -> None:
+    """At start-up, once the sockets are final: who may connect to each unix socket.
+
+    See :func:`bridge.server.listeners.access_report` (nginx's EACCES is
+    invisible to bridge, so this line is the tool for a 502).
+    """
+    import logging
+    from bridge.server.listeners import access_report
+    log = logging.getLogger("bridge.server")
+    for level, text in access_report(listeners, user=getattr(config, "user", None)):
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+
+
 def describe_listeners(listeners: list, scheme: str) -> str:
     return ", ".join(listener.url(scheme) for listener in listeners)
 
@@ -58,6 +71,15 @@ def default_scheme(config) -> str:
     if getattr(config, "command", "") == "fcgi":
         return "fcgi"
     return "https" if getattr(config, "certfile", None) else "http"
+
+
+def check_pool(config) -> Optional[str]:
+    """One line saying what is wrong with the pool sizes, or None (a silent clamp hides a typo)."""
+    low = getattr(config, "workers_min", None)
+    high = getattr(config, "workers_max", None)
+    if low is not None and high is not None and low > high:
+        return f"--workers-min {low} is more than --workers-max {high}"
+    return None
 
 
 def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
@@ -71,34 +93,53 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
     from bridge.server.listeners import BindError
     from bridge.server.logs import setup_logging
     log = logging.getLogger("bridge.server")
-    setup_logging(config)
+    command = getattr(config, "command", "serve")
+    problem = check_pool(config)
+    if problem:
+        sys.stderr.write(f"bridge {command}: {problem}\n")
+        return 2
+    try:
+        setup_logging(config)
+    except OSError as exc:
+        sys.stderr.write(f"bridge {command}: {exc}\n")
+        return 2
     from bridge.server import malloc
     malloc.tune()       # before forking: the workers inherit it
-    command = getattr(config, "command", "serve")
     scheme = scheme or default_scheme(config)
-    if getattr(config, "workers", 1) > 1 or _needs_master(config):
+    # --config: SIGHUP reads the file again, which only the master does; not
+    # under mod_fcgid (sockets given, it restarts the processes itself).
+    file_reload = bool(getattr(config, "config", None)) and listeners is None
+    if getattr(config, "workers", 1) > 1 or _needs_master(config) or file_reload:
         from bridge.server.master import Master
         return Master(config, factory_builder, app=app, scheme=scheme, listeners=listeners).run()
+    # Before anything slow (the import, a client connecting early): HUP,
+    # TTIN, TTOU and USR1 would kill or stop the process until the worker's
+    # handlers are in place, so they wait, blocked, and reach those handlers.
+    from bridge.server.process import defer_signals
+    defer_signals()
     if app is None:
         from bridge.loader import load_from_config
         app = load_from_config(config)       # exits 2 with one line when it cannot
-    early: list = []    # signals that came before the worker's handlers
     if listeners is None:
-        # HUP/TTIN/TTOU/USR1 would kill (or stop) the process until the
-        # worker's handlers are in place, and a client may already connect:
-        # from before the sockets exist, note them, and pass them on to the
-        # worker's handlers once they are in place (see ready()).
-        import signal
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
-                signal.signal(signum, lambda signum, frame: early.append(signum))
         try:
             listeners = open_config_listeners(config)
         except BindError as exc:
             sys.stderr.write(f"bridge {command}: {exc}\n")
             return 2
+    log_socket_access(listeners, config)
     try:
+        prepare = getattr(factory_builder, "prepare", None)
+        if prepare is not None:
+            # The files the protocol opens (TLS key, access log), as the
+            # master does: a bad path is one line here, not a traceback from
+            # inside the worker.
+            try:
+                prepared = prepare(config)
+            except (OSError, ValueError) as exc:
+                sys.stderr.write(f"bridge {command}: {exc}\n")
+                return 2
+            import functools
+            factory_builder = functools.partial(factory_builder, prepared=prepared)
         from bridge.server.process import run_worker
         from bridge.server.scoreboard import Scoreboard
         threads = getattr(config, "threads", 4)
@@ -108,13 +149,10 @@ def serve(config, factory_builder: Callable, *, app: Optional[Callable] = None,
         def ready() -> None:
             log.info("Listening on %s (%d thread%s, pid %d)", describe_listeners(listeners, scheme),
                      threads, "" if threads == 1 else "s", os.getpid())
-            if early:
-                import signal
-                for signum in dict.fromkeys(early):
-                    signal.raise_signal(signum)
         worker = run_worker(listeners, app, factory_builder, config, board=board,
                             slot_index=slot_index, max_requests=0, on_ready=ready)
-        log.info("Stopped (%d requests served)", worker.state.requests)
+        from bridge.logtext import counted
+        log.info("Stopped (%s served)", counted(worker.state.requests, "request"))
         return 0
     finally:
         for listener in listeners:
@@ -126,14 +164,16 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
     """A Worker configured from ``config``.
 
     ``siblings``: other worker processes share the listeners (pre-fork), so
-    a saturated worker pauses accepting once twice its threads are in hand
-    and leaves the connections to an idle sibling.
+    a worker pauses accepting once it has as many requests in hand (running,
+    or accepted and not started) as threads, and leaves the connections it
+    could not start to an idle sibling.
     """
     from bridge.server.worker import Worker
     threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
                   threads=threads,
-                  accept_limit=2 * threads if siblings else None,
+                  accept_limit=threads if siblings else None,
+                  max_connections=getattr(config, "worker_connections", 0) or None,
                   graceful_timeout=getattr(config, "graceful_timeout", 30.0),
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),

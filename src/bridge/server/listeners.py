@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from typing import Iterable, Optional
 
 __all__ = ["BindError", "Listener", "open_listeners", "inherited_listeners",
-           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE"]
+           "listeners_for", "parse_bind", "NO_SOCKET_MESSAGE", "access_report"]
 
 #: sd_listen_fds(3): passed descriptors start at 3.
 SD_LISTEN_FDS_START = 3
@@ -167,7 +167,7 @@ def _open_unix(bind: str, path: str, mode: Optional[int], backlog: int) -> Liste
         try:
             if mode is not None:
                 # Before listen(): nobody can connect while the mode is still the umask's.
-                os.chmod(path, mode)
+                set_socket_file(path, mode=mode)
             sock.listen(backlog)
         except OSError as exc:
             os.unlink(path)
@@ -176,6 +176,30 @@ def _open_unix(bind: str, path: str, mode: Optional[int], backlog: int) -> Liste
         sock.close()
         raise
     return Listener(sock, "unix", "unix:" + path, path=path, owned=True)
+
+
+def set_socket_file(path: str, *, mode: Optional[int] = None, uid: int = -1, gid: int = -1) -> None:
+    """chmod/chown the socket file at ``path``, never anything a link or a swap put there.
+
+    The master is often root and the socket's directory may be writable by
+    another user, who could replace the socket with a link to a root-only file
+    between ``bind`` and ``chmod`` (issue 21, item 2).  ``fchmod`` on the
+    socket's own descriptor does not reach the file on Linux, and there is
+    no ``lchmod``; so the path is opened with ``O_PATH | O_NOFOLLOW``, the
+    descriptor is checked to be a socket, and the change is made through
+    ``/proc/self/fd/N``, which names exactly that inode.
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is no longer the socket bridge made; refusing to change it")
+        inode = f"/proc/self/fd/{fd}"
+        if mode is not None:
+            os.chmod(inode, mode)
+        if uid != -1 or gid != -1:
+            os.chown(inode, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_socket(bind: str, path: str) -> None:
@@ -384,3 +408,130 @@ def listeners_for(binds: Iterable[str], *, socket_mode: Optional[int] = None,
     if inherited:
         return inherited
     raise BindError(NO_SOCKET_MESSAGE)
+
+
+# -- who may connect: said once at start-up ----------------------------------------
+
+def access_report(listeners: Iterable[Listener], *, user: Optional[str] = None) -> list:
+    """Start-up log lines, ``(level, text)``, saying who may connect to each unix socket.
+
+    When nginx cannot open the socket it logs ``connect() ... failed (13:
+    Permission denied)`` in *its* error log and answers 502; bridge never
+    sees the attempt, so the one place bridge can help is here: the socket's
+    mode and owner, and its directory's (a connect needs write permission on
+    the socket and search permission on every directory above it), with
+    what a web server's user needs when only the owner may connect.  And a
+    root master with no ``--user`` runs the app as root: the socket is then
+    root's, so a plain ``sudo bridge ... --group www-data`` serves the app
+    with every privilege; that gets a warning.
+    """
+    lines = []
+    unix = [listener for listener in listeners if listener.kind == "unix" and listener.path]
+    for listener in unix:
+        lines.append(_socket_access(listener.path))
+    if unix and os.geteuid() == 0 and not user:
+        lines.append(("warning", "running as root with a unix socket and no --user: the app runs "
+                                 "as root; give it a user of its own (--user myproject) and the "
+                                 "socket to the web server's group (--group www-data)"))
+    return lines
+
+
+#: The users web servers run as, in the order looked for (Debian/Ubuntu, Fedora/RHEL nginx,
+#: Arch, RHEL httpd): the first one this machine has is the one the start-up line speaks of.
+WEB_SERVER_USERS = ("www-data", "nginx", "http", "apache")
+
+
+def _socket_access(path: str) -> tuple:
+    directory = os.path.dirname(path) or "."
+    try:
+        st = os.stat(path)
+        dst = os.stat(directory)
+    except OSError as exc:
+        return ("warning", f"unix:{path}: cannot read its mode and owner ({exc.strerror})")
+    text = (f"unix:{path}: mode {stat.S_IMODE(st.st_mode):04o}, owner {_owner(st)}; "
+            f"directory {directory}: mode {stat.S_IMODE(dst.st_mode):04o}, owner {_owner(dst)}")
+    web = _web_server_user()
+    if web is None:
+        return ("info", text)
+    refused = _connect_refused(path, web)
+    if refused:
+        return ("warning", f"{text}; {web.pw_name} (the web server's user) cannot connect: "
+                           f"{refused}")
+    return ("info", f"{text}; {web.pw_name} may connect")
+
+
+def _web_server_user():
+    import pwd
+    for name in WEB_SERVER_USERS:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    return None
+
+
+def _connect_refused(path: str, user) -> Optional[str]:
+    """Why ``user`` would get EACCES connecting to the socket at ``path``, or None.
+
+    connect(2) on a unix socket needs write permission on the socket file and
+    search (x) permission on every directory above it (path_resolution(7)).
+    """
+    if user.pw_uid == 0:
+        return None
+    try:
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    except OSError:
+        groups = {user.pw_gid}
+
+    def allowed(st: os.stat_result, bit: int) -> bool:
+        if st.st_uid == user.pw_uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid in groups:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
+
+    directory = os.path.dirname(path)
+    parents = []
+    while directory and directory not in parents:
+        parents.append(directory)
+        directory = os.path.dirname(directory)
+    for directory in reversed(parents):
+        try:
+            dst = os.stat(directory)
+        except OSError:
+            return None
+        if not allowed(dst, 0o1):
+            return (f"it may not enter {directory} (mode {stat.S_IMODE(dst.st_mode):04o}, owner "
+                    f"{_owner(dst)}); put the socket in a directory it may enter "
+                    f"(see docs/nginx.md, quick start)")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not allowed(st, 0o2):
+        return (f"the socket needs write permission for it: --socket-mode 0660 "
+                f"--group {_group_name(user.pw_gid)}")
+    return None
+
+
+def _group_name(gid: int) -> str:
+    import grp
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _owner(st: os.stat_result) -> str:
+    """``user:group`` by name, or by number when there is no such entry."""
+    import grp
+    import pwd
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{user}:{group}"

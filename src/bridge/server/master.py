@@ -14,7 +14,13 @@ Signals to the master:
   (without ``--preload`` each imports the app afresh, so new code is
   loaded); once all of them are serving, the old generation is stopped
   gracefully.  If the new code cannot be imported, the old workers keep
-  serving and the log says why.
+  serving and the log says why.  With ``--config FILE`` the file is read
+  again first: what the new workers read (workers, threads, timeouts,
+  logs, limits, middleware) takes effect in them; what was set up once
+  for the whole server (the sockets, the users, the pid file: a setting
+  declared ``restart=True``) keeps its value, with one log line each
+  saying a restart is needed.  A file that has become wrong is logged and
+  the settings in force are kept.
 * USR1 -- reopen the log files, in the master and every worker.
 * TTIN / TTOU -- one worker more / less.
 * CHLD -- a worker died: it is replaced.  A worker that dies within
@@ -22,19 +28,37 @@ Signals to the master:
   (a crash loop does not fork hundreds of processes a second); an app that
   no worker could ever import stops the master with status 2.
 
+With ``--user``/``--group`` the master keeps the user it was started as and
+opens, before any worker exists, what the workers could not open themselves
+(the TLS key, the logs: the protocol's ``factory_builder.prepare``); each
+worker switches users right after ``fork``, before importing the app
+(:mod:`bridge.server.privileges` says why).  A worker that cannot start at
+all -- the switch fails, the app cannot be imported, its factory cannot be
+built -- exits with :data:`APP_LOAD_FAILED`, and a generation in which no
+worker ever started stops the master with status 2 instead of a crash loop.
+
 Workers share a :class:`~bridge.server.scoreboard.Scoreboard` with the master:
 their state (booting, ready, stopping), heartbeat and requests in flight.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import select
 import signal
 import sys
+import threading
 import time
 
+from bridge.config import ConfigError, load_declarations
+from bridge.logtext import counted
+from bridge.server.listeners import set_socket_file
+from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
+from bridge.server.pidfile import PidFile
+from bridge.server.privileges import effective, resolve, switch_to
+from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -52,15 +76,18 @@ QUICK_DEATH = 5.0
 MAX_BACKOFF = 10.0
 
 SIGNALS = ("SIGHUP", "SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
+#: Queued by the master from its first instant (their default would kill or stop it).
+EARLY_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
 
 class WorkerProc:
-    __slots__ = ("pid", "slot", "generation", "started", "booted", "retiring", "kill_at",
+    __slots__ = ("pid", "slot", "board", "generation", "started", "booted", "retiring", "kill_at",
                  "stopping", "killed")
 
-    def __init__(self, pid: int, slot: int, generation: int) -> None:
+    def __init__(self, pid: int, slot: int, generation: int, board: Scoreboard) -> None:
         self.pid = pid
         self.slot = slot
+        self.board = board          # its generation's (a HUP that changes --threads makes a new one)
         self.generation = generation
         self.started = time.monotonic()
         self.booted = False
@@ -103,17 +130,8 @@ class Master:
         self.app = app
         self.scheme = scheme
         self.listeners = listeners
-        self.threads = getattr(config, "threads", 4)
-        workers = getattr(config, "workers", 1)
-        self.workers_min = getattr(config, "workers_min", None) or min(workers, getattr(config, "workers_max", None) or workers)
-        self.workers_max = max(getattr(config, "workers_max", None) or workers, self.workers_min)
-        self.target = min(max(workers, self.workers_min), self.workers_max)
-        self.dynamic = self.workers_max > self.workers_min
-        self.graceful_timeout = getattr(config, "graceful_timeout", 30.0)
-        self.timeout = getattr(config, "timeout", 0.0) or 0.0
-        self.max_requests = getattr(config, "max_requests", 0) or 0
-        self.jitter = getattr(config, "max_requests_jitter", 0) or 0
-        self.idle_period = getattr(config, "workers_idle_timeout", 10.0) or 10.0
+        self._take_pool_size(config)
+        self._take_limits(config)
         self.workers: dict = {}
         self.generation = 1
         self.booted_generations: set = set()
@@ -128,19 +146,60 @@ class Master:
         self.ready_notified = False
         self.idle_since: Optional[float] = None
         self.grow_after = 0.0
-        self.pidfile: Optional[str] = None
+        self.pidfile: Optional[PidFile] = None
+        self.identity = None            # --user/--group: what the workers switch to
+        self.prepared = None            # files the master opened for the workers
         self.pid = os.getpid()
         self.board: Optional[Scoreboard] = None
         self.app_name = getattr(config, "app", None) or "app"
+        self.config_before = None       # the settings a reload in progress replaced
+
+    def _take_pool_size(self, config) -> None:
+        """Threads, workers and the dynamic pool's bounds: at start, and on a HUP that changes them."""
+        self.threads = getattr(config, "threads", 4)
+        workers = getattr(config, "workers", 1)
+        self.workers_min = getattr(config, "workers_min", None) or min(workers, getattr(config, "workers_max", None) or workers)
+        self.workers_max = max(getattr(config, "workers_max", None) or workers, self.workers_min)
+        self.target = min(max(workers, self.workers_min), self.workers_max)
+        self.dynamic = self.workers_max > self.workers_min
+
+    def _take_limits(self, config) -> None:
+        """What the master enforces on its workers (timeouts, request counts): at start and on HUP."""
+        self.graceful_timeout = getattr(config, "graceful_timeout", 30.0)
+        self.timeout = getattr(config, "timeout", 0.0) or 0.0
+        self.max_requests = getattr(config, "max_requests", 0) or 0
+        self.jitter = getattr(config, "max_requests_jitter", 0) or 0
+        self.idle_period = getattr(config, "workers_idle_timeout", 10.0) or 10.0
 
     # -- start and stop ------------------------------------------------------
 
     def run(self) -> int:
-        from bridge.server import BindError, describe_listeners, open_config_listeners
+        from bridge.server import BindError, describe_listeners, log_socket_access, open_config_listeners
         command = getattr(self.config, "command", "serve")
+        try:
+            self.identity = resolve(getattr(self.config, "user", None),
+                                    getattr(self.config, "group", None))
+        except (OSError, LookupError) as exc:
+            sys.stderr.write(f"bridge {command}: {exc}\n")
+            return 2
+        if self.identity is not None and self.identity.uid is not None:
+            set_workers_user(self.identity.uid)
+        # Queued from the first instant: a HUP or USR1 during the --preload
+        # import (or the TLS load) would otherwise kill the master (item 6).
+        # TERM, INT and QUIT keep their default until the import is done:
+        # nothing needs cleaning up yet, and a stuck import must still stop.
+        self._install_signals(EARLY_SIGNALS)
         if getattr(self.config, "preload", False) and self.app is None:
             from bridge.loader import load_from_config
-            self.app = load_from_config(self.config)   # exits 2 with one line
+            threads = threading.active_count()
+            with effective(self.identity):       # never imported as root (item 7)
+                self.app = load_from_config(self.config)   # exits 2 with one line
+            if threading.active_count() > threads and self.identity is not None \
+                    and self.identity.changes_anything:
+                log.warning("--preload: the app started threads during its import; they stay "
+                            "in the master, which keeps uid %d (only the forking thread "
+                            "reaches the workers)", os.getuid())
+        self._install_signals(SIGNALS)
         if self.listeners is None:
             try:
                 self.listeners = open_config_listeners(self.config)
@@ -150,37 +209,38 @@ class Master:
         try:
             try:
                 self._write_pidfile()
-                self._drop_privileges()
+                self._give_sockets()
+                self.prepared = self._prepare()
             except (OSError, LookupError, ValueError) as exc:
                 sys.stderr.write(f"bridge {command}: {exc}\n")
                 return 2
-            slots = max(2 * self.workers_max + 8, 16)
-            self.board = Scoreboard(slots, self.threads)
+            self.board = Scoreboard(self._slots_needed(), self.threads)
             self.board.write_header(master_pid=self.pid, generation=self.generation,
                                     target=self.target, started=time.time())
-            self._install_signals()
             set_proc_title(f"bridge master: {self.app_name} [{command}] "
                            f"{describe_listeners(self.listeners, self.scheme)}")
+            log_socket_access(self.listeners, self.config)    # after the sockets got their owner
             pool = (f"{self.workers_min}-{self.workers_max} workers" if self.dynamic
                     else f"{self.target} worker{'s' if self.target != 1 else ''}")
             log.info("Listening on %s (master pid %d, %s x %d thread%s%s)",
                      describe_listeners(self.listeners, self.scheme), self.pid, pool, self.threads,
                      "" if self.threads == 1 else "s", ", preloaded" if self.app else "")
+            if self.identity is not None and self.identity.changes_anything:
+                log.info("workers run as uid %s, gid %s (the master keeps uid %d)",
+                         self.identity.uid, self.identity.gid, os.getuid())
             self._loop()
             return self.exit_code
         finally:
             self._cleanup()
 
+    def _slots_needed(self) -> int:
+        return max(2 * self.workers_max + 8, 16)
+
     def _cleanup(self) -> None:
         for listener in self.listeners or ():
             listener.close()
-        if self.pidfile:
-            try:
-                with open(self.pidfile) as f:
-                    if f.read().strip() == str(self.pid):
-                        os.unlink(self.pidfile)
-            except OSError:
-                pass
+        if self.pidfile is not None:
+            self.pidfile.release()
         for fd in (self.wake_r, self.wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -189,65 +249,42 @@ class Master:
         path = getattr(self.config, "pid", None)
         if not path:
             return
-        path = os.path.abspath(path)
-        try:
-            with open(path) as f:
-                other = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            other = 0
-        if other and other != self.pid:
-            try:
-                os.kill(other, 0)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                raise OSError(f"--pid {path}: process {other} is still running") from None
-            else:
-                raise OSError(f"--pid {path}: process {other} is still running "
-                              f"(another bridge master?)")
-        tmp = f"{path}.{self.pid}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{self.pid}\n")
-        os.replace(tmp, path)
-        self.pidfile = path
+        pidfile = PidFile(path)
+        pidfile.acquire(self.pid)       # PidFileError (an OSError): one line, exit 2
+        self.pidfile = pidfile
 
-    def _drop_privileges(self) -> None:
-        user = getattr(self.config, "user", None)
-        group = getattr(self.config, "group", None)
-        if not user and not group:
+    def _give_sockets(self) -> None:
+        """A unix socket made by --bind belongs to --user/--group (PHP-FPM's listen.owner)."""
+        ident = self.identity
+        if ident is None or not ident.changes_anything:
             return
-        import grp
-        import pwd
-        uid = gid = None
-        name = None
-        if user:
-            pw = pwd.getpwuid(int(user)) if str(user).isdigit() else pwd.getpwnam(user)
-            uid, gid, name = pw.pw_uid, pw.pw_gid, pw.pw_name
-        if group:
-            gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
-        if os.geteuid() != 0:
-            if (uid is None or uid == os.geteuid()) and (gid is None or gid == os.getegid()):
-                return
-            raise OSError("--user/--group: switching users needs root")
         for listener in self.listeners:
             if listener.kind == "unix" and listener.owned and listener.path:
-                os.chown(listener.path, -1 if uid is None else uid, -1 if gid is None else gid)
-        if gid is not None:
-            if name:
-                os.initgroups(name, gid)
-            else:
-                os.setgroups([])
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
-        log.info("running as uid %d, gid %d", os.getuid(), os.getgid())
+                set_socket_file(listener.path, uid=-1 if ident.uid is None else ident.uid,
+                                gid=-1 if ident.gid is None else ident.gid)
 
-    def _install_signals(self) -> None:
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for name in SIGNALS:
+    def _prepare(self):
+        """What the workers need opened by the master, before they switch users.
+
+        A protocol's factory builder may have a ``prepare(config)``: it opens the
+        TLS key and the access log here, once, as the starting user; the workers
+        get them through ``fork`` (bridge.http.prepared says why).
+        """
+        prepare = getattr(self.factory_builder, "prepare", None)
+        return prepare(self.config) if prepare is not None else None
+
+    def _worker_builder(self) -> Callable:
+        if self.prepared is None:
+            return self.factory_builder
+        return functools.partial(self.factory_builder, prepared=self.prepared)
+
+    def _install_signals(self, names: tuple) -> None:
+        if self.wake_r < 0:
+            self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for name in names:
             signal.signal(getattr(signal, name), self._on_signal)
         # A signal must not interrupt a system call with EINTR in odd places.
-        for name in SIGNALS:
+        for name in names:
             signal.siginterrupt(getattr(signal, name), False)
 
     def _on_signal(self, signum, frame) -> None:
@@ -261,9 +298,12 @@ class Master:
     # -- the loop --------------------------------------------------------------
 
     def _loop(self) -> None:
-        self._manage(time.monotonic())
+        first = True
         while True:
-            self._sleep(0.25)
+            # Signals queued during the start (a TERM, a HUP) act before any fork.
+            if not first:
+                self._sleep(0.25)
+            first = False
             while self.sig_queue:
                 signum = self.sig_queue.pop(0)
                 handler = getattr(self, "handle_" + signal.Signals(signum).name[3:].lower(), None)
@@ -315,9 +355,12 @@ class Master:
         pass        # reaped right after the signals
 
     def handle_usr1(self) -> None:
-        from bridge.server.logs import reopen_logs
-        reopen_logs()
-        log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        # First here, as root: a file logrotate created is handed to --user,
+        # so that each worker can then reopen it (bridge.server.logs).
+        if reopen_logs():
+            log.info("SIGUSR1: log files reopened; asking the workers to do the same")
+        else:
+            log.warning("SIGUSR1: asking the workers to reopen their logs anyway")
         for w in self.workers.values():
             self._kill(w, signal.SIGUSR1)
 
@@ -349,6 +392,8 @@ class Master:
         else:
             self.reloading_from = self.generation
         self.generation += 1
+        self._reread_settings()
+        self._reprepare()
         header = self.board.header()
         self.board.write_header(generation=self.generation, reloads=header["reloads"] + 1)
         note = " (with --preload they run the code loaded at start)" if self.app else ""
@@ -358,6 +403,111 @@ class Master:
         self.ready_notified = False
         self.spawn_after = 0.0
         self.quick_deaths = 0
+
+    def _reread_settings(self) -> None:
+        """HUP with ``--config``: the file again; the new workers get what may change.
+
+        The listening sockets, the pid file and the users were set up once
+        for the whole server: a change to them (a setting declared
+        ``restart=True``, or with ``--preload`` one loaded with the app) is
+        logged as needing a restart, one line each, and the value in force
+        is kept.  A file that has become unreadable or wrong changes
+        nothing: the server keeps serving with the settings in force.
+        """
+        old = self.config
+        path = getattr(old, "config", None)
+        if not path or not hasattr(old, "reread"):
+            return
+        try:
+            new = old.reread()
+            check = getattr(self.factory_builder, "check_config", None)
+            problem = check(new) if check is not None else None
+            if problem:
+                raise ConfigError(f"{path}: {problem}")
+        except ConfigError as exc:
+            log.error("SIGHUP: %s; the settings in force are kept", exc)
+            return
+        except Exception as exc:           # whatever it is, a HUP must not stop the server
+            log.error("SIGHUP: %s: %s; the settings in force are kept", path, exc)
+            log.debug("reading the config file again", exc_info=True)
+            return
+        preloaded = self.app is not None
+        declarations = load_declarations()
+        applied = []
+        for name in old.changed(new):
+            s = declarations[name]
+            if s.restart is True or (s.restart == "preload" and preloaded):
+                why = " (loaded with the app by --preload)" if s.restart == "preload" else ""
+                log.warning("SIGHUP: %s changed in %s but needs a restart to take effect%s; "
+                            "still %r", name, path, why, getattr(old, name, None))
+            else:
+                applied.append(name)
+        for name, s in declarations.items():
+            if hasattr(old, name) and (s.restart is True or (s.restart == "preload" and preloaded)):
+                setattr(new, name, getattr(old, name))     # in force: kept, adjusted as at start
+        if not applied:
+            log.info("SIGHUP: %s read again: no change the new workers can take", path)
+            return
+        log.info("SIGHUP: %s read again: %s", path,
+                 ", ".join(f"{name} = {getattr(new, name)!r}" for name in applied))
+        if self.config_before is None:         # a HUP during a reload: the first one's stays
+            self.config_before = old
+        self.config = new
+        if {"error_log", "log_level"} & set(applied):
+            self._take_logging(old, new)
+        if {"threads", "workers", "workers_min", "workers_max"} & set(applied):
+            self._take_pool_size(new)
+            if self.threads != self.board.threads or self._slots_needed() > self.board.slots:
+                self._new_board()
+            self.board.write_header(target=self.target)
+        self._take_limits(new)
+
+    def _restore_settings(self) -> None:
+        """A reload whose workers could not start: the old workers' settings are the ones in force again."""
+        old, new, self.config_before = self.config_before, self.config, None
+        if old is None or old is new:
+            return
+        log.error("reload failed: the settings before the SIGHUP are in force again")
+        self.config = old
+        if (old.error_log, old.log_level) != (new.error_log, new.log_level):
+            self._take_logging(old, old)
+        self._take_pool_size(old)
+        self._take_limits(old)
+        if self.threads != self.board.threads or self._slots_needed() > self.board.slots:
+            self._new_board()
+        self.board.write_header(target=self.target)
+
+    def _take_logging(self, old, new) -> None:
+        """A new ``--error-log``/``--log-level``; the old log stays if the new file cannot be opened."""
+        try:
+            setup_logging(new)
+        except OSError as exc:
+            setup_logging(old)
+            new.error_log, new.log_level = old.error_log, old.log_level
+            log.error("SIGHUP: cannot open --error-log %r: %s; still logging here",
+                      getattr(new, "error_log", None), exc.strerror or exc)
+
+    def _new_board(self) -> None:
+        """A scoreboard for a new thread count: the old workers keep theirs until they are gone."""
+        board = Scoreboard(self._slots_needed(), self.threads)
+        board.carry_over(self.board)
+        self.board = board
+
+    def _release(self, w: WorkerProc) -> None:
+        """Free a gone worker's slot; its counts go to the pool's totals (the current board's)."""
+        w.board.release(w.slot, into=self.board)
+
+    def _reprepare(self) -> None:
+        """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
+        if self.prepared is None:
+            return
+        try:
+            prepared = self._prepare()
+        except (OSError, ValueError) as exc:
+            log.error("SIGHUP: %s; the new workers keep the files opened before", exc)
+            return
+        self.prepared.close()
+        self.prepared = prepared
 
     def _stop(self, *, graceful: bool, reason: str) -> None:
         if self.stopping == "now" or (self.stopping and graceful):
@@ -409,22 +559,34 @@ class Master:
             self._child(slot, self.generation, max_requests, old_mask)     # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self.board.set_pid(slot, pid)
-        self.workers[pid] = WorkerProc(pid, slot, self.generation)
+        self.workers[pid] = WorkerProc(pid, slot, self.generation, self.board)
         log.debug("started worker %d (generation %d)", pid, self.generation)
 
     def _child(self, slot: int, generation: int, max_requests: int, old_mask) -> None:
         code = 1
         try:
+            become_session_leader()     # what it starts can be found when it dies
             for name in SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
             signal.signal(signal.SIGTTIN, signal.SIG_IGN)
             signal.signal(signal.SIGTTOU, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            # USR1 stays blocked while the app is imported: the master may
+            # forward one at any time, and its default action ends the
+            # process.  The worker's handlers unblock it (WorkerSignals).
+            signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
             os.close(self.wake_r)
             os.close(self.wake_w)
+            if self.pidfile is not None:
+                self.pidfile.close()     # only the master holds the pid file's lock
             self.board.set_pid(slot, os.getpid())
             set_proc_title(f"bridge worker: {self.app_name} [{getattr(self.config, 'command', '')}]")
+            try:
+                switch_to(self.identity)
+            except OSError as exc:
+                log.error("worker %d cannot switch to --user/--group: %s", os.getpid(), exc)
+                code = APP_LOAD_FAILED
+                return
             app = self.app
             if app is None:
                 from bridge.loader import load_from_config
@@ -434,10 +596,21 @@ class Master:
                     code = APP_LOAD_FAILED      # load_from_config said why on stderr
                     return
             from bridge.server.process import run_worker
-            worker = run_worker(self.listeners, app, self.factory_builder, self.config,
-                                board=self.board, slot_index=slot, max_requests=max_requests,
-                                master_pid=self.pid)
-            log.debug("worker %d exiting after %d requests", os.getpid(), worker.state.requests)
+            booted: list = []
+            try:
+                worker = run_worker(self.listeners, app, self._worker_builder(), self.config,
+                                    board=self.board, slot_index=slot, max_requests=max_requests,
+                                    master_pid=self.pid, on_ready=lambda: booted.append(True))
+            except Exception as exc:
+                if booted:
+                    raise
+                # Before serving: every worker would fail the same way, so say it
+                # once and let the master stop with status 2 (no crash loop).
+                log.error("worker %d cannot start: %s", os.getpid(), exc)
+                log.debug("worker start failure", exc_info=True)
+                code = APP_LOAD_FAILED
+                return
+            log.debug("worker %d exiting after %s", os.getpid(), counted(worker.state.requests, "request"))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
@@ -487,8 +660,22 @@ class Master:
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
-            self.board.release(w.slot)
-            self._worker_exited(w, os.waitstatus_to_exitcode(status))
+            self._release(w)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                self._kill_leftovers(w)
+            self._worker_exited(w, code)
+
+    def _kill_leftovers(self, w: WorkerProc) -> None:
+        """A killed or crashed worker's CGI scripts and subprocesses die with it.
+
+        Else a hung script (and its ``sleep 300 &``) outlives the worker
+        that ``--timeout`` killed, reparented to init.  A clean exit has
+        finished its requests: what they left detached is theirs."""
+        count = kill_session(w.pid)
+        if count:
+            log.warning("worker %d left %d process%s behind (CGI scripts, subprocesses): killed",
+                        w.pid, count, "" if count == 1 else "es")
 
     def _worker_exited(self, w: WorkerProc, code: int) -> None:
         now = time.monotonic()
@@ -523,6 +710,7 @@ class Master:
             self._retire_generation(self.generation, reason="failed reload")
             self.generation = self.reloading_from
             self.reloading_from = None
+            self._restore_settings()
             self.board.write_header(generation=self.generation)
             sd_notify("READY=1")
             self.ready_notified = True
@@ -546,7 +734,7 @@ class Master:
         busy_total = 0
         threads_total = 0
         for w in list(self.workers.values()):
-            info = board.read_slot(w.slot, now)
+            info = w.board.read_slot(w.slot, now)
             state = info["state"]
             if state == READY and not w.booted:
                 w.booted = True
@@ -557,7 +745,7 @@ class Master:
                 self.quick_deaths = 0
             if state == READY:
                 busy_total += len(info["running"])
-                threads_total += self.threads
+                threads_total += w.board.threads
             if self.timeout and not w.killed and w.booted:
                 for r in info["running"]:
                     if r["duration"] > self.timeout:
@@ -575,6 +763,8 @@ class Master:
                         w.killed = True
                         self._kill(w, signal.SIGKILL)
         self._enforce_kill_deadlines(now)
+        board.note_pool_full(threads_total > 0 and busy_total >= threads_total
+                             and self.target >= self.workers_max)
         header = board.header()
         if busy_total > header["max_active"]:
             board.write_header(max_active=busy_total)
@@ -589,6 +779,7 @@ class Master:
                     if w.generation != self.generation:
                         self._retire(w, "reloaded")
                 self.reloading_from = None
+                self.config_before = None
             if not self.ready_notified:
                 sd_notify(f"READY=1\nMAINPID={self.pid}\nSTATUS=serving with {booted} workers")
                 self.ready_notified = True
@@ -601,7 +792,7 @@ class Master:
             self.target += 1
             self.grow_after = now + 1.0
             self.idle_since = None
-            log.info("every thread busy (%d): growing the pool to %d workers", busy, self.target)
+            log.info("every thread busy (%d): growing the pool to %s", busy, counted(self.target, "worker"))
             self.board.write_header(target=self.target)
             return
         if capacity - busy >= self.threads and self.target > self.workers_min:
@@ -610,8 +801,8 @@ class Master:
             elif now - self.idle_since >= self.idle_period:
                 self.target -= 1
                 self.idle_since = now
-                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %d workers",
-                         self.idle_period, self.target)
+                log.info("a worker's worth of threads idle for %gs: shrinking the pool to %s",
+                         self.idle_period, counted(self.target, "worker"))
                 self.board.write_header(target=self.target)
         else:
             self.idle_since = None
@@ -629,6 +820,6 @@ class Master:
         elif missing < 0:
             # Retire the idlest (fewest requests in flight), newest first.
             def busy(w):
-                return len(self.board.read_slot(w.slot, now)["running"])
+                return len(w.board.read_slot(w.slot, now)["running"])
             for w in sorted(current, key=lambda w: (busy(w), -w.started))[:-missing]:
                 self._retire(w, "pool shrinking")

@@ -13,11 +13,31 @@ import sys
 import threading
 import time
 
+from bridge import logtext
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
 log = logging.getLogger("bridge.server")
+
+
+#: Signals whose default action would end (or stop) a process that is still
+#: importing the app: blocked by :func:`defer_signals` before anything slow
+#: runs, delivered to :class:`WorkerSignals`' handlers once they are in place.
+DEFERRED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def defer_signals() -> None:
+    """Hold HUP/USR1/TTIN/TTOU pending until the worker's handlers exist (issue 21, item 6).
+
+    Blocking rather than a handler that records: nothing to replay, and the
+    kernel keeps one of each pending, which is all a reopen or a warning
+    needs.  Threads the app starts during its import inherit the mask, so
+    none of them takes the signal with the default action either.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
 
 
 class WorkerSignals:
@@ -44,6 +64,8 @@ class WorkerSignals:
             self.saved[signum] = signal.signal(signum, self._handle)
         if self.prefork:
             self.saved.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
+        # What came during the import (defer_signals) is delivered now, to these handlers.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -64,6 +86,9 @@ class WorkerSignals:
             worker.stop(graceful=True)
 
     def __exit__(self, *exc) -> None:
+        if self.saved:
+            # A late USR1 or HUP while the process winds down must not kill it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
         for signum, handler in self.saved.items():
             signal.signal(signum, handler)
 
@@ -115,13 +140,80 @@ class Watchdog:
                 self.slot.add_slow()
 
 
+def become_session_leader() -> None:
+    """A pre-fork worker starts its own session, so that whatever it starts stays marked as its.
+
+    CGI scripts (each in its own process group, for the CGI timeout) and
+    the app's own subprocesses inherit the session; only a deliberate
+    ``setsid`` leaves it.  When the master has to kill the worker, or it
+    crashes, :func:`kill_session` finds and kills them all, however deep
+    (a script's ``sleep 300 &`` included): PR_SET_PDEATHSIG would only
+    reach direct children, and only when the forking *thread* exits.
+    Terminal signals then reach the master alone, which passes TERM/QUIT on.
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass   # already a group leader (not forked by the master): nothing to mark
+
+
+def session_members(sid: int) -> dict:
+    """``{pid: pgid}`` of the live processes in session ``sid`` (Linux ``/proc``; empty elsewhere).
+
+    Zombies are left out: they are dead already, their parent reaps them."""
+    found: dict = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue           # gone meanwhile, or not ours to read
+        # "pid (comm) state ppid pgrp session ...": comm may hold spaces and ')'.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
+            found[int(name)] = int(fields[2])
+    return found
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process left in session ``sid`` (a dead worker's); how many there were.
+
+    By process group first (a group is killed at once, so a script that
+    forks meanwhile loses the race), then by pid; a few rounds catch
+    what was forked during a scan.  Never this process itself.
+    """
+    me = os.getpid()
+    killed: set = set()
+    if sid <= 1 or sid == os.getsid(0):
+        return 0           # never our own session (the shell's, for a foreground master)
+    for _ in range(5):
+        members = {pid: pgid for pid, pgid in session_members(sid).items() if pid != me}
+        if not members:
+            break
+        for pgid in set(members.values()):
+            if pgid != os.getpgrp():
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        killed.update(members)
+    return len(killed)
+
+
 def describe_request(environ: dict) -> str:
-    uri = environ.get("REQUEST_URI")
-    if uri is None:
-        uri = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        if environ.get("QUERY_STRING"):
-            uri += "?" + environ["QUERY_STRING"]
-    return f"{environ.get('REQUEST_METHOD', '?')} {uri} from {environ.get('REMOTE_ADDR', '?')}"
+    """``METHOD /path?query from ADDRESS`` for the slow-request log, escaped like every log line."""
+    return f"{logtext.describe_request(environ, query=True)} from {logtext.escape(str(environ.get('REMOTE_ADDR', '?')))}"
 
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
@@ -157,4 +249,5 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
             on_ready()
         worker.run()
     slot.set_state(STOPPING)
+    slot.beat(state.accepted, 0)    # the last count: the pool's totals keep it after exit
     return worker

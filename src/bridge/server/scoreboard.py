@@ -12,18 +12,25 @@ reader may see a record mid-update, which a status page can live with.
 The master uses it to kill a worker stuck past ``--timeout`` (and name the
 request), to size a dynamic pool, and to know a new worker has booted; any
 worker reads it to answer the status page for the whole pool.
+
+Each thread record also holds its own request-duration histogram (a sum and
+a count per bucket of :data:`DURATION_BUCKETS`), written by that thread when
+a request finishes: the metrics page adds them up over every worker, and a
+dead worker's totals move to the header with its request count, so the
+histogram is the pool's since start, not one process's.
 """
 from __future__ import annotations
 
 import mmap
 import struct
 import time
+from bisect import bisect_left
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 
-__all__ = ["Scoreboard", "Slot", "FREE", "BOOTING", "READY", "STOPPING", "STATE_NAMES"]
+__all__ = ["Scoreboard", "Slot", "FREE", "BOOTING", "READY", "STOPPING", "STATE_NAMES", "DURATION_BUCKETS"]
 
 FREE, BOOTING, READY, STOPPING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", STOPPING: "stopping"}
@@ -31,19 +38,35 @@ STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", STOPPING: "stop
 #: master pid, started (wall), generation, target workers, reloads, max active threads,
 #: requests / accepted / slow requests of workers already gone, slot count, threads per slot
 _HEADER = struct.Struct("<qdIIIIQQQII")
-_HEADER_SIZE = 128
+#: then: worker processes gone (exited or killed) while the master ran, times
+#: the pool was full (every thread busy and no room to start a worker)
+_COUNTERS = struct.Struct("<QQ")
+_COUNTERS_OFFSET = 64
+_HEADER_HIST_OFFSET = 96
+_HEADER_SIZE = 256
+
+#: Upper bounds (seconds) of the request-duration histogram's buckets, the
+#: Prometheus client libraries' defaults; a last bucket takes the rest (+Inf).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: sum of the durations, then the count of each bucket (not cumulative)
+_HIST = struct.Struct("<d%dQ" % (len(DURATION_BUCKETS) + 1))
 #: pid, generation, state, started (wall), heartbeat (monotonic), accepted, slow requests,
 #: max busy threads
 _SLOT = struct.Struct("<qIIddQQI")
 _SLOT_HEAD_SIZE = 64
 #: started (monotonic, 0 = idle), started (wall), requests served by this thread, text length
 _THREAD = struct.Struct("<ddQH")
-_THREAD_SIZE = 256
-_TEXT_MAX = _THREAD_SIZE - _THREAD.size
+_THREAD_HIST_OFFSET = 256     # the histogram follows the request text
+_THREAD_SIZE = _THREAD_HIST_OFFSET + 128
+_TEXT_MAX = _THREAD_HIST_OFFSET - _THREAD.size
 _START = struct.Struct("<dd")
 _LEN = struct.Struct("<H")
 _COUNT = struct.Struct("<Q")
 _FINISHED = struct.Struct("<ddQ")   # idle again: both starts zeroed, the count
+_pack_f64 = struct.Struct("<d").pack_into
+_pack_count = _COUNT.pack_into
+_monotonic = time.monotonic
+_bisect = bisect_left
 
 
 class Scoreboard:
@@ -53,6 +76,7 @@ class Scoreboard:
         self.slot_size = _SLOT_HEAD_SIZE + threads * _THREAD_SIZE
         self.mem = mmap.mmap(-1, _HEADER_SIZE + slots * self.slot_size)   # MAP_SHARED|ANON
         self.view = memoryview(self.mem)
+        self._pool_was_full = False     # the master's, for note_pool_full()
         self.write_header(master_pid=0, started=time.time(), generation=0, target=0, reloads=0,
                           max_active=0, gone_requests=0, gone_accepted=0, gone_slow=0)
 
@@ -61,9 +85,11 @@ class Scoreboard:
     def header(self) -> dict:
         (pid, started, gen, target, reloads, max_active, req, acc, slow, slots, threads
          ) = _HEADER.unpack_from(self.mem, 0)
+        worker_exits, pool_full = _COUNTERS.unpack_from(self.mem, _COUNTERS_OFFSET)
         return {"master_pid": pid, "started": started, "generation": gen, "target": target,
                 "reloads": reloads, "max_active": max_active, "gone_requests": req,
-                "gone_accepted": acc, "gone_slow": slow}
+                "gone_accepted": acc, "gone_slow": slow, "worker_exits": worker_exits,
+                "pool_full": pool_full}
 
     def write_header(self, **values) -> None:
         h = self.header()
@@ -71,6 +97,46 @@ class Scoreboard:
         _HEADER.pack_into(self.mem, 0, h["master_pid"], h["started"], h["generation"], h["target"],
                           h["reloads"], h["max_active"], h["gone_requests"], h["gone_accepted"],
                           h["gone_slow"], self.slots, self.threads)
+        _COUNTERS.pack_into(self.mem, _COUNTERS_OFFSET, h["worker_exits"], h["pool_full"])
+
+    def note_pool_full(self, full: bool) -> None:
+        """Master: count each time the pool becomes full (every thread busy, no room to grow).
+
+        PHP-FPM's "max children reached": how often requests had to queue
+        because the pool could not grow, counted once per episode rather
+        than once per master tick, so the number does not depend on the
+        tick rate.
+        """
+        if full and not self._pool_was_full:
+            self.write_header(pool_full=self.header()["pool_full"] + 1)
+        self._pool_was_full = full
+
+    def histogram(self) -> tuple:
+        """The pool's request durations since start: ``(sum, [count per bucket])``.
+
+        Buckets follow :data:`DURATION_BUCKETS`, the last one past the
+        largest bound; counts are per bucket, not cumulative.  Workers gone
+        are in the header, live ones in their threads' records.
+        """
+        total, *counts = _HIST.unpack_from(self.mem, _HEADER_HIST_OFFSET)
+        for i in range(self.slots):
+            off = self.offset(i)
+            if _SLOT.unpack_from(self.mem, off)[2] == FREE:
+                continue
+            t_total, t_counts = self._slot_histogram(off)
+            total += t_total
+            counts = [a + b for a, b in zip(counts, t_counts)]
+        return total, counts
+
+    def _slot_histogram(self, off: int) -> tuple:
+        total = 0.0
+        counts = [0] * (len(DURATION_BUCKETS) + 1)
+        base = off + _SLOT_HEAD_SIZE + _THREAD_HIST_OFFSET
+        for t in range(self.threads):
+            t_total, *t_counts = _HIST.unpack_from(self.mem, base + t * _THREAD_SIZE)
+            total += t_total
+            counts = [a + b for a, b in zip(counts, t_counts)]
+        return total, counts
 
     # -- slots ------------------------------------------------------------
 
@@ -93,16 +159,31 @@ class Scoreboard:
         self.mem[off:off + self.slot_size] = bytes(self.slot_size)
         _SLOT.pack_into(self.mem, off, pid, generation, state, time.time(), time.monotonic(), 0, 0, 0)
 
-    def release(self, index: int) -> dict:
-        """Free a dead worker's slot; its totals move to the header."""
+    def release(self, index: int, into: Optional["Scoreboard"] = None) -> dict:
+        """Free a dead worker's slot; its totals move to the header.
+
+        ``into``: the board that replaced this one (a SIGHUP that changed
+        ``--threads``), whose header holds the pool's totals from then on.
+        """
+        pool = self if into is None else into
         info = self.read_slot(index)
-        h = self.header()
-        self.write_header(gone_requests=h["gone_requests"] + info["requests"],
+        h = pool.header()
+        pool.write_header(gone_requests=h["gone_requests"] + info["requests"],
                           gone_accepted=h["gone_accepted"] + info["accepted"],
-                          gone_slow=h["gone_slow"] + info["slow"])
+                          gone_slow=h["gone_slow"] + info["slow"],
+                          worker_exits=h["worker_exits"] + 1)
         off = self.offset(index)
+        total, *counts = _HIST.unpack_from(pool.mem, _HEADER_HIST_OFFSET)
+        t_total, t_counts = self._slot_histogram(off)
+        _HIST.pack_into(pool.mem, _HEADER_HIST_OFFSET, total + t_total,
+                        *(a + b for a, b in zip(counts, t_counts)))
         self.mem[off:off + self.slot_size] = bytes(self.slot_size)
         return info
+
+    def carry_over(self, old: "Scoreboard") -> None:
+        """Take the pool's header -- totals, counters, histogram -- from the board this one replaces."""
+        self.write_header(**old.header())
+        _HIST.pack_into(self.mem, _HEADER_HIST_OFFSET, *_HIST.unpack_from(old.mem, _HEADER_HIST_OFFSET))
 
     def set_pid(self, index: int, pid: int) -> None:
         struct.pack_into("<q", self.mem, self.offset(index), pid)
@@ -136,7 +217,7 @@ class Scoreboard:
 class Slot:
     """A worker's view of its own slot (the writer side, on the request path)."""
 
-    __slots__ = ("board", "index", "off", "mem", "_thread_off", "_text", "_counts")
+    __slots__ = ("board", "index", "off", "mem", "_thread_off", "_text", "_counts", "_hist", "_start")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.board = board
@@ -149,6 +230,9 @@ class Slot:
         # request count (each written only by its own thread).
         self._text: list = [None] * board.threads
         self._counts = [_COUNT.unpack_from(self.mem, off + 16)[0] for off in self._thread_off]
+        # Per thread: [sum, count per bucket], the Python copy of its histogram.
+        self._hist = [list(_HIST.unpack_from(self.mem, off + _THREAD_HIST_OFFSET)) for off in self._thread_off]
+        self._start = [0.0] * board.threads     # monotonic start of each thread's request, 0 = idle
 
     def set_state(self, state: int) -> None:
         struct.pack_into("<I", self.mem, self.off + 12, state)
@@ -184,10 +268,27 @@ class Slot:
             mem[text_off:text_off + len(text)] = text
             _LEN.pack_into(mem, toff + 24, len(text))
         _START.pack_into(mem, toff, now, time.time())
+        self._start[thread] = now
 
     def request_finished(self, thread: int) -> None:
-        if thread >= len(self._thread_off):
+        offs = self._thread_off
+        if thread >= len(offs):
             return
+        toff = offs[thread]
         counts = self._counts
-        counts[thread] += 1
-        _FINISHED.pack_into(self.mem, self._thread_off[thread], 0.0, 0.0, counts[thread])
+        n = counts[thread] = counts[thread] + 1
+        mem = self.mem
+        _FINISHED.pack_into(mem, toff, 0.0, 0.0, n)
+        starts = self._start
+        start = starts[thread]
+        if start:
+            # One bucket and the sum change: two small writes, one writer (this thread).
+            starts[thread] = 0.0
+            duration = _monotonic() - start
+            hist = self._hist[thread]
+            bucket = _bisect(DURATION_BUCKETS, duration) + 1
+            total = hist[0] = hist[0] + duration
+            count = hist[bucket] = hist[bucket] + 1
+            hoff = toff + _THREAD_HIST_OFFSET
+            _pack_f64(mem, hoff, total)
+            _pack_count(mem, hoff + 8 * bucket, count)

@@ -6,8 +6,10 @@ that happens to answer -- because every worker reads the shared scoreboard
 threads, accepted connections, requests served, listen queue, max active
 threads, slow requests, and each worker's requests in flight with their
 durations.  JSON for tools (``?json`` or ``Accept: application/json``),
-a small HTML page for people (``?html`` or a browser's ``Accept``), in the
-spirit of PHP-FPM's ``pm.status_path``.  Only ``--status-allow`` addresses
+a small HTML page for people (``?html`` or a browser's ``Accept``),
+OpenMetrics / Prometheus text for scrapers (``?format=openmetrics`` or
+their ``Accept``; :mod:`bridge.server.metrics`), in the spirit of PHP-FPM's
+``pm.status_path``.  Only ``--status-allow`` addresses
 may read it (the page names URLs being requested); others get 403.
 
 ``--ping-path /ping`` answers ``pong`` to anyone: a health check for nginx
@@ -19,6 +21,9 @@ import json
 import socket
 import struct
 import time
+
+from bridge.server.metrics import CONTENT_TYPES, choose_format, render as render_metrics
+from bridge.server.sockdiag import unix_listen_queues
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,12 +60,25 @@ _TCP_INFO_QUEUE_OFFSET = 24
 
 
 def listen_queue(listeners: list) -> tuple:
-    """``(waiting, backlog)`` summed over the TCP listeners; ``(None, None)`` if none can say."""
+    """``(waiting, backlog)`` summed over the listeners; ``(None, None)`` if none can say.
+
+    TCP listeners answer ``TCP_INFO``; unix ones, which have no such option,
+    are asked through sock_diag netlink (:mod:`bridge.server.sockdiag`, what
+    ``ss -xl`` shows).
+    """
     waiting = backlog = 0
     known = False
+    unix = []
     for listener in listeners:
         sock = getattr(listener, "sock", listener)
-        if getattr(listener, "kind", "tcp") != "tcp" or sock.fileno() < 0:
+        try:
+            if sock.fileno() < 0:
+                continue
+            family = sock.family
+        except (OSError, AttributeError, ValueError):
+            continue
+        if family == socket.AF_UNIX:
+            unix.append(sock)
             continue
         try:
             raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -68,6 +86,11 @@ def listen_queue(listeners: list) -> tuple:
             continue
         if len(raw) >= _TCP_INFO_QUEUE_OFFSET + 8:
             w, b = _TCP_INFO_QUEUE.unpack_from(raw, _TCP_INFO_QUEUE_OFFSET)
+            waiting += w
+            backlog += b
+            known = True
+    if unix:
+        for w, b in unix_listen_queues(unix).values():
             waiting += w
             backlog += b
             known = True
@@ -115,6 +138,7 @@ def snapshot() -> dict:
         })
     ready = idle_workers + busy_workers
     max_active = max(max_active, busy_threads)
+    duration_sum, counts = board.histogram()
     waiting, backlog = listen_queue(CONTEXT.listeners)
     workers_min = getattr(config, "workers_min", None) or getattr(config, "workers", 1)
     workers_max = getattr(config, "workers_max", None) or getattr(config, "workers", 1)
@@ -138,6 +162,9 @@ def snapshot() -> dict:
         "accepted_connections": accepted,
         "requests": requests,
         "slow_requests": slow,
+        "max_children_reached": header["pool_full"],
+        "worker_restarts": header["worker_exits"],
+        "request_duration": _duration_histogram(duration_sum, counts),
         "listen_queue": waiting,
         "listen_queue_max": backlog,
         "listeners": [getattr(l, "name", "?") for l in CONTEXT.listeners],
@@ -146,12 +173,23 @@ def snapshot() -> dict:
     }
 
 
+def _duration_histogram(total: float, counts: list) -> dict:
+    """JSON form of the histogram: cumulative counts per upper bound, as Prometheus has them."""
+    from bridge.server.scoreboard import DURATION_BUCKETS
+    buckets = {}
+    running = 0
+    for bound, n in zip((*(repr(b) for b in DURATION_BUCKETS), "+Inf"), counts):
+        running += n
+        buckets[bound] = running
+    return {"buckets": buckets, "count": running, "sum": round(total, 6)}
+
+
 def render_html(data: dict) -> str:
     from html import escape
     rows = "".join(_process_row(p) for p in data["processes"])
     summary = "".join(
         f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{escape(str(v))}</td></tr>"
-        for k, v in data.items() if k not in ("processes", "listeners"))
+        for k, v in data.items() if k not in ("processes", "listeners", "request_duration"))
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>bridge status</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}</style></head><body>"
@@ -231,6 +269,12 @@ def wrap(app: Callable, config) -> Callable:
             return [body]
         query = environ.get("QUERY_STRING", "")
         accept = environ.get("HTTP_ACCEPT", "")
+        flavor = choose_format(query, accept)
+        if flavor is not None:
+            body = render_metrics(data, flavor).encode("utf-8")
+            start_response("200 OK", [("Content-Type", CONTENT_TYPES[flavor]),
+                                      ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+            return [body]
         as_html = "html" in query.split("&") or ("json" not in query.split("&")
                                                  and "text/html" in accept)
         if as_html:

@@ -44,21 +44,23 @@ Why each detail:
   connections only when it has a free thread: with sibling processes
   (pre-fork) a busy worker leaves them to an idle one.  Listeners are
   ``EPOLLEXCLUSIVE`` there (a new connection wakes one process, not all);
-  ``accept_limit`` still pauses accepting when that many connections are in
-  hand.  A lone worker registers its listeners one-shot (a connection wakes
-  one thread, re-armed right after the accept).
+  ``accept_limit`` (the thread count) pauses accepting when that many
+  requests are in hand.  A lone worker registers its listeners one-shot (a
+  connection wakes one thread, re-armed right after the accept).
 * The thread that accepted also takes the connections queued behind it in
   the kernel and registers them like idle ones (their requests are usually
   there already): one accept per event would drain a full accept queue one
-  connection per round of the ready list.
+  connection per round of the ready list.  Each counts as in hand until a
+  thread takes it, so the batch stops at the accept limit.
 * A lone worker never pauses: if every thread has been stuck in the same
   requests for a whole sweep, the loop thread accepts into a small backlog
   that the next free thread serves first.
 * The loop sweeps idle connections against ``handler.idle_deadline`` (or the
   worker's ``idle_timeout`` counted from when the connection went idle): the
   keep-alive timeout, and the slow-loris cut-off when a handler sets its
-  deadline to a header timeout.  A graceful stop closes idle connections
-  but serves those whose next request has already arrived.
+  deadline to a header timeout.  Neither the sweep nor a graceful stop
+  closes a connection whose next request has already arrived (waiting in
+  the socket while every thread was busy): that request is served.
 * Accepted sockets stay in blocking mode with a timeout (``io_timeout``) for
   the app's sends and body reads.  Handlers read what is available *now* with
   :func:`recv_available` / :func:`recv_available_into`, not with
@@ -75,16 +77,20 @@ import errno
 import itertools
 import logging
 import os
+import resource
 import select
 import socket
 import threading
 import time
 
+from bridge.logtext import counted
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-__all__ = ["Worker", "WorkerState", "Connection", "recv_available", "recv_available_into"]
+__all__ = ["Worker", "WorkerState", "Connection", "default_max_connections", "idle_expired",
+           "recv_available", "recv_available_into"]
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLONESHOT = select.EPOLLONESHOT
@@ -125,6 +131,32 @@ POLL_BATCH = 64
 
 #: accept() errors that mean "out of descriptors or memory": pause, do not spin.
 _RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+#: After an accept failed for lack of descriptors or memory: pause this long,
+#: and say so again in the log at most once per ``RESOURCE_LOG_EVERY`` seconds.
+RESOURCE_PAUSE = 0.5
+RESOURCE_LOG_EVERY = 60.0
+
+#: At ``max_connections`` with connections waiting in the listen queue, each
+#: sweep closes up to this many idle connections, idle the longest first, to
+#: make room (nginx reuses its keep-alive connections the same way): idle
+#: clients must not lock new ones out for a whole keep-alive or idle timeout.
+REUSE_BATCH = 16
+
+
+def default_max_connections() -> int:
+    """Connections a worker holds at most by default: half the open-files limit.
+
+    Every connection is a descriptor, and so is every file, pipe or socket
+    the app opens: a worker that accepts until ``EMFILE`` makes the request
+    it is running fail on its next ``open()`` (a 500 for a client that did
+    nothing wrong).  Half for connections leaves the other half to the app
+    and to the worker's own descriptors (listeners, logs, epoll).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1 << 20
+    return max(1, soft // 2)
 
 
 def recv_available(sock: socket.socket, bufsize: int = 65536) -> Optional[bytes]:
@@ -183,6 +215,37 @@ def _with_input(conns: list) -> set:
         return set()
 
 
+def idle_expired(conns: list, now: float, idle_timeout: Optional[float]) -> list:
+    """The idle connections among ``conns`` that may be closed at ``now``.
+
+    Past its deadline -- ``handler.idle_deadline``, or ``idle_timeout`` after
+    it went idle -- *and* with nothing waiting in its socket.  A connection
+    whose next request has arrived while every pool thread was busy is not
+    idle, whatever its clock says: closing it would drop a request the
+    client has sent (and, for a POST, cannot safely send again).  The same
+    holds for a keep-alive timeout, a FastCGI idle timeout and a new
+    connection's header timeout; a pool thread serves it as soon as one is
+    free.  (EOF counts as input: the thread that reads it closes the
+    connection.)  A handler that is ``lingering`` -- closing gently, reading
+    only to drop what still comes -- has no request left to lose: its
+    deadline holds whatever waits, or a client that never stops sending
+    would keep it open for ever.
+    """
+    expired = []
+    for conn in conns:
+        if conn.busy or conn.closed:
+            continue
+        deadline = conn.handler.idle_deadline
+        if deadline is None and idle_timeout is not None:
+            deadline = conn.idle_since + idle_timeout
+        if deadline is not None and now >= deadline:
+            expired.append(conn)
+    if not expired:
+        return expired
+    waiting = _with_input([conn for conn in expired if not getattr(conn.handler, "lingering", False)])
+    return [conn for conn in expired if conn.fd not in waiting]
+
+
 class WorkerState:
     """What a worker is doing, for the handlers, the master and the status page.
 
@@ -207,6 +270,10 @@ class WorkerState:
         self._index: dict = {}
         self._other_lock = threading.Lock()
         self.on_max_requests: Optional[Callable[[], None]] = None
+        #: Set by the Worker: ``submit(fn)`` runs ``fn()`` on a pool thread (a
+        #: handler's extra work, e.g. FastCGI requests multiplexed on one
+        #: connection); None where there is no pool (handlers then work inline).
+        self.submit: Optional[Callable[[Callable[[], None]], None]] = None
         self.started = time.time()
 
     def register_thread(self, index: int) -> None:
@@ -252,7 +319,7 @@ class WorkerState:
 class Connection:
     """One accepted connection: its socket, its handler, where it is."""
 
-    __slots__ = ("sock", "fd", "handler", "registered", "busy", "closed", "idle_since")
+    __slots__ = ("sock", "fd", "handler", "registered", "busy", "closed", "idle_since", "pending")
 
     def __init__(self, sock: socket.socket, handler) -> None:
         self.sock = sock
@@ -262,6 +329,18 @@ class Connection:
         self.busy = True
         self.closed = False
         self.idle_since = 0.0
+        #: Accepted in a batch, its first request not started yet: it counts
+        #: as in hand until a thread takes it (or it is closed).
+        self.pending = False
+
+
+class Task:
+    """A function :meth:`Worker.submit` queued for a pool thread."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
 
 
 class Worker:
@@ -270,7 +349,11 @@ class Worker:
     ``factory(sock, addr, listener, state) -> handler``; the handler has
     ``on_readable() -> bool``, ``close()`` and ``idle_deadline`` (a
     ``time.monotonic()`` value, or ``None`` for "idle_timeout after going
-    idle").  ``idle_timeout`` ``None``/0 means no limit.
+    idle"), and may have ``lingering`` (true while it only drops what
+    arrives: its deadline then holds even with input waiting).  ``idle_timeout`` ``None``/0 means no limit.  ``max_connections``
+    (default: :func:`default_max_connections`) bounds the connections held
+    open at once, idle ones included; beyond it accepting pauses and new
+    connections wait in the kernel's listen queue.
     """
 
     def __init__(self, listeners: list, factory: Callable, *, threads: int = 4,
@@ -278,15 +361,18 @@ class Worker:
                  idle_timeout: Optional[float] = 5.0, io_timeout: Optional[float] = 30.0,
                  log: Optional[logging.Logger] = None, state: Optional[WorkerState] = None,
                  on_tick: Optional[Callable[[], None]] = None,
-                 accept_limit: Optional[int] = None) -> None:
+                 accept_limit: Optional[int] = None,
+                 max_connections: Optional[int] = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.listeners = list(listeners)
         self.factory = factory
         self.threads = threads
-        #: Connections in hand (running or waiting in the backlog) at which
-        #: accepting pauses; None: never pause (a worker without siblings).
+        #: Requests in hand (running, in the backlog, or accepted in a batch and
+        #: not started) at which accepting pauses; None: never pause for
+        #: this (a worker without siblings).
         self.accept_limit = accept_limit
+        self.max_connections = max_connections or default_max_connections()
         self.graceful_timeout = graceful_timeout
         self.idle_timeout = idle_timeout or None
         self.io_timeout = io_timeout or None
@@ -295,6 +381,7 @@ class Worker:
         if state is not None and max_requests:
             self.state.max_requests = max_requests
         self.state.on_max_requests = self._max_requests_reached
+        self.state.submit = self.submit
         self.on_tick = on_tick        # called by the loop about once a second (heartbeat)
         self._epoll = None            # connections + listeners, polled by the pool threads
         self._loop_epoll = None       # the loop thread's: wake pipe (+ listeners when the pool is full)
@@ -302,14 +389,22 @@ class Worker:
         self._conns: dict = {}
         self._backlog: list = []      # accepted by the loop thread while every pool thread was busy
         self._ready = collections.deque()   # polled events not served yet (under _lock)
-        self._in_hand = 0             # connections running or in the backlog (under _lock)
+        # Connections running, in the backlog, or accepted in a batch and not
+        # started yet (under _lock): what the accept limit counts.
+        self._in_hand = 0
         self._idle = 0                # pool threads waiting in epoll (under _lock)
+        self._open = 0                # connections accepted and not closed yet (under _lock)
+        self._resource_logged = None  # when an accept failure for lack of descriptors was last logged
+        self._resource_failures = 0   # such failures not logged since
+        self._room_logged = False     # idle connections closed at the cap: said once
         # One pool thread runs (polls and serves) at a time; the loop's monitor
         # lets another in for each one blocked in a request (see the module doc).
         self._slots = threading.Semaphore(1)
         self._extra = 0               # threads let in by the monitor, not yet parked (under _lock)
         self._serving: list = [0] * threads   # per pool thread: a tag of the request it is in, or 0
         self._tags = itertools.count(1)
+        self._tasks = collections.deque()   # submit()ted Tasks, taken before events (under _lock)
+        self._task_r = self._task_w = -1    # a byte per task: wakes a pool thread idle in epoll
         self._monitor_asleep = True   # the loop is not looking often: wake it when a request starts
         self._exiting = False         # parked threads leave
         self._monitor_last: list = [0] * threads
@@ -323,6 +418,8 @@ class Worker:
         self._stop_r = self._stop_w = -1
         self._wake_pending = False
         self._calls: list = []        # call_soon() callbacks, run by the loop thread
+        #: Passes of the loop thread (each one wake-up): an idle worker makes a few a second.
+        self.wakeups = 0
         self._threads: list = []
         self._by_fd: dict = {}
 
@@ -341,9 +438,39 @@ class Worker:
         self._calls.append(fn)
         self._wake()
 
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on a pool thread: the next one to look for work, or
+        an idle one woken for it.  It counts as in hand (the accept limit and
+        a graceful stop wait for it) and as a request for the monitor (if it
+        blocks, another parked thread is let in).  A thread that submits and
+        then returns from its handler takes the task itself: no hand-off."""
+        with self._lock:
+            self._tasks.append(Task(fn))
+            self._in_hand += 1
+            wake = self._idle > 0
+        if wake:
+            try:
+                os.write(self._task_w, b"x")
+            except OSError:     # pipe full: threads are being woken anyway
+                pass
+
+    def _run_task(self, task: Task) -> None:
+        try:
+            task.fn()
+        except BaseException:       # the task's own failure: keep the thread
+            self.log.exception("a submitted task failed")
+        with self._lock:
+            self._in_hand -= 1
+            self._finished += 1
+            if self._paused:
+                self._may_resume()
+            wake = self._stop is not None and not self._wake_pending
+        if wake:
+            self._wake()
+
     def _max_requests_reached(self) -> None:
-        self.log.info("worker %d served %d requests (--max-requests): restarting",
-                      os.getpid(), self.state.requests)
+        self.log.info("worker %d served %s (--max-requests): restarting",
+                      os.getpid(), counted(self.state.requests, "request"))
         self.stop(graceful=True)
 
     def _wake(self) -> None:
@@ -365,6 +492,9 @@ class Worker:
         # Readable only at shutdown; level-triggered, so it wakes every pool thread.
         self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._stop_r, _EPOLLIN)
+        # One-shot: a byte wakes one idle pool thread, which re-arms it.
+        self._task_r, self._task_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._task_r, _ARM)
         for listener in self.listeners:
             listener.sock.setblocking(False)
             self._by_fd[listener.sock.fileno()] = listener
@@ -409,6 +539,7 @@ class Worker:
         """Re-arm paused listeners once there is room again (caller holds ``_lock``)."""
         if self._paused and self._stop is None \
                 and (self.accept_limit is None or self._in_hand < self.accept_limit) \
+                and self._open < self.max_connections \
                 and _monotonic() >= self._resume_at:
             self._arm_listeners()
 
@@ -453,9 +584,13 @@ class Worker:
                 if self._stop == "now" or self._graceful_step():
                     return
             timeout = next_sweep - _monotonic()
+            self.wakeups += 1
             if monitor:
                 now = _monotonic()
-                if not self._monitor_asleep or self._finished != seen_finished:
+                # Activity -- a request finished since the last pass, or one
+                # running now -- renews the linger; the loop's own looks do
+                # not (they did, and an idle worker woke every 5 ms forever).
+                if self._finished != seen_finished or any(self._serving):
                     if now >= monitor_until + interval:
                         interval = MONITOR_INTERVAL     # busy again after a quiet spell
                     seen_finished = self._finished
@@ -560,10 +695,11 @@ class Worker:
             with self._lock:
                 self._backlog.append(conn)
 
-    def _accept(self, listener, in_hand: bool = True) -> Optional[Connection]:
+    def _accept(self, listener) -> Optional[Connection]:
         """Accept one connection and make its handler; None when there is none now.
 
-        With ``in_hand`` the connection counts as in hand (``_in_hand``) when returned.
+        The connection counts as in hand (``_in_hand``) when returned, and
+        accepting pauses when that reaches ``accept_limit``.
         """
         lsock = listener.sock
         while True:
@@ -575,11 +711,7 @@ class Worker:
                 continue
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
-                    self.log.error("accept on %s failed: %s; pausing accepts for 0.5 s",
-                                   listener.name, exc.strerror)
-                    with self._lock:
-                        self._pause_listeners()
-                        self._resume_at = _monotonic() + 0.5
+                    self._resource_exhausted(listener, exc)
                     return None
                 if exc.errno == errno.ECONNABORTED:
                     continue
@@ -597,15 +729,41 @@ class Worker:
                 sock.close()
                 continue
             conn = Connection(sock, handler)
-            if not in_hand:
-                return conn
             with self._lock:
                 self._in_hand += 1
+                self._open += 1
                 limit = self.accept_limit
-                if limit is not None and self._in_hand >= limit and not self._paused:
+                if not self._paused and (self._open >= self.max_connections
+                                         or (limit is not None and self._in_hand >= limit)):
                     # Pool full: leave further connections to sibling workers.
+                    # Too many open: leave them in the kernel's queue, and the
+                    # descriptors to the requests being served.
                     self._pause_listeners()
             return conn
+
+    def _resource_exhausted(self, listener, exc: OSError) -> None:
+        """An accept failed for lack of descriptors (or memory): pause, say so once.
+
+        The pause keeps the loop from spinning on a queue it cannot take
+        from; the requests in hand go on.  One log line per episode (then at
+        most one a minute, with the count), not one per connection: under a
+        flood a line per failed accept would fill the disk too.
+        """
+        now = _monotonic()
+        with self._lock:
+            self._pause_listeners()
+            self._resume_at = now + RESOURCE_PAUSE
+            self._resource_failures += 1
+            last = self._resource_logged
+            if last is not None and now - last < RESOURCE_LOG_EVERY:
+                return
+            failures, self._resource_failures = self._resource_failures, 0
+            self._resource_logged = now
+            open_now = self._open
+        self.log.error("accept on %s failed: %s (%d failure%s); %d connections open, accepting paused "
+                       "for %g s at a time: raise the open-files limit (ulimit -n) or lower "
+                       "--worker-connections", listener.name, exc.strerror, failures,
+                       "" if failures == 1 else "s", open_now, RESOURCE_PAUSE)
 
     def _accept_more(self, listener) -> None:
         """Take the connections waiting behind the one just accepted.
@@ -627,11 +785,15 @@ class Worker:
                 return
             if limit is not None and self._in_hand >= limit:
                 return
-            conn = self._accept(listener, in_hand=False)
+            # In hand from now on: with sibling workers, connections this one
+            # cannot start soon stay in the kernel's queue for an idle sibling
+            # (uncounted, a busy worker took a whole burst: 8/0 at 2 x 1).
+            conn = self._accept(listener)
             if conn is None:
                 return
             with self._lock:
                 conn.busy = False
+                conn.pending = True
                 conn.idle_since = _monotonic()
                 self._conns[conn.fd] = conn
                 conn.registered = True
@@ -641,22 +803,58 @@ class Worker:
                     self._close(conn)
 
     def _sweep(self, now: float) -> None:
-        """Close idle connections past their deadline (keep-alive end, slow loris)."""
-        default = self.idle_timeout
-        expired = []
-        for conn in list(self._conns.values()):
-            if conn.busy:
-                continue
-            deadline = conn.handler.idle_deadline
-            if deadline is None and default is not None:
-                deadline = conn.idle_since + default
-            if deadline is not None and now >= deadline:
-                expired.append(conn)
-        for conn in expired:
-            with self._lock:
-                if conn.busy or conn.closed:
-                    continue
-                self._close(conn)
+        """Close idle connections past their deadline (keep-alive end, slow loris).
+
+        The candidates are picked without the lock (the pool threads keep
+        serving meanwhile); each is closed under it only if still idle.
+        """
+        self._close_idle(idle_expired(list(self._conns.values()), now, self.idle_timeout))
+        if self._open >= self.max_connections and self._stop is None and self._connections_queued():
+            self._make_room()
+        with self._lock:
+            self._may_resume()
+
+    def _close_idle(self, conns: list) -> int:
+        """Close those of ``conns`` still idle; how many were closed."""
+        closed = 0
+        with self._lock:
+            for conn in conns:
+                if not conn.busy and not conn.closed:
+                    self._close(conn)
+                    closed += 1
+        return closed
+
+    def _connections_queued(self) -> bool:
+        """A new connection waits in a listener's queue."""
+        poller = select.poll()
+        for fd in self._by_fd:
+            poller.register(fd, select.POLLIN)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return False
+
+    def _make_room(self) -> None:
+        """At the connection cap: close idle connections, idle the longest first.
+
+        Only those with nothing waiting in the socket, and none whose handler
+        ``holds_request`` (a request body being received, a FastCGI request
+        begun or running, with no pool thread on the connection): a request
+        that has arrived is served, never dropped (see :func:`idle_expired`).
+        Without that, a flood of empty connects closed uploads in progress
+        without an answer.  Their own deadlines (--body-timeout,
+        --io-timeout) still bound them.
+        """
+        idle = sorted((conn for conn in list(self._conns.values())
+                       if not conn.busy and not conn.closed
+                       and not getattr(conn.handler, "holds_request", False)),
+                      key=lambda conn: conn.idle_since)[:REUSE_BATCH]
+        waiting = _with_input(idle)
+        closed = self._close_idle([conn for conn in idle if conn.fd not in waiting])
+        if closed and not self._room_logged:
+            self._room_logged = True
+            self.log.warning("%d connections open (--worker-connections): closing the longest idle "
+                             "ones to accept new connections", self.max_connections)
 
     def _graceful_step(self) -> bool:
         """One step of a graceful stop; True when it is finished."""
@@ -682,8 +880,8 @@ class Worker:
             return True
         if self.graceful_timeout is not None and \
                 _monotonic() - self._stopping_since >= self.graceful_timeout:
-            self.log.warning("graceful timeout (%ss): abandoning %d request(s) in flight",
-                             self.graceful_timeout, in_hand)
+            self.log.warning("graceful timeout (%ss): abandoning %s in flight",
+                             self.graceful_timeout, counted(in_hand, "request"))
             return True
         return False
 
@@ -716,8 +914,10 @@ class Worker:
         by_fd = self._by_fd
         backlog = self._backlog
         ready = self._ready
+        tasks = self._tasks
         claim = self._claim
         stop_r = self._stop_r
+        task_r = self._task_r
         serving = self._serving
         tags = self._tags
 
@@ -745,6 +945,8 @@ class Worker:
                     current[0] = 0
                 if backlog:
                     item = backlog.pop(0)
+                elif tasks:
+                    item = tasks.popleft()
                 elif ready:
                     item = claim(ready.popleft())
                 else:
@@ -774,8 +976,23 @@ class Worker:
             if item.__class__ is Connection:
                 serve(item)
                 continue
+            if item.__class__ is Task:
+                current[0] = next(tags)
+                serving[index] = current[0]
+                if self._monitor_asleep:
+                    self._monitor_asleep = False
+                    self._wake()
+                self._run_task(item)
+                continue
             if item == stop_r:
                 return False
+            if item == task_r:
+                try:
+                    os.read(task_r, 1)      # one task's byte; the task itself is in _tasks
+                    self._epoll.modify(task_r, _ARM)
+                except (OSError, ValueError):
+                    pass
+                continue
             listener = by_fd.get(item)
             if listener is None or self._stop is not None:
                 continue
@@ -802,7 +1019,10 @@ class Worker:
         if item.closed or item.busy:
             return None
         item.busy = True
-        self._in_hand += 1
+        if item.pending:
+            item.pending = False    # counted when it was accepted
+        else:
+            self._in_hand += 1
         return item
 
     def _serve(self, conn: Connection) -> None:
@@ -843,7 +1063,13 @@ class Worker:
 
     def _close(self, conn: Connection) -> None:
         """Forget and close a connection (caller holds ``_lock``)."""
+        if conn.closed:
+            return
         conn.closed = True
+        self._open -= 1
+        if conn.pending:
+            conn.pending = False
+            self._in_hand -= 1
         if conn.registered:
             self._conns.pop(conn.fd, None)
             try:
@@ -892,9 +1118,9 @@ class Worker:
                 ep.close()
             except OSError:
                 pass
-        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w):
+        for fd in (self._wake_r, self._wake_w, self._stop_r, self._stop_w, self._task_r, self._task_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._wake_r = self._wake_w = self._stop_r = self._stop_w = -1
+        self._wake_r = self._wake_w = self._stop_r = self._stop_w = self._task_r = self._task_w = -1
