@@ -8,7 +8,8 @@ seconds (more with ``CI=true``, far more with ``BRIDGE_FUZZ=long``).
 
 Checked: every well-formed request gets its response and END_REQUEST; a
 connection that sent garbage is closed, and only that one (a well-formed
-connection opened before it is still served after); the server is still up
+connection opened before it is served every 200 connections and at the
+end); the server is still up
 at the end and holds as many descriptors as before (/proc/PID/fd of the
 server and its children).  The seed is in every failure message;
 ``BRIDGE_FUZZ_SEED=N`` replays it.
@@ -175,6 +176,13 @@ def one_connection(rng: random.Random, server, context: str) -> None:
             assert read_until_closed(client), f"{context}: garbage did not close the connection"
 
 
+def bystander_served(bystander: Client, context: str) -> None:
+    body = b"still here"
+    reply = bystander.request(get_params("/echo", method="POST", CONTENT_LENGTH=str(len(body))), body,
+                              keep_conn=True)
+    assert reply.head_and_body()[2] == body, f"{context}: the bystander connection was not served"
+
+
 def test_a_fuzzing_client_cannot_take_the_server_down_or_leak_descriptors(server):
     seed = int(os.environ.get("BRIDGE_FUZZ_SEED") or int.from_bytes(os.urandom(4), "big"))
     rng = random.Random(seed)
@@ -182,7 +190,8 @@ def test_a_fuzzing_client_cannot_take_the_server_down_or_leak_descriptors(server
     with Client(server.sock) as warm:   # the first request loads the app: count after it
         assert warm.request(get_params("/warm")).head_and_body()[0] == "200 OK"
     before = descriptors(server.proc.pid)
-    # A well-formed connection kept open through all the garbage is still served after.
+    # A well-formed connection kept open through all the garbage is served
+    # every 200 connections and at the end.
     bystander = Client(server.sock)
     deadline = time.monotonic() + seconds
     done = 0
@@ -194,10 +203,9 @@ def test_a_fuzzing_client_cannot_take_the_server_down_or_leak_descriptors(server
             except OSError as exc:
                 raise AssertionError(f"{context}: {exc!r}") from exc
             done += 1
-        body = b"still here"
-        reply = bystander.request(get_params("/echo", method="POST", CONTENT_LENGTH=str(len(body))), body,
-                                  keep_conn=True)
-        assert reply.head_and_body()[2] == body, f"seed {seed}: the bystander connection was not served"
+            if done % 200 == 0:    # also within --idle-timeout (60 s), in a long run
+                bystander_served(bystander, f"seed {seed}, after {done} connections")
+        bystander_served(bystander, f"seed {seed}, after {done} connections")
     finally:
         bystander.close()
     assert server.proc.proc.poll() is None, f"seed {seed}: the server exited\n{server.proc.output()[-3000:]}"
