@@ -8,7 +8,8 @@ alone.  At the end of each test (the autouse fixture in
 tests/integration/conftest.py) :func:`problems` replays every connection
 whose answer starts with ``HTTP/``:
 
-- the requests the client sent are split with bridge's own request parser
+- the requests the client sent (after a PROXY protocol header, if any) are
+  split with bridge's own request parser
   (only to know how many there were, their methods and whether they asked to
   close: which side is wrong is h11's business, not this code's);
 - the responses are fed to an h11 client that sent those requests: framing,
@@ -235,17 +236,30 @@ def _h11_request(sent: _Sent) -> h11.Request:
     return h11.Request(method=sent.method, target="/", headers=headers)
 
 
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def without_proxy_header(sent: bytes) -> bytes:
+    """The client's bytes after a PROXY protocol header (v1 line or v2 block), if any."""
+    if sent.startswith(b"PROXY ") and b"\r\n" in sent:
+        return sent[sent.index(b"\r\n") + 2:]
+    if sent.startswith(PROXY_V2_SIGNATURE) and len(sent) >= 16:
+        return sent[16 + int.from_bytes(sent[14:16], "big"):]
+    return sent
+
+
 def check(capture: Capture) -> list:
     """What is wrong with the responses on this connection (empty: nothing)."""
     received = bytes(capture.received)
-    if capture.overflow or not received.startswith(b"HTTP/") or not _REQUEST_START.match(capture.sent):
+    sent_bytes = without_proxy_header(bytes(capture.sent))
+    if capture.overflow or not received.startswith(b"HTTP/") or not _REQUEST_START.match(sent_bytes):
         return []
     stats["connections"] += 1
-    sent, refused = requests_sent(capture.sent)
+    sent, refused = requests_sent(sent_bytes)
     if refused:
         # One error response for what the server refused; its method is
         # unknown (HEAD only if the refused bytes begin so).
-        tail_head = capture.sent.lstrip(b"\r\n").startswith(b"HEAD ") and not sent
+        tail_head = sent_bytes.lstrip(b"\r\n").startswith(b"HEAD ") and not sent
         sent.append(_Sent(b"HEAD" if tail_head else b"GET", True, False))
     if not sent:
         return [f"a response with no request before it: {received[:200]!r}"]
