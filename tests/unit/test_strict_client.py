@@ -28,6 +28,7 @@ def capture(sent: bytes, received: bytes, eof: bool = True) -> list:
     (b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"),
     (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhi"),          # cut off by the server
     (GET + GET, OK + b"HTTP/1.1 200", False),                          # the test stopped reading
+    (GET + GET, OK),                           # closed as the second request arrived
     (GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"),
     (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n" + GET + GET, OK + OK),
     (b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes(12) + GET + GET, OK + OK),
@@ -46,6 +47,7 @@ def test_valid_exchanges_pass(sent, received, eof):
     (GET, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "not valid"),
     (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhiXX", "closes the connection"),
     (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n" + GET, OK + OK, "after the response to the last"),
+    (GET + GET, OK + b"HTTP/1.1 200 OK\r\nContent-Le", "not valid"),  # closed inside a head
 ])
 def test_invalid_responses_are_reported(sent, received, problem):
     (found,) = capture(sent, received)
