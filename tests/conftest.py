@@ -6,7 +6,7 @@ Profiles (the fuzz tests set no ``max_examples`` of their own, so these decide):
 - ``dev`` (default): 100 examples per test, a few seconds for the fuzz layer.
 - ``ci`` (``CI=true``): 600 examples per test, the fuzz layer well under
   3 minutes on 2 cores.
-- ``long`` (``BRIDGE_FUZZ=long``): 40,000 examples per test, about an hour,
+- ``long`` (``BRIDGE_FUZZ=long``): 30,000 examples per test, about an hour,
   for a developer before a release (README.md, "Fuzzing").
 - ``BRIDGE_FUZZ_EXAMPLES=N`` sets the examples per test over any of them.
 
@@ -30,7 +30,7 @@ _COMMON = dict(deadline=None, derandomize=False, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", max_examples=100, **_COMMON)
 settings.register_profile("ci", max_examples=600, **_COMMON)
-settings.register_profile("long", max_examples=40_000, **_COMMON)
+settings.register_profile("long", max_examples=30_000, **_COMMON)
 
 
 def _profile() -> str:
