@@ -48,21 +48,32 @@ _captures: list = []
 stats = {"connections": 0, "responses": 0}
 
 
+#: What an HTTP client's first byte can be: a method's tchar, an empty line,
+#: a PROXY protocol header.  FastCGI records (1) and TLS (22) are not kept.
+_HTTP_FIRST_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n")
+
+
 class Capture:
-    __slots__ = ("peer", "sent", "received", "eof", "overflow", "checked")
+    __slots__ = ("peer", "sent", "received", "eof", "overflow")
 
     def __init__(self, peer) -> None:
         self.peer = peer
         self.sent = bytearray()
         self.received = bytearray()
         self.eof = False
-        self.overflow = False
-        self.checked = False
+        self.overflow = False     # too much, or not HTTP: nothing kept, nothing checked
 
     def add(self, buf: bytearray, data) -> None:
-        if len(buf) + len(data) > MAX_CAPTURE:
+        if self.overflow:
+            return
+        if buf is self.sent and not buf and len(data) and data[0] not in _HTTP_FIRST_BYTES:
             self.overflow = True
-        elif not self.overflow:
+            self.received.clear()
+        elif len(buf) + len(data) > MAX_CAPTURE:
+            self.overflow = True
+            self.sent.clear()
+            self.received.clear()
+        else:
             buf += data
 
 
@@ -196,12 +207,11 @@ _REQUEST_START = re.compile(rb"(?:\r?\n)*[!#$%&'*+.^_`|~0-9A-Za-z-]+ ")
 
 
 class _Sent:
-    __slots__ = ("method", "close", "http10")
+    __slots__ = ("method", "close")
 
-    def __init__(self, method: bytes, close: bool, http10: bool) -> None:
+    def __init__(self, method: bytes, close: bool) -> None:
         self.method = method
         self.close = close
-        self.http10 = http10
 
 
 def requests_sent(data: bytes) -> tuple:
@@ -219,7 +229,7 @@ def requests_sent(data: bytes) -> tuple:
                 options = [v.strip().lower() for n, v in event.headers if n == "connection" for v in v.split(",")]
                 http10 = event.http_version == "1.0"
                 close = "close" in options or (http10 and "keep-alive" not in options)
-                out.append(_Sent(event.method.encode("latin-1"), close, http10))
+                out.append(_Sent(event.method.encode("latin-1"), close))
             elif isinstance(event, bridge_http.EndOfMessage):
                 if not conn.keep_alive:
                     return out, False
@@ -263,7 +273,7 @@ def check(capture: Capture) -> list:
         # One error response for what the server refused; its method is
         # unknown (HEAD only if the refused bytes begin so).
         tail_head = sent_bytes.lstrip(b"\r\n").startswith(b"HEAD ") and not sent
-        sent.append(_Sent(b"HEAD" if tail_head else b"GET", True, False))
+        sent.append(_Sent(b"HEAD" if tail_head else b"GET", True))
     if not sent:
         return [f"a response with no request before it: {received[:200]!r}"]
     client = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
