@@ -185,6 +185,12 @@ def _error_response(status: int, message: str) -> bytes:
             ).encode("latin-1") + body
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit()`` is also true for "\xb2" (superscript
+    two) and other characters ``int()`` refuses (RFC 3875 §4.1.2: 1*digit)."""
+    return text.isdigit() and text.isascii()
+
+
 def _default_spool():
     import tempfile
     return tempfile.TemporaryFile()
@@ -334,7 +340,7 @@ class ServerConnection:
         request._params_parts = []
         if self._max_body:
             length = request.params.get("CONTENT_LENGTH", "")
-            if length.isdigit() and int(length) > self._max_body:
+            if _is_decimal(length) and int(length) > self._max_body:
                 self._reject(request, 413, f"CONTENT_LENGTH {length} is over the limit of {self._max_body} bytes", events)
                 return
         request.state = INPUT_STATE
@@ -359,7 +365,7 @@ class ServerConnection:
         request._stdin_parts = []
         length = request.params.get("CONTENT_LENGTH", "")
         if length:
-            if not length.isdigit():
+            if not _is_decimal(length):
                 self._reject(request, 400, f"invalid CONTENT_LENGTH {length!r}", events)
                 return
             if int(length) != request.stdin_length:

@@ -285,11 +285,18 @@ class Connection:
         buf = self._buf
         if not buf:
             return NEED_DATA
-        # RFC 9112 §2.2: ignore empty lines received before the request line.
+        # RFC 9112 §2.2: ignore empty lines (CRLF, or a bare LF) received
+        # before the request line.  A lone CR is not an empty line: it stays,
+        # and the head is refused for its bare CR.
         if buf[0] in (13, 10):
             n = 0
-            while n < len(buf) and buf[n] in (13, 10) and n < 64:
-                n += 1
+            while n < 64:
+                if buf.startswith(b"\n", n):
+                    n += 1
+                elif buf.startswith(b"\r\n", n):
+                    n += 2
+                else:
+                    break
             del buf[:n]
             self._scan = 0
             if not buf:

@@ -146,6 +146,10 @@ def parse_head(lines: list, limits: Limits) -> Request:
     line = lines[0]
     if len(line) > limits.request_line:
         raise RemoteProtocolError(f"request line longer than {limits.request_line} bytes", 414)
+    # RFC 9112 §3: single SPs separate the parts; a recipient MAY split on
+    # any whitespace, so a tab anywhere would let two parsers disagree.
+    if "\t" in line:
+        raise RemoteProtocolError(f"a tab in the request line {line[:80]!r}")
     parts = line.split(" ")
     if len(parts) != 3:
         raise RemoteProtocolError(f"malformed request line {line[:80]!r}")
@@ -173,10 +177,12 @@ def parse_head(lines: list, limits: Limits) -> Request:
     # RFC 9112 §3.2: the four forms of request-target.
     host = None
     first = target[:1]
+    if method == "CONNECT":
+        # Whatever the target's form: a CONNECT must never reach the app as
+        # an ordinary request (a front end may already treat it as a tunnel).
+        raise RemoteProtocolError("CONNECT (tunnelling) is not supported by a WSGI server", 501)
     if first == "/":
         path, _, query = target.partition("?")
-    elif method == "CONNECT":
-        raise RemoteProtocolError("CONNECT (tunnelling) is not supported by a WSGI server", 501)
     elif target == "*":
         if method != "OPTIONS":
             raise RemoteProtocolError("asterisk-form target is only for OPTIONS")
