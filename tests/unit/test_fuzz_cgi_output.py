@@ -16,7 +16,7 @@ import tempfile
 
 from hypothesis import given, settings, strategies as st
 
-from bridge.cgi.app import CGIApp
+from bridge.upstream.cgi import CGIApp
 from bridge.cgi.rfc3875 import MAX_HEAD, BadResponse, find_head_end, head_search_resume, parse_head
 
 TCHAR = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
