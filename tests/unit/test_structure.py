@@ -321,3 +321,15 @@ def test_the_import_paths_of_the_0_1_docs_still_work():
     from bridge.upstream.mount import Mount
     assert (CGIApp, FastCGIApp) == (upstream_cgi, upstream_fastcgi)
     assert isinstance(bridge.mount({"/": lambda environ, start_response: []}), Mount)
+
+
+def test_no_two_test_modules_share_a_basename():
+    """The README's command collects tests/unit and tests/integration in one run:
+    two ``test_x.py`` in different folders (no packages) fail at collection."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict = {}
+    for path in sorted(tests.rglob("test_*.py")):
+        if "benchmarks" in path.parts:
+            continue
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
