@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from support import public_tmpdir
-from support.prefork import Master, get, wait_for
+from support.prefork import get, wait_for
 from support.procs import kill_marked, new_marker, wait_gone
 
 
@@ -39,19 +39,6 @@ def marker():
     mark = new_marker()
     yield mark
     kill_marked(mark)
-
-
-@pytest.fixture
-def masters():
-    started = []
-
-    def start(*args, **kw):
-        m = Master(*args, **kw)
-        started.append(m)
-        return m
-    yield start
-    for m in started:
-        m.stop()
 
 
 @pytest.mark.parametrize("head", [False, True], ids=["before-its-head", "in-its-body"])

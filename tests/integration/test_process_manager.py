@@ -20,22 +20,9 @@ import pytest
 from support import free_port, public_tmpdir
 from support.fastcgi import Client, get_params
 from support.nginx import include_file, start_nginx
-from support.prefork import Load, Master, get, wait_for
+from support.prefork import Load, get, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-@pytest.fixture
-def masters():
-    started = []
-
-    def start(*args, **kw):
-        m = Master(*args, **kw)
-        started.append(m)
-        return m
-    yield start
-    for m in started:
-        m.stop()
 
 
 def in_flight(master, path: str):

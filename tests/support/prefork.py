@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import time
+
+import pytest
 from pathlib import Path
 
 from support import Process, bridge_command, bridge_env, free_port, public_tmpdir, wait_for_port
@@ -160,3 +162,17 @@ class Load:
         self._stop.set()
         for t in self._threads:
             t.join(60)
+
+
+@pytest.fixture
+def masters():
+    """Start ``Master`` processes in a test; every one is stopped after it (import it as a fixture)."""
+    started = []
+
+    def start(*args, **kw):
+        m = Master(*args, **kw)
+        started.append(m)
+        return m
+    yield start
+    for m in started:
+        m.stop()

@@ -1,0 +1,2 @@
+"""Fixtures more than one integration module uses (pytest finds them here by name)."""
+from support.prefork import masters  # noqa: F401
