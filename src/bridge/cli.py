@@ -111,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail(command, "no application given (APP is module:callable, e.g. bridge.demo:app)")
     module_name, func, _ = RUNNERS[command]
     if getattr(config, "check_config", False):
-        from bridge.configfile import check_command
+        from bridge.checkconfig import check_command
         return check_command(config, module_name)
     if command == "cgi" and getattr(config, "warm", False):
         module_name, func = "bridge.warm", "main"

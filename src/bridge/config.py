@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 
+from bridge.configbase import COMMANDS as COMMANDS, WORKER_MODEL as WORKER_MODEL
+from bridge.configbase import ConfigError as ConfigError, octal as octal
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Optional
@@ -39,16 +42,8 @@ def app_wrappers() -> list:
     """The APP_WRAPPERS hooks in the order they apply: inner first, ``outermost`` ones last."""
     return sorted(APP_WRAPPERS, key=lambda hook: bool(getattr(hook, "outermost", False)))
 
-COMMANDS = ("cgi", "fcgi", "http", "check")
+
 SERVERS = ("fcgi", "http")
-
-#: The answer to gunicorn's ``-k``/``--worker-class`` (on the command line and in a file).
-WORKER_MODEL = ("bridge has one worker model, no worker class to choose: --workers processes, "
-                "each with --threads threads for requests and an event loop for idle connections")
-
-
-class ConfigError(Exception):
-    """A setting has a value that cannot work; the message says which and why."""
 
 
 class Setting:
@@ -213,7 +208,8 @@ def unknown_keywords(names: Iterable[str], command: Optional[str] = None) -> Opt
     return None
 
 
-# Validators and types shared by several options modules.
+# Validators and types shared by several options modules (``octal`` is
+# :mod:`bridge.configbase`'s: the file reader tells a mode by it).
 
 def positive_int(value: int) -> None:
     if value < 1:
@@ -223,17 +219,6 @@ def positive_int(value: int) -> None:
 def non_negative(value: float) -> None:
     if value < 0:
         raise ValueError("must not be negative")
-
-
-def octal(raw: str) -> int:
-    """``0660`` → a file mode; more than the permission and sticky bits is refused."""
-    value = int(str(raw).strip(), 8)
-    if not 0 <= value <= 0o7777:
-        raise ValueError(raw)
-    return value
-
-
-setattr(octal, "expected", "an octal file mode such as 0660")   # read by expected_value()
 
 
 def size(raw: str) -> int:

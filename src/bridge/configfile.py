@@ -1,4 +1,4 @@
-"""``--config FILE``: the settings in a TOML file, and ``--check-config``'s report.
+"""``--config FILE``: the settings in a TOML file, and ``--check-config``'s report of them in TOML.
 
 The keys are the names the settings are declared with (``workers = 4``,
 ``bind = ["unix:/run/app/app.sock"]``, ``static = {"/static" = "/srv/static"}``);
@@ -14,22 +14,25 @@ and every error is one line naming the file, the key and what is wrong, with
 the nearest valid name for a typo.  Relative paths in the file are taken
 from the directory bridge is started in, as on the command line.
 
-Imported only when a config file is given (or ``--check-config``): the
+Imported only when a config file is given (or ``--check-config``, whose
+runner, :mod:`bridge.checkconfig`, loads the app besides): the
 plain ``bridge cgi APP`` of every CGI request never pays for ``tomllib``.
 ``difflib`` and ``json`` (11 and 2 ms) are imported only for an error or the
 report, so a CGI request that does read a file pays for the parser alone.
+
+It imports nothing of bridge but :mod:`bridge.configbase`: :mod:`bridge.config`
+imports it, so importing :mod:`bridge.config` (or what imports that: the
+loader, the privileges) back would make one module of the two.
 """
 from __future__ import annotations
 
-import sys
-
-from bridge.config import COMMANDS, ConfigError, octal
+from bridge.configbase import COMMANDS, WORKER_MODEL, ConfigError, octal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["read_config_file", "load_toml", "report", "check", "check_command"]
+__all__ = ["read_config_file", "load_toml", "report"]
 
 #: gunicorn's names for settings bridge has under another name, for the "did you mean".
 GUNICORN_NAMES = {"accesslog": "access_log", "errorlog": "error_log", "loglevel": "log_level",
@@ -107,7 +110,6 @@ def printable(key: str) -> str:
 def suggestion(key: str, table: "Any", declarations: dict) -> str:
     """``; did you mean 'workers'?`` for a typo, a dash for an underscore, a gunicorn name."""
     if key in ("worker_class", "k"):
-        from bridge.config import WORKER_MODEL
         return f"; {WORKER_MODEL}"
     names = [n for n, s in declarations.items() if s.in_file and (not table or table in s.commands)]
     if not table:
@@ -258,45 +260,3 @@ def report(config, declarations: dict) -> str:
     width = min(40, max(len(left) for left, _ in rows))
     lines += [f"{left.ljust(width)}  # {origin}" for left, origin in rows]
     return "\n".join(lines) + "\n"
-
-
-def check(config, runner_module: Any) -> "Any":
-    """``--check-config``: what starting would check, without listening; a one-line problem or None.
-
-    The command's own check (``check_config`` of its runner module: TLS files,
-    trusted proxies, log format), the ``--user``/``--group`` lookup, then the
-    app itself, loaded as the workers would load it (with the workers' ids).
-    """
-    own = getattr(runner_module, "check_config", None)
-    problem = own(config) if own is not None else None
-    if problem:
-        return problem
-    identity = None
-    if getattr(config, "user", None) or getattr(config, "group", None):
-        from bridge.server.privileges import resolve
-        try:
-            identity = resolve(config.user, getattr(config, "group", None))
-        except (OSError, LookupError) as exc:
-            return str(exc)
-    from bridge.loader import load_from_config
-    if identity is not None:
-        from bridge.server.privileges import effective
-        with effective(identity):
-            load_from_config(config)         # exits 2 with one line when it cannot
-    else:
-        load_from_config(config)
-    return None
-
-
-def check_command(config, runner_module: str) -> int:
-    """``bridge COMMAND --check-config``: the report on stdout, then 0 or 2 and the problem."""
-    import importlib
-    from bridge.config import load_declarations
-    sys.stdout.write(report(config, load_declarations()))
-    sys.stdout.flush()
-    problem = check(config, importlib.import_module(runner_module))
-    if problem:
-        sys.stderr.write(f"bridge {config.command}: {problem}\n")
-        return 2
-    sys.stdout.write(f"# bridge {config.command}: the settings are valid and the app loads\n")
-    return 0

@@ -53,9 +53,6 @@ MAX_CONTENT = 0xFFFF
 #: The relay's one request on its connection.
 REQUEST_ID = 1
 
-#: Defaults of the daemon: idle seconds before it exits, pool threads.
-DEFAULT_IDLE = 300.0
-DEFAULT_THREADS = 4
 #: sun_path is 108 bytes with the terminating NUL (unix(7)).
 MAX_SOCKET_PATH = 107
 
@@ -391,8 +388,7 @@ def warm_connection(app: str, options: dict) -> tuple:
     try:
         sock = connect(place.socket)
         if sock is None:
-            from bridge.warm_start import start_or_wait
-            sock = start_or_wait(place, app, script, options)
+            sock = start_daemon(place, app, script, options)
         return sock, place
     except WarmUnavailable as exc:
         exc.marker = place.marker
@@ -401,6 +397,15 @@ def warm_connection(app: str, options: dict) -> tuple:
         unavailable = WarmUnavailable(f"cannot start the daemon: {exc}")
         unavailable.marker = place.marker
         raise unavailable from None
+
+
+def start_daemon(place: "Place", app: str, script: str, options: dict) -> "_socket.socket":
+    """:func:`bridge.warm_start.start_or_wait` (imported only now), its failure as WarmUnavailable."""
+    from bridge.warm_start import StartFailed, start_or_wait
+    try:
+        return start_or_wait(place, app, script, options, connect)
+    except StartFailed as exc:
+        raise WarmUnavailable(str(exc)) from None
 
 
 def serve(app: "Union[str, Callable]", **options) -> int:

@@ -6,15 +6,24 @@ the double fork and the readiness pipe cost nothing to a request that
 finds its daemon.  Same rule for imports as the relay (``fcntl``,
 ``select``, ``time`` where used), since the request that starts the
 daemon also waits for it.
+
+It imports nothing of :mod:`bridge.warm` (that would make the two one
+module): the relay passes its ``Place`` and its ``connect``, and turns
+:class:`StartFailed` into its own ``WarmUnavailable``.
 """
 import os
 import sys
 
-from bridge.warm import DEFAULT_IDLE, DEFAULT_THREADS, Place, WarmUnavailable, connect
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
+    from typing import Callable, Optional
+
+    from bridge.warm import Place
+
+#: Defaults of the daemon: idle seconds before it exits, pool threads.
+DEFAULT_IDLE = 300.0
+DEFAULT_THREADS = 4
 
 #: Seconds the request that starts the daemon waits for it to load the app
 #: (and the others wait for that request) before serving as plain CGI.
@@ -39,14 +48,21 @@ REQUEST_VARIABLES = frozenset((
 REQUEST_PREFIXES = (b"HTTP_", b"SSL_", b"REDIRECT_")
 
 
+class StartFailed(Exception):
+    """The daemon could not be started or waited for; the message says why (for the log).
+
+    An empty message: a failure already logged less than RETRY_AFTER ago.
+    """
+
+
 def lock(path: str, timeout: float) -> int:
-    """An exclusive flock on ``path`` within ``timeout`` seconds, as an fd; WarmUnavailable if not."""
+    """An exclusive flock on ``path`` within ``timeout`` seconds, as an fd; StartFailed if not."""
     import fcntl
     import time
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise WarmUnavailable(f"cannot open the lock file {path}: {exc.strerror}") from None
+        raise StartFailed(f"cannot open the lock file {path}: {exc.strerror}") from None
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -55,7 +71,7 @@ def lock(path: str, timeout: float) -> int:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
-                raise WarmUnavailable(f"another request held {path} for over {timeout:.0f} s") from None
+                raise StartFailed(f"another request held {path} for over {timeout:.0f} s") from None
             time.sleep(0.02)
 
 
@@ -117,7 +133,7 @@ def daemon_environ() -> dict:
     return env
 
 
-def daemon_argv(place: Place, app: str, script: str, ready_fd: int, options: dict) -> list:
+def daemon_argv(place: "Place", app: str, script: str, ready_fd: int, options: dict) -> list:
     """``python -m bridge.warm_daemon ...``: everything it needs on its command line (suexec-proof)."""
     argv = [sys.executable, "-m", "bridge.warm_daemon", "--app", app, "--socket", place.socket,
             "--lock", place.lock, "--watch", script, "--ready-fd", str(ready_fd),
@@ -143,9 +159,9 @@ def rotate(log: str) -> None:
         pass
 
 
-def spawn_daemon(place: Place, app: str, script: str, options: dict,
+def spawn_daemon(place: "Place", app: str, script: str, options: dict,
                  timeout: float = START_TIMEOUT) -> None:
-    """Start the daemon detached and wait until it listens; WarmUnavailable with the reason if not.
+    """Start the daemon detached and wait until it listens; StartFailed with the reason if not.
 
     Double fork and setsid: the daemon is no child of this script (Apache
     reaps only the script) and in no session or process group of Apache's
@@ -185,7 +201,7 @@ def spawn_daemon(place: Place, app: str, script: str, options: dict,
         os.close(rfd)
     if not answer.startswith(b"ready"):
         reason = answer.decode("utf-8", "replace").strip() or "it exited before it was ready"
-        raise WarmUnavailable(f"the daemon did not start: {reason} (log: {place.log})")
+        raise StartFailed(f"the daemon did not start: {reason} (log: {place.log})")
 
 
 def read_ready(fd: int, timeout: float) -> bytes:
@@ -204,8 +220,11 @@ def read_ready(fd: int, timeout: float) -> bytes:
     return answer
 
 
-def start_or_wait(place: Place, app: str, script: str, options: dict) -> "_socket.socket":
+def start_or_wait(place: "Place", app: str, script: str, options: dict,
+                  connect: "Callable[[str], Optional[_socket.socket]]") -> "_socket.socket":
     """A connection to a daemon this request started, or that another one started meanwhile.
+
+    ``connect``: the relay's (a connection, or None when nobody listens).
 
     One starter at a time, under an flock on the lock file: the others wait
     for it (up to START_TIMEOUT), then find the socket listening.  Under the
@@ -213,24 +232,24 @@ def start_or_wait(place: Place, app: str, script: str, options: dict) -> "_socke
     removed before the new daemon binds.
     """
     if recently_failed(place.marker):
-        raise WarmUnavailable("")      # logged when it failed; plain CGI until RETRY_AFTER
+        raise StartFailed("")      # logged when it failed; plain CGI until RETRY_AFTER
     fd = lock(place.lock, START_TIMEOUT + 5)
     try:
         sock = connect(place.socket)
         if sock is not None:
             return sock
         if recently_failed(place.marker):      # the starter we waited for failed
-            raise WarmUnavailable("")
+            raise StartFailed("")
         try:
             os.unlink(place.socket)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise WarmUnavailable(f"cannot remove the stale socket {place.socket}: {exc.strerror}") from None
+            raise StartFailed(f"cannot remove the stale socket {place.socket}: {exc.strerror}") from None
         spawn_daemon(place, app, script, options)
         sock = connect(place.socket)
         if sock is None:
-            raise WarmUnavailable(f"the daemon said it was ready but {place.socket} refuses connections")
+            raise StartFailed(f"the daemon said it was ready but {place.socket} refuses connections")
         return sock
     finally:
         os.close(fd)      # releases the flock
