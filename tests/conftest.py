@@ -76,3 +76,20 @@ def pytest_terminal_summary(terminalreporter):
     if stats["connections"]:
         terminalreporter.write_line(f"strict HTTP client (h11): {stats['responses']} responses on "
                                     f"{stats['connections']} connections checked")
+
+
+@pytest.fixture(autouse=True)
+def signal_state_is_restored():
+    """A test that calls server code in-process (serve(), defer_signals()) may block
+    HUP/USR1/TTIN/TTOU or install handlers: every server a later test spawns would
+    inherit the mask and ignore SIGHUP.  Each test leaves the process as it found it."""
+    import signal
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
+                                                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGTERM,
+                                                  signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)}
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for signum, handler in handlers.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
