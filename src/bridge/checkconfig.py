@@ -49,9 +49,13 @@ def check(config, runner_module: Any) -> "Any":
 def check_command(config, runner_module: str) -> int:
     """``bridge COMMAND --check-config``: the report on stdout, then 0 or 2 and the problem."""
     import importlib
+    runner = importlib.import_module(runner_module)
+    default_bind = getattr(runner, "default_bind", None)
+    if default_bind is not None:        # where it will listen, not an empty list
+        default_bind(config)
     sys.stdout.write(report(config, load_declarations()))
     sys.stdout.flush()
-    problem = check(config, importlib.import_module(runner_module))
+    problem = check(config, runner)
     if problem:
         sys.stderr.write(f"bridge {config.command}: {problem}\n")
         return 2

@@ -264,6 +264,8 @@ def test_check_config_prints_every_setting_with_its_origin_and_exits_0(tmp_path)
     assert lines["io_timeout"] == ("io_timeout = 9.0", "env BRIDGE_IO_TIMEOUT")
     assert lines["backlog"] == ("backlog = 2048", "default")
     assert lines["user"] == ("# user is not set", "default")
+    # what http listens on without --bind, not an empty list
+    assert lines["bind"] == ('bind = ["127.0.0.1:8000"]', "default")
     assert proc.stdout.splitlines()[-1] == "# bridge http: the settings are valid and the app loads"
 
 

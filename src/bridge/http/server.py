@@ -908,16 +908,23 @@ setattr(factory_builder, "check_config", check_config)     # the master checks a
 DEFAULT_BIND = "127.0.0.1:8000"
 
 
+def default_bind(config) -> None:
+    """Without --bind, and with no socket from systemd or on fd 0: DEFAULT_BIND.
+
+    Also what ``--check-config`` reports, so it shows where bridge will listen."""
+    if not getattr(config, "bind", None):
+        systemd = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
+        if not systemd and not fd0_is_listening_socket():
+            config.bind = [DEFAULT_BIND]
+
+
 def main(config) -> int:
     """``bridge http APP``."""
     problem = check_config(config)
     if problem:
         sys.stderr.write(f"bridge http: {problem}\n")
         return 2
-    if not getattr(config, "bind", None):
-        systemd = os.environ.get("LISTEN_FDS") and os.environ.get("LISTEN_PID") == str(os.getpid())
-        if not systemd and not fd0_is_listening_socket():
-            config.bind = [DEFAULT_BIND]
+    default_bind(config)
     if getattr(config, "reload", False):
         return run_with_reloader(config, factory_builder)
     return serve(config, factory_builder)
