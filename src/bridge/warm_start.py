@@ -82,8 +82,13 @@ def recently_failed(marker: str) -> bool:
         st = os.lstat(marker)
     except OSError:
         return False
-    return (st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid()
-            and time.time() - st.st_mtime < RETRY_AFTER)
+    return own_file(st) and time.time() - st.st_mtime < RETRY_AFTER
+
+
+def own_file(st: os.stat_result) -> bool:
+    """A regular file of this uid with one name: a hard link planted at a /tmp path
+    (possible where fs.protected_hardlinks is 0) points at a file the script must not touch."""
+    return st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid() and st.st_nlink == 1
 
 
 def note_failure(marker: str, reason: str) -> bool:
@@ -97,8 +102,8 @@ def note_failure(marker: str, reason: str) -> bool:
 def touch(path: str, text: str) -> None:
     """Write ``text`` to ``path`` if it is (or becomes) a regular file of this uid; else nothing.
 
-    O_NONBLOCK and the fstat: a FIFO or another user's file planted at a
-    /tmp path neither blocks the script nor receives the text.
+    O_NONBLOCK and the fstat: a FIFO, another user's file or a hard link
+    planted at a /tmp path neither blocks the script nor receives the text.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
@@ -106,7 +111,7 @@ def touch(path: str, text: str) -> None:
         return
     try:
         st = os.fstat(fd)
-        if st.st_mode & 0o170000 == 0o100000 and st.st_uid == os.getuid():
+        if own_file(st):
             os.ftruncate(fd, 0)
             os.write(fd, text.encode("utf-8", "replace"))
     except OSError:

@@ -79,6 +79,22 @@ def test_a_directory_others_could_enter_or_swap_is_refused_not_repaired(tmp_path
         assert path.stat().st_mode & 0o777 == 0o755
 
 
+def test_a_marker_hard_linked_to_another_file_is_neither_written_nor_trusted(tmp_path):
+    """The spare marker lives in /tmp at a predictable name: a hard link planted there
+    (fs.protected_hardlinks=0) must not make the script truncate the file it points to,
+    nor silence the log by looking like a fresh failure."""
+    from bridge import warm_start
+    target = tmp_path / "precious"
+    target.write_text("PRECIOUS\n")
+    marker = tmp_path / "x.failed"
+    os.link(target, marker)
+    warm_start.touch(str(marker), "reason\n")
+    assert target.read_text() == "PRECIOUS\n"
+    assert not warm_start.recently_failed(str(marker))
+    assert warm_start.note_failure(str(marker), "reason")
+    assert target.read_text() == "PRECIOUS\n"
+
+
 def test_two_apps_two_scripts_two_interpreters_never_share_a_daemon():
     keys = {warm.app_key("/cgi-bin/a.cgi", "app:a"), warm.app_key("/cgi-bin/a.cgi", "app:b"),
             warm.app_key("/cgi-bin/b.cgi", "app:a"), warm.app_key("/cgi-bin/a.cgi", "app:a", ["/x"])}
