@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["read_config_file", "load_toml", "report"]
+__all__ = ["read_config_file", "load_toml", "report", "others_can_write"]
 
 #: gunicorn's names for settings bridge has under another name, for the "did you mean".
 GUNICORN_NAMES = {"accesslog": "access_log", "errorlog": "error_log", "loglevel": "log_level",
@@ -62,6 +62,39 @@ def load_toml(path: str) -> dict:
         raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+
+
+def others_can_write(path: str, euid: "Any" = None) -> "Any":
+    """Why a user other than root and the server's own could change the file at ``path``, or None.
+
+    The file chooses the app, the user the workers run as, the pid file and
+    the log files the master opens: whoever can rewrite it (or its
+    directory, or replace a symlink on the way) runs code as the server at
+    the next start or SIGHUP.  gunicorn and nginx do not look; sshd's
+    StrictModes and sudo do, and so does this, as a warning: an operator
+    may have a reason, and a refusal at HUP would be worse than the warning.
+    Only the owners and the ``w`` bits are judged (no ACLs).
+    """
+    import os
+    import stat
+    euid = os.geteuid() if euid is None else euid
+    trusted = {0, euid}
+    seen = []
+    real = os.path.realpath(path)
+    for name in dict.fromkeys((path, real, os.path.dirname(os.path.abspath(path)) or "/",
+                               os.path.dirname(real) or "/")):
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in trusted:
+            seen.append(f"{name} is owned by uid {st.st_uid}")
+        elif st.st_mode & stat.S_IWOTH and not sticky:
+            seen.append(f"{name} is writable by every user")
+        elif st.st_mode & stat.S_IWGRP and st.st_gid != 0 and not sticky:
+            seen.append(f"{name} is writable by group {st.st_gid}")
+    return "; ".join(seen) or None
 
 
 def read_config_file(path: str, command: str, declarations: dict) -> dict:

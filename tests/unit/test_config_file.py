@@ -5,6 +5,7 @@ bridge.configfile), plus the real command for the one-line error and exit 2.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -329,3 +330,33 @@ def test_reading_a_good_file_does_not_import_what_only_errors_need(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=bridge_env(), capture_output=True,
                           text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_config_file_other_users_can_change_is_named_with_the_reason(tmp_path):
+    from bridge.configfile import others_can_write
+    me = os.geteuid()
+    safe = tmp_path / "safe"
+    safe.mkdir()
+    safe.chmod(0o755)
+    good = safe / "bridge.toml"
+    good.write_text("workers = 2\n")
+    good.chmod(0o644)
+    assert others_can_write(str(good), euid=me) is None
+    good.chmod(0o646)
+    assert "writable by every user" in others_can_write(str(good), euid=me)
+    good.chmod(0o644)
+    # Owned by someone who is neither root nor the server (as root: chown; else: another euid).
+    other = 65534 if me == 0 else me
+    if me == 0:
+        os.chown(good, other, -1)
+    assert f"owned by uid {other}" in others_can_write(str(good), euid=0 if me == 0 else me + 1)
+    if me == 0:
+        os.chown(good, 0, -1)
+    # The directory (of the link or of its target) lets anyone replace the file.
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    (open_dir / "bridge.toml").symlink_to(good)
+    assert f"{open_dir} is writable by every user" in others_can_write(str(open_dir / "bridge.toml"), euid=me)
+    safe.chmod(0o777)
+    assert f"{safe} is writable by every user" in others_can_write(str(good), euid=me)

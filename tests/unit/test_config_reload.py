@@ -168,3 +168,14 @@ def test_the_pool_totals_survive_a_new_scoreboard_and_the_old_workers_exits():
     header, (_, counts) = new.header(), new.histogram()
     assert (header["gone_requests"], header["worker_exits"], sum(counts)) == (2, 2, 2)
     assert new.threads == 5
+
+
+def test_a_config_file_other_users_can_write_is_warned_about_at_every_hup(master, caplog):
+    m = master("workers = 2\n")
+    m.path.chmod(0o666)
+    reread(m, "workers = 3\n")
+    assert "can be changed by other users" in caplog.text and "writable by every user" in caplog.text
+    caplog.clear()
+    m.path.chmod(0o644)
+    reread(m, "workers = 4\n")
+    assert "other users" not in caplog.text

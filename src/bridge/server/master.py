@@ -242,6 +242,7 @@ class Master:
             if self.identity is not None and self.identity.changes_anything:
                 log.info("workers run as uid %s, gid %s (the master keeps uid %d)",
                          self.identity.uid, self.identity.gid, os.getuid())
+            self._warn_if_others_can_write(getattr(self.config, "config", None))
             self._loop()
             return self.exit_code
         finally:
@@ -418,6 +419,17 @@ class Master:
         self.spawn_after = 0.0
         self.quick_deaths = 0
 
+    def _warn_if_others_can_write(self, path: Optional[str]) -> None:
+        """A config file that another user can change is a way into the server: say so (at start, at HUP)."""
+        if not path:
+            return
+        from bridge.configfile import others_can_write
+        why = others_can_write(path)
+        if why:
+            log.warning("the config file %s can be changed by other users (%s): they choose what this "
+                        "server runs and as whom; make it and its directory writable by root only",
+                        path, why)
+
     def _reread_settings(self) -> None:
         """HUP with ``--config``: the file again; the new workers get what may change.
 
@@ -432,6 +444,7 @@ class Master:
         path = getattr(old, "config", None)
         if not path or not hasattr(old, "reread"):
             return
+        self._warn_if_others_can_write(path)
         try:
             new = old.reread()
             check = getattr(self.factory_builder, "check_config", None)
