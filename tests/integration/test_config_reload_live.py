@@ -17,53 +17,6 @@ from support import Process, bridge_command, bridge_env, free_port, wait_for_por
 from support.prefork import Load, children, get, wait_for
 
 
-class KeepAliveLoad(Load):
-    """``Load`` as a browser or urllib3 sends: a GET on a reused keep-alive connection that
-    the server closed before answering (the idle close racing the next request, which
-    RFC 9112 §9.3.1 lets a client retry) is sent again once, on a new connection, and
-    counted in ``retried``.  Any failure on a new connection is a failure.
-    """
-
-    retried = 0
-
-    def _run(self) -> None:
-        import http.client
-        conn = None
-        while not self._stop.is_set():
-            reused = conn is not None
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                conn.request("GET", self.path)
-                resp = conn.getresponse()
-                body = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                conn.close()
-                conn = None
-                with self._lock:
-                    if reused:
-                        self.retried += 1
-                    else:
-                        self.failures.append(f"{type(exc).__name__}: {exc}")
-                continue
-            except (OSError, http.client.HTTPException) as exc:
-                with self._lock:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                conn.close()
-                conn = None
-                continue
-            with self._lock:
-                if 200 <= resp.status < 300:
-                    self.ok += 1
-                    self.pids.add(body.strip())
-                else:
-                    self.failures.append(f"{resp.status}: {body[:200]!r}")
-            if resp.will_close:
-                conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -135,7 +88,7 @@ def test_hup_under_load_applies_the_edited_file_and_logs_a_bind_change_as_needin
     s = server(FILE, "--workers", "2")
     wait_for(lambda: len(s.ready()) == 2, 30, "2 workers ready")
     assert s.status()["threads_per_worker"] == 2
-    load = KeepAliveLoad(s.port, "/", threads=3)
+    load = Load(s.port, "/", threads=3, retry_reused=True)
     try:
         load.wait_for_requests(30)
         other = free_port()
@@ -155,7 +108,7 @@ def test_hup_under_load_applies_the_edited_file_and_logs_a_bind_change_as_needin
 def test_hup_changes_the_number_of_workers_and_a_bad_file_keeps_serving(server):
     s = server(FILE + "workers = 1\n")     # one worker: with a file, still a master to read it on HUP
     wait_for(lambda: len(s.ready()) == 1, 30, "1 worker ready")
-    load = KeepAliveLoad(s.port, "/", threads=3)
+    load = Load(s.port, "/", threads=3, retry_reused=True)
     try:
         load.wait_for_requests(30)
         s.write(FILE.replace("threads = 2", "threads = 3") + "workers = 3\n")

@@ -114,9 +114,12 @@ class Load:
     a client reconnects after an error, as a browser would, and carries on.
     """
 
-    def __init__(self, port: int, path: str = "/", threads: int = 4, limit: int = 1_000_000) -> None:
+    def __init__(self, port: int, path: str = "/", threads: int = 4, limit: int = 1_000_000,
+                 retry_reused: bool = False) -> None:
         self.port = port
         self.path = path
+        self.retry_reused = retry_reused
+        self.retried = 0
         self.ok = 0
         self.failures: list = []
         self.pids: set = set()
@@ -130,6 +133,7 @@ class Load:
     def _run(self) -> None:
         conn = None
         while not self._stop.is_set() and self.ok + len(self.failures) < self.limit:
+            reused = conn is not None
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -146,8 +150,17 @@ class Load:
                     conn.close()
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
+                # retry_reused: a GET on a reused keep-alive connection the server
+                # closed before answering (the idle close racing the next request,
+                # which RFC 9112 §9.3.1 lets a client retry) is sent again on a new
+                # connection, as browsers do; any failure on a new one still counts.
+                closed_unanswered = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                                                     BrokenPipeError))
                 with self._lock:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    if self.retry_reused and reused and closed_unanswered:
+                        self.retried += 1
+                    else:
+                        self.failures.append(f"{type(exc).__name__}: {exc}")
                 if conn is not None:
                     conn.close()
                 conn = None
