@@ -85,6 +85,8 @@ class Pool:
         self.extra = 0                  # threads let in, not yet parked again
         self.serving: list = [0] * threads
         self.granted: list = [0] * threads
+        #: Each thread's CPU clock id (``Monitor`` reads it), set by the thread.
+        self.clocks: list = [None] * threads
         self.tags = itertools.count(1)
         self.backlog: list = []         # accepted by the loop thread while every pool thread was busy
         self.tasks: collections.deque = collections.deque()   # submit()ted Tasks
