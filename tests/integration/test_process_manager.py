@@ -446,3 +446,39 @@ def test_workers_switch_user_and_group_after_binding_and_the_master_keeps_root(m
     # logs and removes the pid file from a root-owned directory.
     assert uids(m.pid) == {0}
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- balance between workers ---------------------------------------------------------------
+
+
+def _spread(port: int, connections: int) -> list:
+    """Open ``connections`` at once, one request on each; how many each worker pid answered."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
+    try:
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        counts: dict = {}
+        for s in socks:
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            pid = data.rsplit(b"\r\n\r\n", 1)[1].strip()
+            counts[pid] = counts.get(pid, 0) + 1
+        return sorted(counts.values())
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connections_opened_at_once_are_shared_out_evenly_between_workers(masters):
+    """The kernel wakes the first idle worker on the listener, so one worker won
+    every race: 16 keep-alive connections opened at once were split 16/0, 15/1,
+    12/4 (one process saturated, the other idle).  Now a worker holding more than
+    one connection over its least-loaded sibling leaves the queue to it."""
+    master = masters("--threads", "4", workers=2)
+    for _ in range(8):
+        spread = _spread(master.port, 16)
+        assert len(spread) == 2 and spread[0] >= 6, f"16 connections split {spread} between 2 workers"

@@ -221,13 +221,14 @@ def describe_request(environ: dict) -> str:
 
 
 def make_worker(listeners: list, factory: Callable, config, *, state=None, max_requests=None,
-                on_tick=None, siblings: bool = False):
+                on_tick=None, siblings: bool = False, share=None):
     """A Worker configured from ``config``.
 
     ``siblings``: other worker processes share the listeners (pre-fork), so
     a worker pauses accepting once it has as many requests in hand (running,
     or accepted and not started) as threads, and leaves the connections it
-    could not start to an idle sibling.
+    could not start to an idle sibling.  ``share`` (its scoreboard slot)
+    balances the connections held between siblings.
     """
     threads = getattr(config, "threads", 4)
     return Worker(listeners, factory,
@@ -238,7 +239,7 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),
                   io_timeout=getattr(config, "io_timeout", 30.0),
-                  state=state, on_tick=on_tick)
+                  state=state, on_tick=on_tick, share=share if siblings else None)
 
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,
@@ -253,7 +254,7 @@ def run_worker(listeners: list, app: Callable, factory_builder: Callable, config
     siblings = master_pid is not None and (getattr(config, "workers", 1) > 1
                                            or bool(getattr(config, "workers_max", 0)))
     worker = make_worker(listeners, factory, config, state=state, max_requests=max_requests,
-                         siblings=siblings)
+                         siblings=siblings, share=slot)
     worker.on_tick = Watchdog(worker, state, slot, slowlog=getattr(config, "slowlog", 0.0) or 0.0,
                               master_pid=master_pid)
     status.set_context(board, listeners, config, "prefork" if master_pid else "single")

@@ -53,6 +53,10 @@ _HIST = struct.Struct("<d%dQ" % (len(DURATION_BUCKETS) + 1))
 #: pid, generation, state, started (wall), heartbeat (monotonic), accepted, slow requests,
 #: max busy threads
 _SLOT = struct.Struct("<qIIddQQI")
+#: then: connections the worker holds open now (its share of the clients: see
+#: :meth:`Slot.publish_open` and :meth:`Scoreboard.fewest_open`)
+_OPEN = struct.Struct("<I")
+_OPEN_OFFSET = 52
 _SLOT_HEAD_SIZE = 64
 #: started (monotonic, 0 = idle), started (wall), requests served by this thread, text length
 _THREAD = struct.Struct("<ddQH")
@@ -60,6 +64,7 @@ _THREAD_HIST_OFFSET = 256     # the histogram follows the request text
 _THREAD_SIZE = _THREAD_HIST_OFFSET + 128
 _TEXT_MAX = _THREAD_HIST_OFFSET - _THREAD.size
 _START = struct.Struct("<dd")
+_STATE = struct.Struct("<I")
 _LEN = struct.Struct("<H")
 _COUNT = struct.Struct("<Q")
 _FINISHED = struct.Struct("<ddQ")   # idle again: both starts zeroed, the count
@@ -208,6 +213,25 @@ class Scoreboard:
                 "started": started, "heartbeat": heartbeat, "accepted": accepted,
                 "requests": requests, "slow": slow, "max_busy": max_busy, "running": running}
 
+    def fewest_open(self, but: int) -> Optional[int]:
+        """The fewest connections a ready worker other than slot ``but`` holds; None if there is none.
+
+        Read on a pre-fork worker's accept path (a few slots), so it reads
+        two fields per slot and builds nothing.
+        """
+        fewest = None
+        mem = self.mem
+        for i in range(self.slots):
+            if i == but:
+                continue
+            off = _HEADER_SIZE + i * self.slot_size
+            if _STATE.unpack_from(mem, off + 12)[0] != READY:
+                continue
+            n = _OPEN.unpack_from(mem, off + _OPEN_OFFSET)[0]
+            if fewest is None or n < fewest:
+                fewest = n
+        return fewest
+
     def workers(self) -> list:
         now = time.monotonic()
         return [self.read_slot(i, now) for i in range(self.slots)
@@ -236,6 +260,14 @@ class Slot:
 
     def set_state(self, state: int) -> None:
         struct.pack_into("<I", self.mem, self.off + 12, state)
+
+    def publish_open(self, count: int) -> None:
+        """The connections this worker holds now (written by the worker under its lock)."""
+        _OPEN.pack_into(self.mem, self.off + _OPEN_OFFSET, count)
+
+    def fewest_open_elsewhere(self) -> Optional[int]:
+        """The fewest connections a ready sibling holds (None: no ready sibling)."""
+        return self.board.fewest_open(self.index)
 
     def beat(self, accepted: int, busy: int) -> None:
         """Heartbeat from the worker's loop thread (about once a second)."""

@@ -87,7 +87,7 @@ import time
 
 from bridge.logtext import counted
 from bridge.server.accepter import ACCEPT_BATCH, Accepter
-from bridge.server.monitor import Monitor
+from bridge.server.monitor import Monitor, thread_cpu_clock
 from bridge.server.pool import Connection, Pool, Task, Turn
 from bridge.server.sockio import NO_TIMEOUT, recv_available, recv_available_into
 from bridge.server.state import WorkerState
@@ -110,6 +110,12 @@ _monotonic = time.monotonic
 #: running pool thread takes from before it polls again, so one blocked
 #: request does not hold up the events polled with it.
 POLL_BATCH = 64
+
+#: A pre-fork worker that holds more than ``SHARE_SLACK`` connections more
+#: than its least-loaded sibling leaves a new connection to the siblings for
+#: ``ACCEPT_DEFER`` seconds (see :meth:`Worker._leave_to_siblings`).
+SHARE_SLACK = 1
+ACCEPT_DEFER = 0.002
 
 
 def default_max_connections() -> int:
@@ -146,7 +152,8 @@ class Worker:
                  log: Optional[logging.Logger] = None, state: Optional[WorkerState] = None,
                  on_tick: Optional[Callable[[], None]] = None,
                  accept_limit: Optional[int] = None,
-                 max_connections: Optional[int] = None) -> None:
+                 max_connections: Optional[int] = None,
+                 share: Any = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.listeners = list(listeners)
@@ -156,6 +163,11 @@ class Worker:
         #: not started) at which accepting pauses; None: never pause for
         #: this (a worker without siblings).
         self.accept_limit = accept_limit
+        #: Pre-fork: where the worker publishes its open connections and reads
+        #: its siblings' (``publish_open(n)``, ``fewest_open_elsewhere()``;
+        #: the scoreboard slot); None: no balancing.
+        self.share = share
+        self._deferred = False        # the last listener event was left to the siblings
         self.max_connections = max_connections or default_max_connections()
         self.graceful_timeout = graceful_timeout
         self.idle_timeout = idle_timeout or None
@@ -322,7 +334,11 @@ class Worker:
 
     def _timeout(self, sweeper: Sweeper) -> float:
         """Seconds the loop may sleep: until the next sweep, or the monitor's next look."""
-        timeout = sweeper.next_at - _monotonic()
+        now = _monotonic()
+        timeout = sweeper.next_at - now
+        accepter = self.accepter
+        if accepter.paused and accepter.resume_at > now:
+            timeout = min(timeout, accepter.resume_at - now)
         if self.threads > 1:
             look = self.monitor.step(_monotonic(), self._finished)
             if look is not None:
@@ -462,6 +478,7 @@ class Worker:
         """
         self.state.register_thread(index)
         pool = self.pool
+        pool.clocks[index] = thread_cpu_clock()
         while pool.wait_for_turn():     # parked until the monitor lets this thread in
             if self._run_turn(index) is Turn.LEAVE:
                 return
@@ -553,11 +570,47 @@ class Worker:
         listener = self.accepter.by_fd.get(fd)
         if listener is None or self._stop is not None:
             return None
+        if self.share is not None and self._leave_to_siblings():
+            return None
         conn = self._accept(listener)
         if conn is not None:
             self._accept_more(listener)
         self.accepter.rearm(fd)     # next connection: next idle thread
         return conn
+
+    def _leave_to_siblings(self) -> bool:
+        """Leave the waiting connection to a sibling holding fewer (pre-fork).
+
+        The kernel wakes the first idle process on the listener's wait
+        queue, so the same worker wins every race: 16 keep-alive
+        connections opened at once ended up 12 and 4, one process saturated
+        while the other idled.  A worker with more than ``SHARE_SLACK``
+        connections more than its least-loaded sibling (from the
+        scoreboard) stops listening for ``ACCEPT_DEFER`` seconds: the next
+        connection to arrive wakes a sibling, which takes the queue.  The
+        listener event after a deferral is always taken, so no connection
+        waits more than ``ACCEPT_DEFER`` longer for this (a sibling whose
+        threads are all stuck publishes few connections but accepts none).
+        """
+        if self._deferred:
+            self._deferred = False
+            return False
+        with self._lock:
+            if not self._over_share():
+                return False
+            self._deferred = True
+            self.accepter.pause()
+            self.accepter.resume_at = _monotonic() + ACCEPT_DEFER
+        self._wake()    # the loop re-arms the listeners when the deferral ends
+        return True
+
+    def _over_share(self) -> bool:
+        """More than ``SHARE_SLACK`` connections more than the least-loaded ready sibling."""
+        mine = self._open
+        if mine <= SHARE_SLACK:
+            return False
+        fewest = self.share.fewest_open_elsewhere()
+        return fewest is not None and mine > fewest + SHARE_SLACK
 
     def _claim(self, item):
         """An event's Connection, marked busy, or its descriptor (a listener,
@@ -649,6 +702,8 @@ class Worker:
         with self._lock:
             self._in_hand += 1
             self._open += 1
+            if self.share is not None:
+                self.share.publish_open(self._open)
             limit = self.accept_limit
             if not self.accepter.paused and (self._open >= self.max_connections
                                              or (limit is not None and self._in_hand >= limit)):
@@ -697,6 +752,8 @@ class Worker:
                 return
             if limit is not None and self._in_hand >= limit:
                 return
+            if self.share is not None and self._over_share():
+                return      # the rest of the queue is for the siblings
             # In hand from now on: with sibling workers, connections this one
             # cannot start soon stay in the kernel's queue for an idle sibling
             # (uncounted, a busy worker took a whole burst: 8/0 at 2 x 1).
@@ -731,6 +788,8 @@ class Worker:
             return
         conn.closed = True
         self._open -= 1
+        if self.share is not None:
+            self.share.publish_open(self._open)
         if conn.pending:
             conn.pending = False
             self._in_hand -= 1

@@ -1,0 +1,34 @@
+"""The scoreboard's open-connection counts: what a pre-fork worker balances its accepts on."""
+from __future__ import annotations
+
+from bridge.server.scoreboard import BOOTING, READY, STOPPING, Scoreboard
+
+
+def test_fewest_open_is_the_least_loaded_ready_sibling_never_the_asker():
+    board = Scoreboard(4, 2)
+    for i, (state, count) in enumerate([(READY, 9), (READY, 5), (READY, 7), (READY, 2)]):
+        board.reset(i, 100 + i, 1, state)
+        board.slot(i).publish_open(count)
+    assert board.fewest_open(3) == 5        # its own 2 does not count
+    assert board.slot(1).fewest_open_elsewhere() == 2
+
+
+def test_workers_not_ready_are_not_siblings_to_leave_connections_to():
+    board = Scoreboard(3, 1)
+    board.reset(0, 10, 1, READY)
+    board.slot(0).publish_open(6)
+    board.reset(1, 11, 1, BOOTING)          # accepts nothing yet
+    board.reset(2, 12, 1, STOPPING)         # accepts nothing any more
+    assert board.fewest_open(0) is None
+    board.reset(1, 11, 1, READY)
+    assert board.fewest_open(0) == 0
+
+
+def test_the_open_count_does_not_touch_the_slot_fields_beside_it():
+    board = Scoreboard(1, 1)
+    board.reset(0, 42, 3, READY)
+    slot = board.slot(0)
+    slot.beat(accepted=17, busy=1)
+    slot.publish_open(4_000_000_000)
+    info = board.read_slot(0)
+    assert (info["pid"], info["generation"], info["state"], info["accepted"], info["max_busy"]) == (42, 3, READY, 17, 1)
