@@ -9,9 +9,12 @@ judged on medians of several short rounds, the trees taking turns::
         --variant keepconn --workers 2 --conc 256 --rounds 6 --duration 3
 
 Each round starts ``bridge fcgi`` (the benchmark venv's interpreter, the tree
-first on ``PYTHONPATH``) behind a private nginx with the harness's config,
+first on ``PYTHONPATH``) behind a private nginx with the harness's config
+(or, with ``--mode http``, ``bridge http`` that wrk talks to directly),
 drives it with wrk, and reads the CPU that bridge and nginx used per request
-from /proc.  ``NAME=SRC@N`` runs that tree with N worker processes.
+from /proc.  The trees take turns in both orders (ABBA: A B, B A, A B, ...),
+so a drift of the machine during the run favours neither.  ``--app`` picks
+the app (``flaskapp:app --route /page`` for the Flask page).  ``NAME=SRC@N`` runs that tree with N worker processes.
 Precompile the trees (``python -m compileall -q SRC``) when the environment
 sets PYTHONDONTWRITEBYTECODE, or every start compiles bridge.
 """
@@ -29,13 +32,16 @@ sys.path.insert(0, str(HERE))
 
 import load  # noqa: E402
 import servers  # noqa: E402
-from procs import Proc, children, cpu_seconds, port_open, wait_until  # noqa: E402
+from procs import Proc, children, cpu_seconds, free_port, port_open, wait_until  # noqa: E402
 from servers import CONF, Nginx, fill  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trees", required=True, help="NAME=SRC[@WORKERS],... (src directories)")
+    p.add_argument("--mode", choices=("fcgi", "http"), default="fcgi",
+                   help="fcgi: behind nginx; http: wrk straight to bridge http")
+    p.add_argument("--app", default="benchapp:app", help="module:callable from tests/benchmarks/apps")
     p.add_argument("--variant", choices=("close", "keepconn"), default="close")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default for every tree)")
     p.add_argument("--threads", type=int, default=servers.THREADS)
@@ -51,28 +57,37 @@ def one_round(ctx, name: str, src: str, workers: int, args) -> dict:
     sock = ctx.work / f"ab-{name}.sock"
     env = ctx.env()
     env["PYTHONPATH"] = f"{src}:{ctx.apps}"
-    command = [ctx.python, "-m", "bridge", "fcgi", "benchapp:app", "--bind", f"unix:{sock}",
-               "--threads", args.threads, "--socket-mode", "0666"]
+    port = free_port()
+    bind = f"unix:{sock}" if args.mode == "fcgi" else f"127.0.0.1:{port}"
+    command = [ctx.python, "-m", "bridge", args.mode, args.app, "--bind", bind, "--threads", args.threads]
+    if args.mode == "fcgi":
+        command += ["--socket-mode", "0666"]
     if workers > 1:
         command += ["--workers", workers]
     server = Proc(command, log=ctx.logs / f"ab-{name}.log", env=env, cwd=str(ctx.apps))
     keep = args.variant == "keepconn"
     nginx = None
     try:
-        block = fill((CONF / "fastcgi.conf").read_text(), upstream=f"unix:{sock}",
-                     keepalive="keepalive 32;" if keep else "",
-                     keep_conn="fastcgi_keep_conn on;" if keep else "")
-        nginx = Nginx(ctx, block, f"ab-{name}")
-        wait_until(lambda: port_open(nginx.port) and load.get(nginx.port, "/hello", timeout=2)[0] == 200,
+        if args.mode == "fcgi":
+            block = fill((CONF / "fastcgi.conf").read_text(), upstream=f"unix:{sock}",
+                         keepalive="keepalive 32;" if keep else "",
+                         keep_conn="fastcgi_keep_conn on;" if keep else "")
+            nginx = Nginx(ctx, block, f"ab-{name}")
+            port, url = nginx.port, nginx.url
+        else:
+            url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: port_open(port) and load.get(port, "/hello", timeout=2)[0] == 200,
                    30, server, name)
         time.sleep(0.3)
-        pids = {"bridge": [server.pid, *children(server.pid)],
-                "nginx": [nginx.proc.pid, *children(nginx.proc.pid)]}
+        pids = {"bridge": [server.pid, *children(server.pid)]}
+        if nginx is not None:
+            pids["nginx"] = [nginx.proc.pid, *children(nginx.proc.pid)]
         before = {k: cpu_seconds(v) for k, v in pids.items()}
-        row = load.wrk(nginx.url + args.route, args.conc, args.duration)
+        row = load.wrk(url + args.route, args.conc, args.duration)
         used = {k: cpu_seconds(v) - before[k] for k, v in pids.items()}
         n = max(row["requests"], 1)
         row.update({f"{k}_us": 1e6 * v / n for k, v in used.items()})
+        row.setdefault("nginx_us", 0.0)
         return row
     finally:
         if nginx is not None:
@@ -108,7 +123,7 @@ def main(argv=None) -> int:
     rows: dict = {name: [] for name, _, _ in trees}
     try:
         for r in range(args.rounds):
-            for name, src, workers in trees:
+            for name, src, workers in (trees if r % 2 == 0 else trees[::-1]):
                 row = one_round(ctx, name, src, workers, args)
                 rows[name].append(row)
                 print(f"round {r} {name}: {row['rps']:,.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
@@ -116,7 +131,7 @@ def main(argv=None) -> int:
                       f"bridge {row['bridge_us']:.0f} us, nginx {row['nginx_us']:.0f} us", flush=True)
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
-    print(f"\n{args.variant} c{args.conc} {args.route}, {args.rounds} rounds x {args.duration:g} s, medians:")
+    print(f"\n{args.mode} {args.variant} c{args.conc} {args.app} {args.route}, {args.rounds} rounds x {args.duration:g} s, medians:")
     for name, got in rows.items():
         med = {k: statistics.median(row[k] for row in got)
                for k in ("rps", "p50_ms", "p99_ms", "bridge_us", "nginx_us")}
