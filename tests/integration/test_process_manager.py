@@ -482,3 +482,7 @@ def test_connections_opened_at_once_are_shared_out_evenly_between_workers(master
     for _ in range(8):
         spread = _spread(master.port, 16)
         assert len(spread) == 2 and spread[0] >= 6, f"16 connections split {spread} between 2 workers"
+        # The next burst meets workers that have seen the last one closed (the
+        # status page's own connection is the one left open).
+        wait_for(lambda: sum(p["open_connections"] for p in master.status()["processes"]) == 1,
+                 10, "the closed connections gone from the workers' counts")

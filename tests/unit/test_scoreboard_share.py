@@ -9,8 +9,8 @@ def test_fewest_open_is_the_least_loaded_ready_sibling_never_the_asker():
     for i, (state, count) in enumerate([(READY, 9), (READY, 5), (READY, 7), (READY, 2)]):
         board.reset(i, 100 + i, 1, state)
         board.slot(i).publish_open(count)
-    assert board.fewest_open(3) == 5        # its own 2 does not count
-    assert board.slot(1).fewest_open_elsewhere() == 2
+    assert board.fewest_open(3) == (5, 1)   # its own 2 does not count
+    assert board.slot(1).fewest_open_elsewhere() == (2, 3)
 
 
 def test_workers_not_ready_are_not_siblings_to_leave_connections_to():
@@ -21,7 +21,7 @@ def test_workers_not_ready_are_not_siblings_to_leave_connections_to():
     board.reset(2, 12, 1, STOPPING)         # accepts nothing any more
     assert board.fewest_open(0) is None
     board.reset(1, 11, 1, READY)
-    assert board.fewest_open(0) == 0
+    assert board.fewest_open(0) == (0, 1)
 
 
 def test_the_open_count_does_not_touch_the_slot_fields_beside_it():
@@ -32,3 +32,17 @@ def test_the_open_count_does_not_touch_the_slot_fields_beside_it():
     slot.publish_open(4_000_000_000)
     info = board.read_slot(0)
     assert (info["pid"], info["generation"], info["state"], info["accepted"], info["max_busy"]) == (42, 3, READY, 17, 1)
+
+
+def test_a_nudge_makes_that_slots_descriptor_readable_and_no_other():
+    import os
+    import select
+    board = Scoreboard(3, 1)
+    try:
+        board.slot(0).nudge(2)
+        board.slot(1).nudge(2)
+        readable = [i for i, fd in enumerate(board.nudges) if select.select([fd], [], [], 0)[0]]
+        assert readable == [2]
+        assert os.eventfd_read(board.slot(2).nudge_fd) == 2
+    finally:
+        board.close()

@@ -22,6 +22,7 @@ histogram is the pool's since start, not one process's.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import time
 from bisect import bisect_left
@@ -74,12 +75,23 @@ _monotonic = time.monotonic
 _bisect = bisect_left
 
 
+def _eventfds(count: int) -> list:
+    try:
+        return [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(count)]
+    except (AttributeError, OSError):   # no eventfd here: no nudges, only the 2 ms deferral
+        return []
+
+
 class Scoreboard:
     def __init__(self, slots: int, threads: int) -> None:
         self.slots = slots
         self.threads = threads
         self.slot_size = _SLOT_HEAD_SIZE + threads * _THREAD_SIZE
         self.mem = mmap.mmap(-1, _HEADER_SIZE + slots * self.slot_size)   # MAP_SHARED|ANON
+        #: One eventfd per slot, made before the fork so every worker has them
+        #: all: a worker leaving new connections to a sibling wakes it with one
+        #: (see :meth:`Slot.nudge`).  Empty where there is no eventfd.
+        self.nudges: list = _eventfds(slots)
         self.view = memoryview(self.mem)
         self._pool_was_full = False     # the master's, for note_pool_full()
         self.write_header(master_pid=0, started=time.time(), generation=0, target=0, reloads=0,
@@ -211,15 +223,18 @@ class Scoreboard:
                                 "started": start_wall, "duration": max(0.0, now - start)})
         return {"index": index, "pid": pid, "generation": gen, "state": state,
                 "started": started, "heartbeat": heartbeat, "accepted": accepted,
+                "open": _OPEN.unpack_from(self.mem, off + _OPEN_OFFSET)[0],
                 "requests": requests, "slow": slow, "max_busy": max_busy, "running": running}
 
-    def fewest_open(self, but: int) -> Optional[int]:
-        """The fewest connections a ready worker other than slot ``but`` holds; None if there is none.
+    def fewest_open(self, but: int) -> Optional[tuple]:
+        """``(connections, slot)`` of the ready worker other than slot ``but``
+        that holds the fewest; None if there is none.
 
         Read on a pre-fork worker's accept path (a few slots), so it reads
         two fields per slot and builds nothing.
         """
         fewest = None
+        at = -1
         mem = self.mem
         for i in range(self.slots):
             if i == but:
@@ -229,8 +244,17 @@ class Scoreboard:
                 continue
             n = _OPEN.unpack_from(mem, off + _OPEN_OFFSET)[0]
             if fewest is None or n < fewest:
-                fewest = n
-        return fewest
+                fewest, at = n, i
+        return None if fewest is None else (fewest, at)
+
+    def close(self) -> None:
+        """Close the nudge descriptors (the board is no longer any worker's)."""
+        for fd in self.nudges:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.nudges = []
 
     def workers(self) -> list:
         now = time.monotonic()
@@ -265,9 +289,29 @@ class Slot:
         """The connections this worker holds now (written by the worker under its lock)."""
         _OPEN.pack_into(self.mem, self.off + _OPEN_OFFSET, count)
 
-    def fewest_open_elsewhere(self) -> Optional[int]:
-        """The fewest connections a ready sibling holds (None: no ready sibling)."""
+    def fewest_open_elsewhere(self) -> Optional[tuple]:
+        """``(connections, slot)`` of the ready sibling holding the fewest (None: no ready sibling)."""
         return self.board.fewest_open(self.index)
+
+    @property
+    def nudge_fd(self) -> Optional[int]:
+        """This worker's nudge eventfd (readable: a sibling left connections to it)."""
+        nudges = self.board.nudges
+        return nudges[self.index] if nudges else None
+
+    def nudge(self, index: int) -> None:
+        """Wake the worker of slot ``index``: connections wait in the listen queue for it.
+
+        Needed because the kernel wakes the first idle worker on the
+        listener's wait queue; a worker that leaves a connection there for
+        a sibling must wake that sibling itself.
+        """
+        nudges = self.board.nudges
+        if nudges:
+            try:
+                os.eventfd_write(nudges[index], 1)
+            except OSError:     # the counter is full: it is readable anyway
+                pass
 
     def beat(self, accepted: int, busy: int) -> None:
         """Heartbeat from the worker's loop thread (about once a second)."""

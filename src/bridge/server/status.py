@@ -172,8 +172,8 @@ def _process(w: dict, now: float) -> dict:
         "pid": w["pid"], "state": STATE_NAMES.get(w["state"], str(w["state"])),
         "generation": w["generation"], "started": round(w["started"], 3),
         "uptime": round(now - w["started"], 3) if w["started"] else None,
-        "accepted_connections": w["accepted"], "requests": w["requests"],
-        "busy_threads": len(w["running"]), "slow_requests": w["slow"],
+        "accepted_connections": w["accepted"], "open_connections": w["open"],
+        "requests": w["requests"], "busy_threads": len(w["running"]), "slow_requests": w["slow"],
         "requests_in_flight": [
             {"thread": r["thread"], "request": r["request"], "duration": round(r["duration"], 3)}
             for r in w["running"]],
