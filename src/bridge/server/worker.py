@@ -590,9 +590,14 @@ class Worker:
                 self._epoll.modify(fd, _ARM)
             except (OSError, ValueError):
                 pass
-            if self.accepter.paused or not self.accepter.listeners:
+            if self.accepter.paused or self._stop is not None:
                 return None
-            fd = self.accepter.listeners[0].sock.fileno()
+            for listener in self.accepter.listeners:    # whichever has the queue
+                conn = self._accept(listener)
+                if conn is not None:
+                    self._accept_more(listener)
+                    return conn
+            return None
         listener = self.accepter.by_fd.get(fd)
         if listener is None or self._stop is not None:
             return None
