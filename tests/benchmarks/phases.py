@@ -28,18 +28,22 @@ Each figure comes from its own wrk run so that no tool disturbs another:
   under perf beside the clean figure so the overhead can be judged.  Where
   perf cannot open the tracepoints, ``strace -f -c`` is the fallback: its
   counts are right, its timings are not (each call stops the process twice).
-* *Phases*: ``py-spy record --rate 1000 --nonblocking --format raw``.  Neither
-  ``--idle`` nor ``--gil``: py-spy then keeps the samples of threads the
-  kernel reports as running, i.e. CPU time.  ``--idle`` would add threads
-  asleep in epoll or on the pool's queue (waiting, not cost); ``--gil`` would
-  keep only the thread holding the GIL and so drop the time spent inside
-  send/recv, which runs with the GIL released and is exactly the "syscalls"
-  phase.  ``--nonblocking`` does not stop the process per sample (a stopped
-  process would be slower and its profile bent toward the stops).  Each
-  stack is put in one phase by :func:`classify` (read its docstring); the
-  table shows each phase's share of the samples and that share times the
-  CPU µs/request.  A share is a statistical estimate: with a few thousand
-  samples, ±1-2 points.
+* *Phases*: ``py-spy record --gil --rate 500 --format raw`` (blocking: it
+  stops the process for each sample, 500 times a second, which cost no
+  measurable throughput here).  ``--gil`` keeps one sample per tick of the
+  thread that holds the GIL, i.e. of Python running, and so each sample is
+  2 ms of Python CPU; divided by the requests of the window, µs/request.
+  The rest of the process's CPU (from /proc over the same window) is the
+  row "without the GIL": the kernel's side of the system calls (loopback
+  TCP does the receiver's work inside the sender's writev) and the GIL's
+  hand-offs.  Without ``--gil`` py-spy 0.4 on this machine counts pool
+  threads asleep in epoll_wait as running (its idle test failed: up to 60 %
+  of samples were ``epoll.poll`` lines while /proc showed 0.3 cores busy)
+  and slowed the server 1.5-4x; ``--idle`` would add the sleepers on
+  purpose; ``--nonblocking`` read torn stacks (a third of the samples on a
+  one-line dict lookup) and many errors.  Each stack is put in one phase by
+  :func:`classify` (read its docstring).  With a few hundred samples a
+  phase's figure is ±1 µs or so.
 
 **2. In-process: instructions per request per phase** (``valgrind --tool=callgrind``).
 Wall-clock and CPU time on 2 shared cores move by 10-20 % between runs;
@@ -79,6 +83,7 @@ context switches well above 1 per request are hand-offs between threads.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -130,6 +135,9 @@ _SERVER_FUNCTIONS = {
                  "start_response", "write", "_count", "_send_head", "send_complete", "_check_status",
                  "_check_headers", "merge_content_length", "single_content_length", "encode_headers",
                  "status_has_body", "date_lines", "call_app", "_fail", "_send_file_wrapper"},
+    # The connection's glue between the phases: its own lines are "other",
+    # not the phase of the frame that called it (on_readable is read/parse).
+    "other": {"_serve", "_respond", "_run", "_task", "_task_done", "_log_access", "_drain", "_linger"},
 }
 # The leaf line calls into the kernel: one of these C functions.
 _SYSCALL_LINE = re.compile(
@@ -150,10 +158,14 @@ def _bridge_path(path: str) -> str | None:
 
 
 def frame_phase(function: str, path: str) -> str | None:
-    """The phase a bridge frame belongs to by itself, or None (not bridge's, or glue)."""
+    """The phase a bridge frame belongs to by itself, or None (not bridge's, or glue).
+
+    ``function`` may be qualified (py-spy writes ``HTTPConnection._send``).
+    """
     rel = _bridge_path(path)
     if rel is None:
         return None
+    function = function.rpartition(".")[2]
     if rel in _FUNCTION_PHASES:
         names, named_phase, rest = _FUNCTION_PHASES[rel]
         return named_phase if function in names else rest
@@ -178,9 +190,9 @@ def classify(frames: list, line_text=None) -> str:
     of the bridge frame above them, so a pool thread waiting on its queue is
     worker/pool.  If the leaf is a bridge or stdlib line calling into the
     kernel (``line_text(path, line)`` tells its source), the stack is
-    ``syscalls`` whatever the phase around it.  Frames of bridge's
-    connection glue (``_serve``, ``_respond``, ``_run``...) and anything
-    above the worker set nothing: a stack with no phase is ``other``.
+    ``syscalls`` whatever the phase around it.  Bridge's connection glue
+    (``_serve``, ``_respond``, ``_run``...) is ``other``, as is a stack
+    with no phase at all.
     """
     phase = None
     in_app = False
@@ -197,7 +209,7 @@ def classify(frames: list, line_text=None) -> str:
             continue
         if own is not None:
             phase = own
-        after_entry = is_bridge and function in _APP_ENTRY
+        after_entry = is_bridge and function.rpartition(".")[2] in _APP_ENTRY
     if frames and line_text is not None:
         function, path, line = frames[-1]
         text = line_text(path, line) or ""
@@ -206,7 +218,7 @@ def classify(frames: list, line_text=None) -> str:
     return phase or "other"
 
 
-_FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^()]*?):(?P<line>\d+)\)$")
+_FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>.*):(?P<line>\d+)\)$")
 
 
 def parse_raw(text: str) -> list:
@@ -299,6 +311,14 @@ class _Regions:
         self.labels.append(label)
 
 
+def _gc_off() -> None:
+    """The loops keep N requests alive; the collector would walk them again and
+    again and charge that to whichever loop it fell in.  Off, except in the
+    last loop (``full, gc on``), which shows what collection costs a request."""
+    gc.collect()
+    gc.disable()
+
+
 def _fake_reader(payload: bytes):
     def readv(fd, buffers):
         buf = buffers[0]
@@ -336,6 +356,7 @@ def _http_loops(app, app_spec: str, path: str, n: int, regions: _Regions) -> Non
     main = factory(sock, addr, None, None)
     for _ in range(200):    # warm: caches, first-call paths, the app's lazy setup
         main.on_readable()
+    _gc_off()
     conns = [Connection(ctx.limits) for _ in range(n)]
     requests = []
     regions.next("parse")
@@ -366,6 +387,11 @@ def _http_loops(app, app_spec: str, path: str, n: int, regions: _Regions) -> Non
         call_app(app, env, h)
     regions.next("prep")
     regions.next("full")
+    for _ in range(n):
+        main.on_readable()
+    regions.next("prep")
+    gc.enable()
+    regions.next("full, gc on")
     for _ in range(n):
         main.on_readable()
     regions.next("teardown")
@@ -413,6 +439,7 @@ def _fcgi_loops(app, app_spec: str, path: str, n: int, regions: _Regions) -> Non
         h.close()
     for _ in range(200):
         one_connection()
+    _gc_off()
     conns = [fcgi.ServerConnection(**server.conn_options) for _ in range(n)]
     ready = []
     regions.next("parse")
@@ -447,6 +474,11 @@ def _fcgi_loops(app, app_spec: str, path: str, n: int, regions: _Regions) -> Non
         call_app(app, env, h.exchange)
     regions.next("prep")
     regions.next("full")
+    for _ in range(n):
+        one_connection()
+    regions.next("prep")
+    gc.enable()
+    regions.next("full, gc on")
     for _ in range(n):
         one_connection()
     regions.next("teardown")
@@ -494,6 +526,7 @@ def instructions(python: Path, mode: str, app_spec: str, path: str, n: int) -> d
                 per[label] = counts[index] / n
         per["response"] = per["app+response"] - per["app"]
         per["glue"] = per["full"] - per["parse"] - per["environ"] - per["app+response"]
+        per["gc"] = per["full, gc on"] - per["full"]
         return {"n": n, "per_request": per, "command": " ".join(args)}
     finally:
         for file in out.iterdir():
@@ -649,28 +682,53 @@ def _strace_counts(live: Live, seconds: float) -> tuple:
     return counts, requests
 
 
+PYSPY_RATE = 500
+
+
 def measure_profile(live: Live, python: Path, seconds: float) -> dict:
-    """py-spy samples of running threads, bucketed by phase."""
+    """py-spy ``--gil`` samples, bucketed by phase, in µs per request.
+
+    Each sample is 1/rate s of the thread holding the GIL, i.e. of Python
+    running; divided by the requests of the window it is µs/request.  What
+    the process used beyond that (``outside``) is CPU without the GIL: the
+    kernel's side of every system call (loopback TCP does the receiver's
+    work in the sender's call), and the GIL's hand-offs.
+    """
+    from procs import cpu_seconds
     out = live.work / "pyspy.txt"
     spy = python.parent / "py-spy"
-    args = [str(spy), "record", "--pid", str(live.pid), "--rate", "1000", "--nonblocking",
+    args = [str(spy), "record", "--pid", str(live.pid), "--rate", str(PYSPY_RATE), "--gil",
             "--format", "raw", "--duration", str(int(seconds)), "--output", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    load = subprocess.Popen(["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{int(seconds) + 3}s",
+                             "--timeout", "2s", live.url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
     try:
-        _wrk(live.url, seconds + 1)
+        time.sleep(0.5)
+        cpu0, t0 = cpu_seconds([live.pid]), time.monotonic()
+        spy_run = subprocess.run(args, capture_output=True, timeout=seconds + 60)
+        cpu1, t1 = cpu_seconds([live.pid]), time.monotonic()
     finally:
-        _, err = proc.communicate(timeout=seconds + 60)
-    if not out.exists():
-        raise RuntimeError(f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}")
+        wrk_out, _ = load.communicate(timeout=seconds + 60)
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", wrk_out)
+    if not out.exists() or not rps:
+        raise RuntimeError(f"py-spy or wrk failed: {spy_run.stderr.decode(errors='replace')[-500:]} {wrk_out[-300:]}")
+    rps = float(rps[1])
     stacks = parse_raw(out.read_text())
     shares = phase_shares(stacks, source_line)
-    leaves: Counter = Counter()
+    leaves: dict = {}
     for frames, count in stacks:
         if frames:
             f, p, l = frames[-1]
-            leaves[f"{f} ({_bridge_path(p) or Path(p).name}:{l})"] += count
-    return {"samples": sum(shares.values()), "shares": dict(shares), "top_leaves": leaves.most_common(12),
-            "command": " ".join(args)}
+            phase = classify(frames, source_line)
+            leaves.setdefault(phase, Counter())[f"{f} ({_bridge_path(p) or Path(p).name}:{l})"] += count
+    samples = sum(shares.values())
+    seconds_sampled = int(seconds)
+    per_sample_us = 1e6 / PYSPY_RATE / (rps * seconds_sampled)
+    cpu_us = (cpu1 - cpu0) / (rps * (t1 - t0)) * 1e6
+    us = {phase: count * per_sample_us for phase, count in shares.items()}
+    return {"samples": samples, "rps": rps, "cpu_us": cpu_us, "us": us,
+            "gil_us": samples * per_sample_us, "command": " ".join(args),
+            "top_leaves": {phase: c.most_common(4) for phase, c in leaves.items()}}
 
 
 # --------------------------------------------------------------------------
@@ -708,18 +766,27 @@ def render(result: dict) -> str:
         lines.append(f"| **all** | **{total:.2f}** |")
         lines.append("")
     prof = result.get("profile")
-    if prof and cpu:
-        lines.append(f"Phases (py-spy, {prof['samples']} on-CPU samples, × {cpu['cpu_us']:.1f} µs/request):")
+    if prof:
+        lines.append(f"Phases (py-spy --gil, {prof['samples']} samples at {PYSPY_RATE}/s, {prof['rps']:.0f} requests/s "
+                     f"meanwhile; server CPU in that window {prof['cpu_us']:.1f} µs/request):")
         lines.append("")
-        lines.append("| phase | % of samples | µs/request |")
+        lines.append("| phase | µs/request | % of CPU |")
         lines.append("|---|---|---|")
+        for phase in PHASES:
+            value = prof["us"].get(phase, 0.0)
+            lines.append(f"| {phase} | {value:.1f} | {value * 100 / prof['cpu_us']:.0f} |")
+        outside = prof["cpu_us"] - prof["gil_us"]
+        lines.append(f"| without the GIL: kernel side of syscalls, GIL hand-offs | {outside:.1f} | "
+                     f"{outside * 100 / prof['cpu_us']:.0f} |")
+        lines.append("")
+        lines.append("Hottest lines by phase (share of GIL samples):")
+        lines.append("")
         samples = prof["samples"] or 1
         for phase in PHASES:
-            share = prof["shares"].get(phase, 0) / samples
-            lines.append(f"| {phase} | {share * 100:.1f} | {share * cpu['cpu_us']:.1f} |")
-        lines.append("")
-        lines.append("Hottest leaf lines: " + "; ".join(f"`{leaf}` {count * 100 / samples:.1f} %"
-                                                      for leaf, count in prof["top_leaves"][:6]))
+            top = prof["top_leaves"].get(phase)
+            if top:
+                lines.append(f"- {phase}: " + "; ".join(f"`{leaf}` {count * 100 / samples:.1f} %"
+                                                       for leaf, count in top[:3]))
         lines.append("")
     ins = result.get("instructions")
     if ins:
@@ -729,7 +796,7 @@ def render(result: dict) -> str:
         lines.append("")
         lines.append("| phase | instructions/request | % of full |")
         lines.append("|---|---|---|")
-        for label in ("parse", "environ", "app", "response", "glue", "full"):
+        for label in ("parse", "environ", "app", "response", "glue", "full", "gc"):
             lines.append(f"| {label} | {per[label]:,.0f} | {per[label] * 100 / per['full']:.0f} |")
         lines.append("")
     return "\n".join(lines)
