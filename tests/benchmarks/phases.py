@@ -31,12 +31,16 @@ Each figure comes from its own wrk run so that no tool disturbs another:
 * *Phases*: ``py-spy record --gil --rate 500 --format raw`` (blocking: it
   stops the process for each sample, 500 times a second, which cost no
   measurable throughput here).  ``--gil`` keeps one sample per tick of the
-  thread that holds the GIL, i.e. of Python running, and so each sample is
-  2 ms of Python CPU; divided by the requests of the window, µs/request.
-  The rest of the process's CPU (from /proc over the same window) is the
-  row "without the GIL": the kernel's side of the system calls (loopback
-  TCP does the receiver's work inside the sender's writev) and the GIL's
-  hand-offs.  Without ``--gil`` py-spy 0.4 on this machine counts pool
+  thread that holds the GIL, i.e. of Python running.  A phase's µs/request
+  is its share of those samples times the *user* CPU per request from
+  /proc (py-spy's own time base, a sample per 2 ms, leans high when deep
+  stacks make each stop long: it is printed as a check); the kernel's row
+  is the *system* CPU per request: the kernel's side of the system calls
+  (loopback TCP does the receiver's work inside the sender's writev).  The
+  user time spent handing the GIL over (a few %) is spread over the
+  phases.  Threads in a system call hold no GIL, so the "syscalls" phase
+  is only the Python side of the calls; the kernel's row is theirs.
+  Without ``--gil`` py-spy 0.4 on this machine counts pool
   threads asleep in epoll_wait as running (its idle test failed: up to 60 %
   of samples were ``epoll.poll`` lines while /proc showed 0.3 cores busy)
   and slowed the server 1.5-4x; ``--idle`` would add the sleepers on
@@ -116,7 +120,8 @@ _FUNCTION_PHASES = {
                                     "respond_buffers", "_end_streams", "_end_bytes", "data_to_send", "_get"},
                                    "response", "read/parse"),
     "bridge/fastcgi/records.py": ({"single_record", "record_padding", "record_header", "encode_record",
-                                   "frame_buffers", "encode_pairs", "_encode_length", "_as_bytes"},
+                                   "frame_buffers", "encode_pairs", "_encode_length", "_as_bytes",
+                                   "encode_end_request", "encode_unknown_type"},
                                   "response", "read/parse"),
 }
 _FILE_PHASES = {
@@ -538,6 +543,22 @@ def instructions(python: Path, mode: str, app_spec: str, path: str, n: int) -> d
 # Part 1: the live server
 
 
+def user_sys_seconds(pids: list) -> tuple:
+    """(user, system) CPU seconds so far of ``pids``, all threads (/proc/PID/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()   # the name may hold spaces
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / tick, system / tick
+
+
 def _task_switches(pid: int) -> tuple:
     voluntary = involuntary = 0
     try:
@@ -625,13 +646,14 @@ def _wrk(url: str, seconds: float, wrapper: list | None = None) -> tuple:
 
 def measure_cpu(live: Live, seconds: float) -> dict:
     from procs import cpu_seconds
-    cpu0, nginx0 = cpu_seconds([live.pid]), cpu_seconds(live.nginx_pids)
+    (u0, s0), nginx0 = user_sys_seconds([live.pid]), cpu_seconds(live.nginx_pids)
     v0, i0 = _task_switches(live.pid)
     requests, rps, command, _ = _wrk(live.url, seconds)
-    cpu1, nginx1 = cpu_seconds([live.pid]), cpu_seconds(live.nginx_pids)
+    (u1, s1), nginx1 = user_sys_seconds([live.pid]), cpu_seconds(live.nginx_pids)
     v1, i1 = _task_switches(live.pid)
     return {"requests": requests, "rps": rps, "wrk": command,
-            "cpu_us": (cpu1 - cpu0) / requests * 1e6,
+            "cpu_us": (u1 - u0 + s1 - s0) / requests * 1e6,
+            "user_us": (u1 - u0) / requests * 1e6, "sys_us": (s1 - s0) / requests * 1e6,
             "nginx_cpu_us": (nginx1 - nginx0) / requests * 1e6 if live.nginx_pids else None,
             "voluntary": (v1 - v0) / requests, "involuntary": (i1 - i0) / requests}
 
@@ -686,13 +708,12 @@ PYSPY_RATE = 500
 
 
 def measure_profile(live: Live, python: Path, seconds: float) -> dict:
-    """py-spy ``--gil`` samples, bucketed by phase, in µs per request.
+    """py-spy ``--gil`` samples, bucketed by phase: each phase's share of them.
 
-    Each sample is 1/rate s of the thread holding the GIL, i.e. of Python
-    running; divided by the requests of the window it is µs/request.  What
-    the process used beyond that (``outside``) is CPU without the GIL: the
-    kernel's side of every system call (loopback TCP does the receiver's
-    work in the sender's call), and the GIL's hand-offs.
+    ``gil_us`` is py-spy's own estimate of Python time per request (a
+    sample per 1/rate s, over the requests of the window): it leans high
+    when deep stacks make each stop long, so the table scales the shares
+    by the user CPU time /proc measured instead, and shows both.
     """
     from procs import cpu_seconds
     out = live.work / "pyspy.txt"
@@ -725,8 +746,7 @@ def measure_profile(live: Live, python: Path, seconds: float) -> dict:
     seconds_sampled = int(seconds)
     per_sample_us = 1e6 / PYSPY_RATE / (rps * seconds_sampled)
     cpu_us = (cpu1 - cpu0) / (rps * (t1 - t0)) * 1e6
-    us = {phase: count * per_sample_us for phase, count in shares.items()}
-    return {"samples": samples, "rps": rps, "cpu_us": cpu_us, "us": us,
+    return {"samples": samples, "shares": dict(shares), "rps": rps, "cpu_us": cpu_us,
             "gil_us": samples * per_sample_us, "command": " ".join(args),
             "top_leaves": {phase: c.most_common(4) for phase, c in leaves.items()}}
 
@@ -746,7 +766,8 @@ def render(result: dict) -> str:
         lines.append("| measure | per request |")
         lines.append("|---|---|")
         lines.append(f"| requests/s (this run, not a benchmark) | {cpu['rps']:.0f} |")
-        lines.append(f"| server CPU (user+sys) | {cpu['cpu_us']:.1f} µs |")
+        lines.append(f"| server CPU, user + sys | {cpu['user_us']:.1f} + {cpu['sys_us']:.1f} = "
+                     f"{cpu['cpu_us']:.1f} µs |")
         if cpu["nginx_cpu_us"] is not None:
             lines.append(f"| nginx worker CPU | {cpu['nginx_cpu_us']:.1f} µs |")
         lines.append(f"| context switches, voluntary / involuntary | {cpu['voluntary']:.2f} / {cpu['involuntary']:.2f} |")
@@ -766,22 +787,24 @@ def render(result: dict) -> str:
         lines.append(f"| **all** | **{total:.2f}** |")
         lines.append("")
     prof = result.get("profile")
-    if prof:
-        lines.append(f"Phases (py-spy --gil, {prof['samples']} samples at {PYSPY_RATE}/s, {prof['rps']:.0f} requests/s "
-                     f"meanwhile; server CPU in that window {prof['cpu_us']:.1f} µs/request):")
+    if prof and cpu:
+        lines.append(f"Phases: py-spy --gil, {prof['samples']} samples at {PYSPY_RATE}/s; a phase's µs is its "
+                     f"share of the samples times the user CPU per request ({cpu['user_us']:.1f} µs); the "
+                     f"kernel's row is the system CPU per request:")
         lines.append("")
-        lines.append("| phase | µs/request | % of CPU |")
+        lines.append("| phase | % of Python samples | µs/request |")
         lines.append("|---|---|---|")
+        samples = prof["samples"] or 1
         for phase in PHASES:
-            value = prof["us"].get(phase, 0.0)
-            lines.append(f"| {phase} | {value:.1f} | {value * 100 / prof['cpu_us']:.0f} |")
-        outside = prof["cpu_us"] - prof["gil_us"]
-        lines.append(f"| without the GIL: kernel side of syscalls, GIL hand-offs | {outside:.1f} | "
-                     f"{outside * 100 / prof['cpu_us']:.0f} |")
+            share = prof["shares"].get(phase, 0) / samples
+            lines.append(f"| {phase} | {share * 100:.1f} | {share * cpu['user_us']:.1f} |")
+        lines.append(f"| kernel: the syscalls' work (sys time) | | {cpu['sys_us']:.1f} |")
+        lines.append("")
+        lines.append(f"Check: the samples stand for {prof['gil_us']:.1f} µs/request of GIL time against "
+                     f"{prof['cpu_us']:.1f} µs of CPU in their window ({prof['rps']:.0f} requests/s under py-spy).")
         lines.append("")
         lines.append("Hottest lines by phase (share of GIL samples):")
         lines.append("")
-        samples = prof["samples"] or 1
         for phase in PHASES:
             top = prof["top_leaves"].get(phase)
             if top:
@@ -838,13 +861,14 @@ def main(argv=None) -> int:
     if not args.skip_instructions:
         n = args.n or (300 if "flask" in args.app or "django" in args.app else 1000)
         result["instructions"] = instructions(python, args.mode, args.app, args.path, n)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, default=str))
     text = render(result)
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 
