@@ -253,17 +253,20 @@ def phase_shares(stacks: list, line_text=None) -> Counter:
     return totals
 
 
-def source_line(path: str, line: int, _cache: dict = {}) -> str:
+_SOURCES: dict = {}     # path -> its lines, read once per run
+
+
+def source_line(path: str, line: int) -> str:
     """A line of a frame's file (bridge from this tree's src, the rest as py-spy named it)."""
     rel = _bridge_path(path)
     candidate = SRC / rel if rel else Path(path)
-    lines = _cache.get(candidate)
+    lines = _SOURCES.get(candidate)
     if lines is None:
         try:
             lines = candidate.read_text(errors="replace").splitlines()
         except OSError:
             lines = []
-        _cache[candidate] = lines
+        _SOURCES[candidate] = lines
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
@@ -584,14 +587,22 @@ class Live:
     def __init__(self, python: Path, mode: str, app_spec: str, path: str) -> None:
         sys.path.insert(0, str(HERE))
         import servers
-        from procs import Proc, children, free_port, port_open, public_dir, wait_until
+        from procs import public_dir
         self.work = public_dir("bridge-phases-")
         for sub in ("logs", "apps"):
             (self.work / sub).mkdir(mode=0o755)
         self.ctx = servers.Context(python=python, work=self.work, apps=APPS, bin=self.work, logs=self.work / "logs")
+        self.server = self.nginx = None
+        try:
+            self._start(servers, python, mode, app_spec, path)
+        except BaseException:
+            self.stop()     # nothing the run started may outlive it
+            raise
+
+    def _start(self, servers, python: Path, mode: str, app_spec: str, path: str) -> None:
+        from procs import Proc, children, free_port, port_open, wait_until
         env = child_env()
         args = [python, "-m", "bridge", mode, app_spec, "--threads", THREADS]
-        self.nginx = None
         if mode == "fcgi":
             sock = self.work / "bridge.sock"
             args += ["--bind", f"unix:{sock}", "--socket-mode", "0666"]
@@ -625,7 +636,8 @@ class Live:
         import shutil
         if self.nginx is not None:
             self.nginx.stop()
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
         shutil.rmtree(self.work, ignore_errors=True)
 
 
