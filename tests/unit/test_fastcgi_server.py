@@ -632,3 +632,25 @@ def test_making_room_at_the_connection_cap_never_closes_a_request_that_has_begun
                 c.close()
             for c in flood:
                 c.close()
+
+
+def test_a_closed_connection_is_freed_by_reference_counting_not_left_to_the_cycle_collector():
+    """Behind nginx's default every request is a new connection: a handler that
+    stays in a reference cycle after close leaves a dozen objects per request
+    for the cyclic collector (13 % of the instructions per request)."""
+    import gc
+    import weakref
+    gc.collect()
+    gc.disable()
+    try:
+        pair = Pair(hello)
+        pair.send(request_bytes(get_params("/"), keep_conn=False))
+        assert pair.step() is False
+        assert parse_replies(pair.read_until_end())[1].head_and_body()[2] == b"|/|"
+        handler = weakref.ref(pair.handler)
+        pair.state.started.clear()      # the test's own record of the environ
+        pair.close()
+        del pair
+        assert handler() is None, gc.get_referrers(handler())
+    finally:
+        gc.enable()

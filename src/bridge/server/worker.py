@@ -851,10 +851,17 @@ class Worker:
             self._in_hand -= 1
         if conn.registered:
             self._conns.pop(conn.fd, None)
-            try:
-                self._epoll.unregister(conn.fd)
-            except (OSError, ValueError):
-                pass
+            if not conn.busy:
+                # Armed: take it out.  A busy connection's one-shot event has
+                # fired and it was not re-armed, so it can report nothing
+                # more; closing the descriptor removes it from the epoll (a
+                # syscall saved per connection: behind nginx's default, per
+                # request), or, while a FastCGI task still holds a duplicate,
+                # leaves it disarmed until that closes too.
+                try:
+                    self._epoll.unregister(conn.fd)
+                except (OSError, ValueError):
+                    pass
         try:
             conn.handler.close()
         except Exception:
