@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_PYTHON = "/usr/bin/python3"
 DEFAULT_VENV = Path(os.environ.get("BRIDGE_BENCH_VENV", "/tmp/wsgi-bridge-bench-venv"))
 # The peers, each by its PyPI name.  uWSGI compiles from source (gcc and the
-# python3-dev headers), with the python plugin built in.
-PEERS = ["flup", "gunicorn", "waitress", "uwsgi"]
+# python3-dev headers), with the python plugin built in; granian is a wheel
+# (Rust).  The frameworks of the realistic-app group come with them: all
+# benchmark dependencies, never bridge's.
+PEERS = ["flup", "gunicorn", "waitress", "uwsgi", "granian"]
+FRAMEWORKS = ["flask", "django"]
 OPTIONAL = ["py-spy"]  # profiling only; its absence costs nothing but the profile
 
 
@@ -54,7 +57,8 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         venv.chmod(0o755)
     marker = venv / "bench-installed.json"
     state = json.loads(marker.read_text()) if marker.exists() else {}
-    missing = [p for p in PEERS if p not in state.get("peers", [])]
+    wanted = PEERS + FRAMEWORKS
+    missing = [p for p in wanted if p not in state.get("peers", [])]
     if missing:
         _log(f"installing {' '.join(missing)} into {venv} (uWSGI compiles: a minute or two)")
         result = _pip(python, *missing, check=False)
@@ -63,7 +67,7 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
             for name in missing:
                 if _pip(python, name, check=False).returncode != 0:
                     _log(f"could not install {name}: it will be reported missing")
-        state["peers"] = [p for p in PEERS if _installed(python, p)]
+        state["peers"] = [p for p in wanted if _installed(python, p)]
     if not state.get("optional_tried"):
         for name in OPTIONAL:
             _pip(python, name, check=False)
@@ -88,7 +92,8 @@ def _installed(python: Path, dist: str) -> bool:
 def versions(python: Path) -> dict:
     code = ("import importlib.metadata as m, json\n"
             "out = {}\n"
-            "for d in ('wsgi-bridge', 'flup', 'gunicorn', 'waitress', 'uWSGI', 'py-spy'):\n"
+            "for d in ('wsgi-bridge', 'flup', 'gunicorn', 'waitress', 'uWSGI', 'granian', 'Flask', 'Django',\n"
+            "          'py-spy'):\n"
             "    try: out[d] = m.version(d)\n"
             "    except Exception: out[d] = None\n"
             "print(json.dumps(out))")
