@@ -231,7 +231,8 @@ def combine(rounds: list[dict]) -> dict:
     out["requests"] = sum(r["requests"] for r in rows)
     out["rounds"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "max_ms")} for r in rounds]
     median = out["rps"]
-    out["rps_spread_pct"] = 100 * (rows[-1]["rps"] - rows[0]["rps"]) / median if median else 0.0
+    if len(rows) > 1:
+        out["rps_spread_pct"] = 100 * (rows[-1]["rps"] - rows[0]["rps"]) / median if median else 0.0
     return out
 
 
@@ -408,11 +409,16 @@ def _case_row(group, m, running, route, conc, rounds: list[dict]) -> dict:
     else:
         row.update(combine(ok), status="ok")
     log(f"  {m['label']} {report.case_label(row)} c{conc}: " + (
-        f"{row['rps']:,.0f} req/s (+/-{row['rps_spread_pct']:.0f} %) p50 {row['p50_ms']:.2f} p99 "
+        f"{row['rps']:,.0f} req/s (spread {row.get('rps_spread_pct', 0):.0f} %) p50 {row['p50_ms']:.2f} p99 "
         f"{row['p99_ms']:.1f} max {row['max_ms']:.1f} ms {report.fair_text(row)} errors {report.errors_text(row)}; "
         f"{report.cpu_text(row)}" if row["status"] == "ok" else row["reason"]))
     if row.get("log_samples"):
         log(f"    nginx: {'; '.join(row['log_samples'])[:300]}")
+    if row["status"] != "ok" or row.get("wrk_errors", {}).get("connect"):
+        tail = running.log_tail()
+        alive = running.launched is None or not running.launched.proc.exited()
+        log(f"    server {'running' if alive else 'EXITED'}; its log ends:\n      "
+            + "\n      ".join(tail.splitlines()[-8:]))
     return row
 
 
