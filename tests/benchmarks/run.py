@@ -609,6 +609,53 @@ def add_ratios(results: list[dict]) -> None:
             r["baseline"] = base["server"]
 
 
+def speed_targets(results: list[dict]) -> list[dict]:
+    """Issue 18's targets, for the cases this run measured (medians of its rounds)."""
+    out = []
+
+    def against(name, b, peer, label, p99=False):
+        if b is None or peer is None:
+            return
+        value = b["rps"] / peer["rps"] if peer["rps"] else 0
+        met = value >= 1 and (not p99 or b["p99_ms"] <= peer["p99_ms"])
+        fig = f"{value:.2f}x (bridge {b['rps']:,.0f} vs {label} {peer['rps']:,.0f} req/s"
+        fig += f"; p99 {b['p99_ms']:.1f} vs {peer['p99_ms']:.1f} ms)" if p99 else ")"
+        out.append({"target": name, "figure": fig, "verdict": "met" if met else "missed", "value": value})
+
+    for workers in (1, 2):
+        flask = dict(mode="apps", variant="direct", workers=workers, app="flaskapp:app", route="/page")
+        for conc in (16, 64):
+            against(f"issue 18: HTTP Flask page {workers} proc >= granian, p99 no worse (c{conc})",
+                    find(results, server="bridge", conc=conc, **flask),
+                    find(results, server="granian", conc=conc, **flask), "granian", p99=True)
+        hello = dict(mode="http", variant="direct", workers=workers, route="/hello")
+        for conc in (16, 64, 256):
+            b = find(results, server="bridge", conc=conc, **hello)
+            against(f"issue 18: HTTP hello {workers} proc >= uWSGI (c{conc})", b,
+                    find(results, server="uwsgi", conc=conc, **hello), "uWSGI")
+            g = find(results, server="granian", conc=conc, **hello)
+            if out and b is not None and g is not None and out[-1]["target"].endswith(f"uWSGI (c{conc})"):
+                out[-1]["figure"] += f"; granian {g['rps']:,.0f} (the ceiling)"
+        for variant in ("close", "keepconn"):
+            fcgi = dict(mode="fcgi", variant=variant, workers=workers, route="/hello")
+            for conc in (16, 64, 256):
+                against(f"issue 18: FastCGI {variant} {workers} proc >= uWSGI (c{conc})",
+                        find(results, server="bridge", conc=conc, **fcgi),
+                        find(results, server="uwsgi", conc=conc, **fcgi), "uWSGI")
+    for r in results:
+        fair = report.is_fair(r) if r["status"] == "ok" and r.get("bridge") else None
+        if fair is None or not (r["mode"] == "http" and r["variant"] == "direct" and r["route"] == "/hello"
+                                or r["mode"] == "apps" and r["variant"] == "direct" and r.get("app") == "flaskapp:app"
+                                and r["route"] == "/page"):
+            continue
+        out.append({"target": f"issue 18: fair, {report.case_label(r)} HTTP {r['workers']} proc c{r['conc']}: "
+                              f"p99 <= {report.FAIR_P99}x p50, max <= {report.FAIR_MAX}x p50",
+                    "figure": f"p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f}, max {r['max_ms']:.1f} ms; "
+                              f"requests per connection {report.per_conn_cell(r)}",
+                    "verdict": "met" if fair else "missed"})
+    return out
+
+
 def find(results, **where) -> dict | None:
     for r in results:
         if r["status"] == "ok" and all(r.get(k) == v for k, v in where.items()):
@@ -698,6 +745,7 @@ def targets(results: list[dict], extra: dict) -> list[dict]:
             if b is None and f is None:
                 continue
             ratio_target(f"bodies {size >> 20} MiB echo >= 2x flup (c{conc})", 2.0, b, f, "bridge", "flup")
+    out += speed_targets(results)
     for m in extra.get("memory", []):
         if "growth_pct" in m:
             out.append({"target": f"memory: {m['mode']} worker RSS after {m['after_n']['requests']:,} requests "
@@ -712,7 +760,8 @@ def targets(results: list[dict], extra: dict) -> list[dict]:
 def markdown(data: dict, chart_name: str) -> str:
     facts, results, extra = data["machine"], data["results"], data["extra"]
     lines = [BEGIN, "",
-             f"Run of {data['started']} ({'quick' if data['quick'] else 'full'}, {rounds_text(data)}, "
+             f"Run of {data['started']} ({'quick' if data['quick'] else 'narrowed' if data.get('partial') else 'full'}"
+             f", {rounds_text(data)}, "
              f"{data.get('elapsed_s', 0) / 60:.0f} minutes in all), bridge {facts['bridge_commit']}.", "",
              "Each row of a GET case is the median of its rounds; `± %` is the spread of requests/s over "
              "the rounds (max - min, in % of the median).  From 64 connections on a case is saturated: "
@@ -733,7 +782,7 @@ def markdown(data: dict, chart_name: str) -> str:
         ["Python", facts["python_version"]], ["nginx", facts["nginx"]], ["Apache", facts["apache"]],
         ["wrk", facts["wrk"]], ["hyperfine", facts["hyperfine"]],
         ["packages", ", ".join(f"{k} {v}" for k, v in facts["packages"].items() if v)]]))
-    lines += ["", "## Targets (issue 7)", ""]
+    lines += ["", "## Targets (issues 7 and 18)", ""]
     tgt = data["targets"]
     lines.append(report.markdown_table(["target", "figure", "verdict"],
                                        [[t["target"], t["figure"], t["verdict"]] for t in tgt]) if tgt else "No target measured.")
@@ -966,7 +1015,7 @@ def main(argv=None) -> int:
             shutil.rmtree(ctx.work, ignore_errors=True)
     add_ratios(results)
     data = {"started": started.isoformat(timespec="seconds"), "quick": args.quick, "duration": args.duration,
-            "rounds": args.rounds,
+            "rounds": args.rounds, "partial": args.partial,
             "command": command, "elapsed_s": round(time.monotonic() - deadline_note, 1),
             "machine": facts, "results": results, "extra": extra, "profiles": profiles}
     data["machine"]["loadavg"] = f"{load_at_start} at the start, {benchenv.loadavg()} at the end"

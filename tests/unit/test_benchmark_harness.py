@@ -291,3 +291,20 @@ def test_fairload_counts_each_connections_requests_and_the_ones_left_waiting(tmp
     assert out["requests"] > 30 and out["wrk_errors"] == {}
     assert out["per_conn"]["zero"] == 2 and out["per_conn"]["min"] == 0 and out["per_conn"]["max"] > 10
     assert out["p50_ms"] <= out["p99_ms"] <= out["max_ms"]
+
+
+def test_issue_18_targets_compare_bridge_with_granian_and_uwsgi_and_judge_fairness():
+    flask = dict(mode="apps", variant="direct", workers=2, route="/page", app="flaskapp:app")
+    results = [row("bridge", 5000, conc=64, p99_ms=4.0, max_ms=9.0, bridge=True, **flask),
+               row("granian", 4500, conc=64, p99_ms=3.0, **flask),
+               row("bridge", 30000, conc=256, mode="http", variant="direct", workers=2, bridge=True, p50_ms=1.0,
+                   p99_ms=2.5, max_ms=30.0),
+               row("uwsgi", 28000, conc=256, mode="http", variant="direct", workers=2),
+               row("granian", 55000, conc=256, mode="http", variant="direct", workers=2)]
+    got = {t["target"]: t for t in run.speed_targets(results)}
+    page = got["issue 18: HTTP Flask page 2 proc >= granian, p99 no worse (c64)"]
+    assert page["verdict"] == "missed" and "p99 4.0 vs 3.0 ms" in page["figure"]  # faster, but a worse tail
+    hello = got["issue 18: HTTP hello 2 proc >= uWSGI (c256)"]
+    assert hello["verdict"] == "met" and "granian 55,000" in hello["figure"]
+    assert got["issue 18: fair, /hello HTTP 2 proc c256: p99 <= 3x p50, max <= 10x p50"]["verdict"] == "missed"
+    assert not any("c16" in t for t in got)  # nothing about cases the run did not measure
