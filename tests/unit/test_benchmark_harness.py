@@ -308,3 +308,16 @@ def test_issue_18_targets_compare_bridge_with_granian_and_uwsgi_and_judge_fairne
     assert hello["verdict"] == "met" and "granian 55,000" in hello["figure"]
     assert got["issue 18: fair, /hello HTTP 2 proc c256: p99 <= 3x p50, max <= 10x p50"]["verdict"] == "missed"
     assert not any("c16" in t for t in got)  # nothing about cases the run did not measure
+
+
+def test_an_app_whose_framework_is_missing_is_reported_missing_for_every_server_bridge_included(monkeypatch):
+    """--quick in CI must not fail because the bench venv lacks Flask: that is the environment, not bridge."""
+    import types
+    monkeypatch.setitem(run.APPS, "flaskapp:app", ("no_such_framework_for_the_test", "Flask", ("/page",)))
+    group = next(g for g in plan_of("--quick") if g["mode"] == "apps")
+    results = []
+    ctx = types.SimpleNamespace(python=Path(sys.executable))
+    args = run.parse_args(["--quick"])
+    run.run_group(ctx, group, args, results, [])
+    assert [(r["server"], r["status"]) for r in results] == [("bridge", "missing"), ("granian", "missing")]
+    assert "no_such_framework_for_the_test is not installed" in results[0]["reason"]
