@@ -871,11 +871,12 @@ def markdown(data: dict, chart_name: str) -> str:
         cmd = r.get("server_command")
         if not cmd:
             continue
-        key = (r["mode"], r["server"], r["workers"])
+        key = (r["mode"], r["variant"], r["server"], r["workers"], r.get("app"))
         if key in seen:
             continue
         seen.add(key)
-        lines.append(f"- {r['mode']} {r['server']} ({r['workers']} proc): `{_shorten(cmd)}`")
+        app = f" {r['app_label']}" if r.get("app_label") else ""
+        lines.append(f"- {r['mode']}{app} {r['server']} ({r['workers']} proc): `{_shorten(cmd)}`")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -891,6 +892,7 @@ def _shorten(cmd: str) -> str:
     """Commands as a reader can reuse them: the run's temp dir, checkout and ports made generic."""
     cmd = re.sub(r"/tmp/bridge-bench-[^/ ]+/", "$WORK/", cmd)
     cmd = cmd.replace(str(ROOT) + "/", "")
+    cmd = re.sub(r"--port \d{2,5}\b", "--port $PORT", cmd)  # granian, waitress
     return re.sub(r"127\.0\.0\.1([: ])\d{2,5}\b", r"127.0.0.1\1$PORT", cmd)
 
 
