@@ -77,11 +77,35 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         state["wheel"] = True
     digest = sources_digest()
     if state.get("bridge") != digest:
+        users = _running_from(venv)
+        if users:
+            # Another checkout's run on the same venv: its servers would run
+            # these sources from now on (give each checkout its own --venv).
+            _log(f"warning: {len(users)} running program(s) use {venv}; reinstalling bridge from {ROOT} "
+                 f"changes the code they load (pass --venv to keep runs apart):")
+            for cmd in users[:4]:
+                _log(f"    {cmd}")
         _log(f"installing bridge from {ROOT} into {venv}")
         _pip(python, "--no-deps", "--force-reinstall", "--no-build-isolation", str(ROOT))
         state["bridge"] = digest
     marker.write_text(json.dumps(state))
     return python
+
+
+def _running_from(venv: Path) -> list[str]:
+    """Command lines of the running programs started from the venv's bin/."""
+    prefix = str(venv / "bin") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith(prefix) or f" {prefix}" in cmd[:300]:
+            found.append(cmd.strip()[:120])
+    return found
 
 
 def _installed(python: Path, dist: str) -> bool:
