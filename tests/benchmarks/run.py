@@ -28,6 +28,7 @@ import json
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -978,10 +979,17 @@ def render(path: Path) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: the servers run in their own sessions and are
+    stopped only by the ``finally`` blocks, which a default SIGTERM would skip."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(Path(args.render))
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = datetime.datetime.now().astimezone()
     command = " ".join(["/usr/bin/python3", "tests/benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
     missing_tools = [t for t in ("wrk", "nginx") if benchenv.which(t) is None]
