@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_PYTHON = "/usr/bin/python3"
 DEFAULT_VENV = Path(os.environ.get("BRIDGE_BENCH_VENV", "/tmp/wsgi-bridge-bench-venv"))
 # The peers, each by its PyPI name.  uWSGI compiles from source (gcc and the
-# python3-dev headers), with the python plugin built in.
-PEERS = ["flup", "gunicorn", "waitress", "uwsgi"]
+# python3-dev headers), with the python plugin built in; granian is a wheel
+# (Rust).  The frameworks of the realistic-app group come with them: all
+# benchmark dependencies, never bridge's.
+PEERS = ["flup", "gunicorn", "waitress", "uwsgi", "granian"]
+FRAMEWORKS = ["flask", "django"]
 OPTIONAL = ["py-spy"]  # profiling only; its absence costs nothing but the profile
 
 
@@ -54,7 +57,8 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         venv.chmod(0o755)
     marker = venv / "bench-installed.json"
     state = json.loads(marker.read_text()) if marker.exists() else {}
-    missing = [p for p in PEERS if p not in state.get("peers", [])]
+    wanted = PEERS + FRAMEWORKS
+    missing = [p for p in wanted if p not in state.get("peers", [])]
     if missing:
         _log(f"installing {' '.join(missing)} into {venv} (uWSGI compiles: a minute or two)")
         result = _pip(python, *missing, check=False)
@@ -63,7 +67,7 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
             for name in missing:
                 if _pip(python, name, check=False).returncode != 0:
                     _log(f"could not install {name}: it will be reported missing")
-        state["peers"] = [p for p in PEERS if _installed(python, p)]
+        state["peers"] = [p for p in wanted if _installed(python, p)]
     if not state.get("optional_tried"):
         for name in OPTIONAL:
             _pip(python, name, check=False)
@@ -73,11 +77,35 @@ def ensure_venv(venv: Path = DEFAULT_VENV) -> Path:
         state["wheel"] = True
     digest = sources_digest()
     if state.get("bridge") != digest:
+        users = _running_from(venv)
+        if users:
+            # Another checkout's run on the same venv: its servers would run
+            # these sources from now on (give each checkout its own --venv).
+            _log(f"warning: {len(users)} running program(s) use {venv}; reinstalling bridge from {ROOT} "
+                 f"changes the code they load (pass --venv to keep runs apart):")
+            for cmd in users[:4]:
+                _log(f"    {cmd}")
         _log(f"installing bridge from {ROOT} into {venv}")
         _pip(python, "--no-deps", "--force-reinstall", "--no-build-isolation", str(ROOT))
         state["bridge"] = digest
     marker.write_text(json.dumps(state))
     return python
+
+
+def _running_from(venv: Path) -> list[str]:
+    """Command lines of the running programs started from the venv's bin/."""
+    prefix = str(venv / "bin") + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith(prefix) or f" {prefix}" in cmd[:300]:
+            found.append(cmd.strip()[:120])
+    return found
 
 
 def _installed(python: Path, dist: str) -> bool:
@@ -88,7 +116,8 @@ def _installed(python: Path, dist: str) -> bool:
 def versions(python: Path) -> dict:
     code = ("import importlib.metadata as m, json\n"
             "out = {}\n"
-            "for d in ('wsgi-bridge', 'flup', 'gunicorn', 'waitress', 'uWSGI', 'py-spy'):\n"
+            "for d in ('wsgi-bridge', 'flup', 'gunicorn', 'waitress', 'uWSGI', 'granian', 'Flask', 'Django',\n"
+            "          'py-spy'):\n"
             "    try: out[d] = m.version(d)\n"
             "    except Exception: out[d] = None\n"
             "print(json.dumps(out))")

@@ -1,6 +1,8 @@
-"""The load generators: wrk for GETs, a small threaded Python client for uploads.
+"""The load generators: wrk for GETs, native/fairload.c for GETs when the
+spread of requests over the connections matters (saturated cases), a small
+threaded Python client for uploads.
 
-Both only ever talk to 127.0.0.1 and stop after a fixed duration.
+All of them only ever talk to 127.0.0.1 and stop after a fixed duration.
 """
 from __future__ import annotations
 
@@ -44,6 +46,41 @@ def wrk(url: str, connections: int, duration: float) -> dict:
         "max_ms": raw["max"] / 1000,
         "mb_per_s": raw["bytes"] / seconds / 1e6,
         "wrk_errors": errors,
+    }
+
+
+def fairload_command(binary, port: int, path: str, connections: int, duration: float) -> list:
+    threads = 1 if connections < 2 else 2  # as wrk_command: the same client CPU for the same case
+    return [binary, "127.0.0.1", str(port), path, str(connections), f"{duration:g}", str(threads)]
+
+
+def fairload(binary, port: int, path: str, connections: int, duration: float) -> dict:
+    """One fairload run: wrk's figures plus how the requests were shared among the connections."""
+    args = fairload_command(binary, port, path, connections, duration)
+    result = run(args, timeout=duration + 60, check=False)
+    line = next((l for l in result.stdout.splitlines() if l.startswith("FAIRJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"fairload failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+    return parse_fairload(line, args)
+
+
+def parse_fairload(line: str, args: list) -> dict:
+    raw = json.loads(line[len("FAIRJSON "):])
+    seconds = raw["duration_us"] / 1e6 or 1.0
+    errors = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
+    return {
+        "tool": "fairload",
+        "command": " ".join(str(a) for a in args),
+        "requests": raw["requests"],
+        "rps": raw["requests"] / seconds,
+        "p50_ms": raw["p50"] / 1000,
+        "p90_ms": raw["p90"] / 1000,
+        "p99_ms": raw["p99"] / 1000,
+        "max_ms": raw["max"] / 1000,
+        "mb_per_s": raw["bytes"] / seconds / 1e6,
+        "wrk_errors": errors,
+        "per_conn": {"min": raw["conn_min"], "median": raw["conn_median"], "max": raw["conn_max"],
+                     "zero": raw["zero_conns"]},
     }
 
 

@@ -9,6 +9,8 @@ GROUP_TITLES = {
     ("fcgi", "keepconn"): "FastCGI through nginx, fastcgi_keep_conn on + upstream keepalive 32",
     ("http", "direct"): "HTTP, wrk straight to the server (keep-alive)",
     ("http", "proxy"): "HTTP behind nginx proxy_pass (upstream keepalive 32)",
+    ("apps", "direct"): "Realistic apps (Flask, Django), HTTP straight to the server (keep-alive)",
+    ("apps", "nginx"): "Realistic apps behind nginx (FastCGI for -fcgi servers, proxy_pass for the others)",
     ("cgi", "apache"): "CGI under Apache mod_cgid",
     ("bodies", "close"): "Uploads through nginx FastCGI (POST /echo, byte-exact)",
 }
@@ -21,12 +23,50 @@ def errors_text(row: dict) -> str:
     return ", ".join(parts) or "0"
 
 
+def cpu_us(row: dict) -> dict:
+    """CPU per request in microseconds (runs saved before December 2026 said milliseconds)."""
+    if "cpu_us_per_request" in row:
+        return row["cpu_us_per_request"]
+    return {k: 1000 * v for k, v in row.get("cpu_ms_per_request", {}).items()}
+
+
 def cpu_text(row: dict) -> str:
     """CPU per request of server, nginx and load client ("" if not measured)."""
-    cpu = row.get("cpu_ms_per_request")
+    cpu = cpu_us(row)
     if not cpu:
         return ""
-    return "CPU ms/req " + " / ".join(f"{k} {cpu[k]:.1f}" for k in ("server", "nginx", "client") if k in cpu)
+    return "CPU µs/req " + " / ".join(f"{k} {cpu[k]:,.0f}" for k in ("server", "nginx", "client") if k in cpu)
+
+
+def cpu_cell(row: dict) -> str:
+    cpu = cpu_us(row)
+    return " / ".join(f"{cpu[k]:,.0f}" if k in cpu else "-" for k in ("server", "nginx", "client")) if cpu else "-"
+
+
+# Issue 18's rule for a saturated case: no connection waits much longer than the others.
+FAIR_P99, FAIR_MAX = 3, 10
+
+
+def is_fair(row: dict) -> bool | None:
+    """p99 <= 3x p50 and max <= 10x p50 at 64 connections and more (None below: not judged)."""
+    if row["conc"] < 64 or not row.get("p50_ms"):
+        return None
+    return row["p99_ms"] <= FAIR_P99 * row["p50_ms"] and row["max_ms"] <= FAIR_MAX * row["p50_ms"]
+
+
+def per_conn_cell(row: dict) -> str:
+    """Requests completed per connection, min / median / max, and (N) connections that completed none."""
+    pc = row.get("per_conn")
+    if not pc:
+        return "-"
+    return f"{pc['min']:,.0f} / {pc['median']:,.0f} / {pc['max']:,.0f} ({pc['zero']:g})"
+
+
+def fair_text(row: dict) -> str:
+    fair = is_fair(row)
+    if fair is None:
+        return ""
+    return f"per conn {per_conn_cell(row)} fair {'✓' if fair else '✗'}"
 
 
 def fmt_num(value, digits=0) -> str:
@@ -38,31 +78,37 @@ def fmt_num(value, digits=0) -> str:
 def case_label(row: dict) -> str:
     if row["mode"] == "bodies":
         return f"{row['size'] // 1048576} MiB"
+    if row.get("app_label"):
+        return f"{row['app_label']} {row['route']}"
     return row["route"]
 
 
 def table_rows(results: list[dict]) -> list[list[str]]:
     rows = []
     for r in results:
+        head = [r["mode"], r["variant"], f"{r['workers']}x{r['threads']}", r["server"], case_label(r), str(r["conc"])]
         if r["status"] != "ok":
-            rows.append([r["mode"], r["variant"], f"{r['workers']}x{r['threads']}", r["server"], case_label(r),
-                         str(r["conc"]), r["status"], "", "", "", "", r.get("reason", "")[:60]])
+            rows.append(head + [r["status"]] + [""] * (len(HEADER) - len(head) - 2) + [r.get("reason", "")[:60]])
             continue
         extra = f"{r['mb_per_s']:.0f} MB/s" if r["mode"] == "bodies" else ""
-        if cpu_text(r):
-            extra += ", " + cpu_text(r)
         if r.get("loadavg"):
             # The machine's 1-minute load when the case started: 2 cores, so
             # anything well above 2 means other programs shared them.
             extra = (extra + " " if extra else "") + f"load {r['loadavg'].split()[0]}"
-        rows.append([r["mode"], r["variant"], f"{r['workers']}x{r['threads']}", r["server"], case_label(r),
-                     str(r["conc"]), fmt_num(r["rps"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                     errors_text(r), f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-", extra])
+        fair = is_fair(r)
+        spread = r.get("rps_spread_pct")
+        rows.append(head + [fmt_num(r["rps"]), f"{spread:.0f}" if spread is not None else "-",
+                            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.1f}" if "max_ms" in r else "-",
+                            per_conn_cell(r) if fair is not None else "", "" if fair is None else "✓" if fair else "✗",
+                            cpu_cell(r), errors_text(r),
+                            f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-", extra])
     return rows
 
 
-HEADER = ["mode", "via", "procs x threads", "server", "case", "conns", "req/s", "p50 ms", "p99 ms",
+HEADER = ["mode", "via", "procs x threads", "server", "case", "conns", "req/s", "± %", "p50 ms", "p99 ms",
+          "max ms", "req per conn min / med / max (none)", "fair", "CPU µs/req server / nginx / client",
           "errors", "vs first", "note"]
+RIGHT = set(range(5, 16))  # the figures, right-aligned in the terminal
 
 
 def terminal_table(results: list[dict]) -> str:
@@ -70,7 +116,7 @@ def terminal_table(results: list[dict]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.rjust(widths[i]) if i >= 5 and i <= 10 else cell.ljust(widths[i])
+        lines.append("  ".join(cell.rjust(widths[i]) if i in RIGHT else cell.ljust(widths[i])
                                for i, cell in enumerate(row)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

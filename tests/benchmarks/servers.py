@@ -1,8 +1,9 @@
 """The servers of the benchmark: private nginx and Apache, bridge and its peers.
 
 Each peer is started the way its own documentation shows, with the same
-app (apps/benchapp.py), the same process count and, where it has threads,
-the same thread count.  A peer that cannot start is reported missing; the
+app (apps/benchapp.py, or a realistic app of apps/: ``module:app`` is a
+parameter of every start), the same process count and, where it has
+threads, the same thread count.  A peer that cannot start is reported missing; the
 run goes on.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 CONF = HERE / "conf"
 THREADS = 4  # threads per process for every server that has threads
 HELLO = b"Hello, world!\n"
+APP = "benchapp:app"  # the default app; every app of apps/ answers /hello with HELLO
 
 
 def fill(template: str, **values) -> str:
@@ -67,7 +69,8 @@ def make_context(python: Path) -> Context:
 def build_native(ctx: Context) -> None:
     cc = which("cc") or which("gcc")
     builds = {"fcgi_hello": (HERE / "native" / "fcgi_hello.c", ["-lfcgi"]),
-              "hello-c": (HERE / "native" / "cgi_hello.c", [])}
+              "hello-c": (HERE / "native" / "cgi_hello.c", []),
+              "fairload": (HERE / "native" / "fairload.c", ["-lpthread"])}
     for name, (source, libs) in builds.items():
         if cc is None:
             ctx.built[name] = "no C compiler (apt-get install gcc)"
@@ -78,7 +81,7 @@ def build_native(ctx: Context) -> None:
             out.chmod(0o755)
             ctx.built[name] = out
         else:
-            hint = " (apt-get install libfcgi-dev)" if libs else ""
+            hint = " (apt-get install libfcgi-dev)" if "-lfcgi" in libs else ""
             ctx.built[name] = f"build failed{hint}: {result.stderr.strip().splitlines()[-1:]}"
 
 
@@ -174,10 +177,11 @@ class Peer:
     name: str
     mode: str                      # "fcgi" or "http"
     workers: tuple                 # the worker counts it runs with
-    start: Callable                # (ctx, workers, bind) -> Launched; bind is a socket path or a port
+    start: Callable                # (ctx, workers, bind, app) -> Launched; bind is a socket path or a port
     bridge: bool = False
     ceiling: bool = False          # a reference, not a ratio baseline
     description: str = ""
+    apps: bool = False             # serves any WSGI app (module:app), not only benchapp's routes
 
 
 def _python_server(ctx: Context, name: str, args: list) -> Launched:
@@ -185,8 +189,8 @@ def _python_server(ctx: Context, name: str, args: list) -> Launched:
     return Launched(proc, " ".join(str(a) for a in args))
 
 
-def _bridge_args(ctx: Context, command: str, workers: int, bind: str) -> list:
-    args = [ctx.python, "-m", "bridge", command, "benchapp:app", "--bind", bind, "--threads", THREADS]
+def _bridge_args(ctx: Context, command: str, workers: int, bind: str, app: str) -> list:
+    args = [ctx.python, "-m", "bridge", command, app, "--bind", bind, "--threads", THREADS]
     if command == "fcgi":
         args += ["--socket-mode", "0666"]
     if workers > 1:
@@ -194,32 +198,32 @@ def _bridge_args(ctx: Context, command: str, workers: int, bind: str) -> list:
     return args
 
 
-def start_bridge_fcgi(ctx, workers, sock):
-    return _python_server(ctx, "bridge-fcgi", _bridge_args(ctx, "fcgi", workers, f"unix:{sock}"))
+def start_bridge_fcgi(ctx, workers, sock, app=APP):
+    return _python_server(ctx, "bridge-fcgi", _bridge_args(ctx, "fcgi", workers, f"unix:{sock}", app))
 
 
-def start_flup_threaded(ctx, workers, sock):
+def start_flup_threaded(ctx, workers, sock, app=APP):
     return _python_server(ctx, "flup-threaded", [ctx.python, ctx.apps / "flup_server.py", "threaded", sock, THREADS])
 
 
-def start_flup_prefork(ctx, workers, sock):
+def start_flup_prefork(ctx, workers, sock, app=APP):
     return _python_server(ctx, "flup-prefork", [ctx.python, ctx.apps / "flup_server.py", "prefork", sock, workers])
 
 
-def _uwsgi(ctx, workers, socket_option):
+def _uwsgi(ctx, workers, socket_option, app):
     binary = ctx.venv_bin("uwsgi")
     if not binary.exists():
         raise RuntimeError("uWSGI is not installed in the venv (pip install uwsgi needs gcc and python3-dev)")
     return [binary, *socket_option, "--master", "--processes", workers, "--threads", THREADS,
-            "--module", "benchapp:app", "--pythonpath", ctx.apps, "--listen", "1024",
+            "--module", app, "--pythonpath", ctx.apps, "--listen", "1024",
             "--disable-logging", "--die-on-term", "--need-app"]
 
 
-def start_uwsgi_fcgi(ctx, workers, sock):
-    return _python_server(ctx, "uwsgi-fcgi", _uwsgi(ctx, workers, ["--fastcgi-socket", sock, "--chmod-socket=666"]))
+def start_uwsgi_fcgi(ctx, workers, sock, app=APP):
+    return _python_server(ctx, "uwsgi-fcgi", _uwsgi(ctx, workers, ["--fastcgi-socket", sock, "--chmod-socket=666"], app))
 
 
-def start_libfcgi(ctx, workers, sock):
+def start_libfcgi(ctx, workers, sock, app=APP):
     binary = ctx.built.get("fcgi_hello")
     if not isinstance(binary, Path):
         raise RuntimeError(f"the libfcgi responder is not built: {binary}")
@@ -237,46 +241,57 @@ def start_libfcgi(ctx, workers, sock):
     return Launched(proc, " ".join(str(a) for a in args))
 
 
-def start_bridge_http(ctx, workers, port):
-    return _python_server(ctx, "bridge-http", _bridge_args(ctx, "http", workers, f"127.0.0.1:{port}"))
+def start_bridge_http(ctx, workers, port, app=APP):
+    return _python_server(ctx, "bridge-http", _bridge_args(ctx, "http", workers, f"127.0.0.1:{port}", app))
 
 
-def _gunicorn(ctx, workers, port, worker_class):
+def _gunicorn(ctx, workers, port, worker_class, app):
     binary = ctx.venv_bin("gunicorn")
     if not binary.exists():
         raise RuntimeError("gunicorn is not installed in the venv")
     args = [binary, "--workers", workers, "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
-            "--pythonpath", ctx.apps, "--log-level", "warning", "benchapp:app"]
+            "--pythonpath", ctx.apps, "--log-level", "warning", app]
     if worker_class == "gthread":
         args[5:5] = ["--threads", THREADS]
     return args
 
 
-def start_gunicorn_gthread(ctx, workers, port):
-    return _python_server(ctx, "gunicorn-gthread", _gunicorn(ctx, workers, port, "gthread"))
+def start_gunicorn_gthread(ctx, workers, port, app=APP):
+    return _python_server(ctx, "gunicorn-gthread", _gunicorn(ctx, workers, port, "gthread", app))
 
 
-def start_gunicorn_sync(ctx, workers, port):
-    return _python_server(ctx, "gunicorn-sync", _gunicorn(ctx, workers, port, "sync"))
+def start_gunicorn_sync(ctx, workers, port, app=APP):
+    return _python_server(ctx, "gunicorn-sync", _gunicorn(ctx, workers, port, "sync", app))
 
 
-def start_waitress(ctx, workers, port):
+def start_waitress(ctx, workers, port, app=APP):
     binary = ctx.venv_bin("waitress-serve")
     if not binary.exists():
         raise RuntimeError("waitress is not installed in the venv")
     return _python_server(ctx, "waitress", [binary, "--host", "127.0.0.1", "--port", port,
-                                            "--threads", THREADS, "benchapp:app"])
+                                            "--threads", THREADS, app])
 
 
-def start_uwsgi_http(ctx, workers, port):
-    return _python_server(ctx, "uwsgi-http", _uwsgi(ctx, workers, ["--http11-socket", f"127.0.0.1:{port}"]))
+def start_uwsgi_http(ctx, workers, port, app=APP):
+    return _python_server(ctx, "uwsgi-http", _uwsgi(ctx, workers, ["--http11-socket", f"127.0.0.1:{port}"], app))
 
 
-def start_wsgiref(ctx, workers, port):
+def start_granian(ctx, workers, port, app=APP):
+    # WSGI apps run on granian's blocking threads: N processes x THREADS
+    # threads, as every other peer (its Rust runtime's I/O thread aside).
+    binary = ctx.venv_bin("granian")
+    if not binary.exists():
+        raise RuntimeError("granian is not installed in the venv (pip install granian)")
+    return _python_server(ctx, "granian", [binary, "--interface", "wsgi", "--host", "127.0.0.1", "--port", port,
+                                           "--workers", workers, "--blocking-threads", THREADS,
+                                           "--no-access-log", "--log-level", "warning", app])
+
+
+def start_wsgiref(ctx, workers, port, app=APP):
     return _python_server(ctx, "wsgiref", [ctx.python, ctx.apps / "wsgiref_server.py", port])
 
 
-def start_nothing(ctx, workers, bind):
+def start_nothing(ctx, workers, bind, app=APP):
     return None
 
 
@@ -287,23 +302,25 @@ PEERS = [
          description="flup.server.fcgi.WSGIServer, one process, its default pool (a thread per connection)"),
     Peer("flup-prefork", "fcgi", (2,), start_flup_prefork,
          description="flup.server.fcgi_fork.WSGIServer, N single-threaded processes"),
-    Peer("uwsgi", "fcgi", (1, 2), start_uwsgi_fcgi,
+    Peer("uwsgi", "fcgi", (1, 2), start_uwsgi_fcgi, apps=True,
          description=f"uWSGI --fastcgi-socket, N processes x {THREADS} threads"),
     Peer("libfcgi-c", "fcgi", (1, 2), start_libfcgi, ceiling=True,
          description="a C libfcgi responder under spawn-fcgi, N processes: the native horizon"),
-    Peer("bridge", "fcgi", (1, 2), start_bridge_fcgi, bridge=True,
+    Peer("bridge", "fcgi", (1, 2), start_bridge_fcgi, bridge=True, apps=True,
          description=f"bridge fcgi, N processes x {THREADS} threads"),
-    Peer("gunicorn-gthread", "http", (1, 2), start_gunicorn_gthread,
+    Peer("gunicorn-gthread", "http", (1, 2), start_gunicorn_gthread, apps=True,
          description=f"gunicorn -k gthread, N workers x {THREADS} threads"),
     Peer("gunicorn-sync", "http", (1, 2), start_gunicorn_sync,
          description="gunicorn -k sync, N workers"),
     Peer("waitress", "http", (1,), start_waitress,
          description=f"waitress-serve, one process, {THREADS} threads"),
-    Peer("uwsgi", "http", (1, 2), start_uwsgi_http,
+    Peer("uwsgi", "http", (1, 2), start_uwsgi_http, apps=True,
          description=f"uWSGI --http11-socket, N processes x {THREADS} threads"),
+    Peer("granian", "http", (1, 2), start_granian, apps=True,
+         description=f"granian --interface wsgi (Rust), N processes x {THREADS} blocking threads"),
     Peer("wsgiref", "http", (1,), start_wsgiref,
          description="wsgiref.simple_server, one thread, HTTP/1.0"),
-    Peer("bridge", "http", (1, 2), start_bridge_http, bridge=True,
+    Peer("bridge", "http", (1, 2), start_bridge_http, bridge=True, apps=True,
          description=f"bridge http, N processes x {THREADS} threads"),
 ]
 
@@ -311,19 +328,19 @@ PEERS = [
 class Running:
     """A peer with its nginx in front (FastCGI, or HTTP via proxy_pass), or alone (HTTP direct)."""
 
-    def __init__(self, ctx: Context, peer: Peer, workers: int, variant: str) -> None:
-        self.peer, self.workers, self.variant = peer, workers, variant
+    def __init__(self, ctx: Context, peer: Peer, workers: int, variant: str, app: str = APP) -> None:
+        self.peer, self.workers, self.variant, self.app = peer, workers, variant, app
         self.launched: Optional[Launched] = None
         self.nginx: Optional[Nginx] = None
         self.nginx_conf = ""
-        tag = f"{peer.mode}-{peer.name}-w{workers}-{variant}"
+        tag = f"{peer.mode}-{peer.name}-w{workers}-{variant}-{app.split(':')[0]}"
         try:
             if peer.mode == "fcgi":
                 if peer.ceiling and peer.start is start_nothing:
                     block = (CONF / "ceiling.conf").read_text()
                 else:
                     sock = ctx.work / f"{tag}.sock"
-                    self.launched = peer.start(ctx, workers, sock)
+                    self.launched = peer.start(ctx, workers, sock, app)
                     keep = variant == "keepconn"
                     block = fill((CONF / "fastcgi.conf").read_text(), upstream=f"unix:{sock}",
                                  keepalive="keepalive 32;" if keep else "",
@@ -333,7 +350,7 @@ class Running:
                 self.port = self.nginx.port
             else:
                 upstream = free_port()
-                self.launched = peer.start(ctx, workers, upstream)
+                self.launched = peer.start(ctx, workers, upstream, app)
                 if variant == "proxy":
                     self.nginx = Nginx(ctx, fill((CONF / "proxy.conf").read_text(), upstream_port=upstream), tag)
                     self.nginx_conf = self.nginx.conf_text
