@@ -639,10 +639,15 @@ class Worker:
         return True
 
     def _over_share(self) -> bool:
-        """Holding more than the least-loaded ready sibling by more than the slack:
-        ``SHARE_SLACK`` connections plus ``1/SHARE_RATIO`` of the sibling's."""
+        """Holding more connections than threads, and more than the least-loaded
+        ready sibling by more than the slack: ``SHARE_SLACK`` connections plus
+        ``1/SHARE_RATIO`` of the sibling's."""
         mine = self._open
-        if mine <= SHARE_SLACK:
+        if mine <= self.threads:
+            # No more connections than threads: nothing waits behind another
+            # here, and behind nginx's default (a connection per request)
+            # this is every accept -- no scoreboard read, no deferral (they
+            # cost 10 % of the requests/s there).
             return False
         found = self.share.fewest_open_elsewhere()
         if found is None:
