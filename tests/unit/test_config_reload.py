@@ -7,6 +7,7 @@ master's settings and log say what happened.
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -179,3 +180,34 @@ def test_a_config_file_other_users_can_write_is_warned_about_at_every_hup(master
     m.path.chmod(0o644)
     reread(m, "workers = 4\n")
     assert "other users" not in caplog.text
+
+
+def _eventfds_open() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += "eventfd" in os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return count
+
+
+def test_a_scoreboard_replaced_at_hup_closes_its_nudge_descriptors_once_its_last_worker_is_gone(master):
+    """Each HUP that changes --threads made a board with one eventfd per slot and
+    never closed the old one's: the master and every later worker carried 16
+    more descriptors per such HUP (112 eventfds after 6 HUPs, seen live)."""
+    from bridge.server.master import WorkerProc
+    m = master("workers = 2\nthreads = 2\n")
+    before = _eventfds_open()
+    old = m.board
+    slot = old.claim(0, m.generation)
+    w = WorkerProc(4242, slot, m.generation, old)
+    m.workers[w.pid] = w
+    reread(m, "workers = 2\nthreads = 3\n")     # a new board; the old worker keeps its own
+    if m.board is old:
+        m._new_board()
+    assert m.board is not old
+    m.workers.pop(w.pid)
+    m._release(w)
+    m.board.close()
+    assert _eventfds_open() == before - old.slots     # neither board's are left
