@@ -518,11 +518,20 @@ class Master:
         """A scoreboard for a new thread count: the old workers keep theirs until they are gone."""
         board = Scoreboard(self._slots_needed(), self.threads)
         board.carry_over(self.board)
-        self.board = board
+        previous, self.board = self.board, board
+        self._close_board_if_unused(previous)
 
     def _release(self, w: WorkerProc) -> None:
         """Free a gone worker's slot; its counts go to the pool's totals (the current board's)."""
         w.board.release(w.slot, into=self.board)
+        self._close_board_if_unused(w.board)
+
+    def _close_board_if_unused(self, board: Scoreboard) -> None:
+        """An old board's nudge descriptors (one per slot) are closed with its
+        last worker: kept, every later HUP that changes --threads added as many
+        to the master and to every worker forked after it."""
+        if board is not self.board and not any(w.board is board for w in self.workers.values()):
+            board.close()
 
     def _reprepare(self) -> None:
         """HUP: reopen the workers' files (a renewed certificate), or keep the old ones."""
