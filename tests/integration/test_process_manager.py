@@ -486,3 +486,22 @@ def test_connections_opened_at_once_are_shared_out_evenly_between_workers(master
         # status page's own connection is the one left open).
         wait_for(lambda: sum(p["open_connections"] for p in master.status()["processes"]) == 1,
                  10, "the closed connections gone from the workers' counts")
+
+
+def test_the_status_page_counts_a_lone_workers_open_connections(masters):
+    """open_connections was published only where the share rule runs (two
+    workers or more): with --workers 1 the page said 0 with 5 connections open."""
+    import http.client
+    master = masters("--threads", "2", workers=1)
+    kept = []
+    try:
+        for _ in range(5):
+            conn = http.client.HTTPConnection("127.0.0.1", master.port, timeout=10)
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            kept.append(conn)
+        # the five kept, and the status page's own
+        assert [p["open_connections"] for p in master.status()["processes"]] == [6]
+    finally:
+        for conn in kept:
+            conn.close()
