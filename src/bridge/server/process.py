@@ -239,7 +239,7 @@ def make_worker(listeners: list, factory: Callable, config, *, state=None, max_r
                   max_requests=getattr(config, "max_requests", 0) if max_requests is None else max_requests,
                   idle_timeout=getattr(config, "idle_timeout", 60.0),
                   io_timeout=getattr(config, "io_timeout", 30.0),
-                  state=state, on_tick=on_tick, share=share if siblings else None)
+                  state=state, on_tick=on_tick, share=share if siblings else None, slot=share)
 
 
 def run_worker(listeners: list, app: Callable, factory_builder: Callable, config, *,

@@ -160,7 +160,7 @@ class Worker:
                  on_tick: Optional[Callable[[], None]] = None,
                  accept_limit: Optional[int] = None,
                  max_connections: Optional[int] = None,
-                 share: Any = None) -> None:
+                 share: Any = None, slot: Any = None) -> None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.listeners = list(listeners)
@@ -174,6 +174,9 @@ class Worker:
         #: its siblings' (``publish_open(n)``, ``fewest_open_elsewhere()``;
         #: the scoreboard slot); None: no balancing.
         self.share = share
+        #: Where the open-connection count is published (the status page's
+        #: open_connections): the scoreboard slot, with or without siblings.
+        self.slot = slot if slot is not None else share
         self._deferred = False        # the last listener event was left to the siblings
         self._nudge_fd = -1           # readable: a sibling left connections in the queue for us
         self._fewest_sibling = -1     # slot of the least-loaded sibling at the last share check
@@ -757,8 +760,8 @@ class Worker:
         with self._lock:
             self._in_hand += 1
             self._open += 1
-            if self.share is not None:
-                self.share.publish_open(self._open)
+            if self.slot is not None:
+                self.slot.publish_open(self._open)
             limit = self.accept_limit
             if not self.accepter.paused and (self._open >= self.max_connections
                                              or (limit is not None and self._running() >= limit)):
@@ -848,8 +851,8 @@ class Worker:
             return
         conn.closed = True
         self._open -= 1
-        if self.share is not None:
-            self.share.publish_open(self._open)
+        if self.slot is not None:
+            self.slot.publish_open(self._open)
         if conn.pending:
             conn.pending = False
             self._pending -= 1
