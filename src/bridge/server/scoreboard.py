@@ -25,6 +25,7 @@ import mmap
 import os
 import struct
 import time
+import weakref
 from bisect import bisect_left
 
 TYPE_CHECKING = False
@@ -75,6 +76,14 @@ _monotonic = time.monotonic
 _bisect = bisect_left
 
 
+def _close_all(fds: list) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _eventfds(count: int) -> list:
     try:
         return [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(count)]
@@ -91,7 +100,10 @@ class Scoreboard:
         #: One eventfd per slot, made before the fork so every worker has them
         #: all: a worker leaving new connections to a sibling wakes it with one
         #: (see :meth:`Slot.nudge`).  Empty where there is no eventfd.
-        self.nudges: list = _eventfds(slots)
+        self.nudges: list = _eventfds(slots) if slots > 1 else []
+        # A board dropped without close() (tests, a serve() that returns)
+        # still gives its descriptors back.
+        self._finalizer = weakref.finalize(self, _close_all, list(self.nudges))
         self.view = memoryview(self.mem)
         self._pool_was_full = False     # the master's, for note_pool_full()
         self.write_header(master_pid=0, started=time.time(), generation=0, target=0, reloads=0,
@@ -249,11 +261,7 @@ class Scoreboard:
 
     def close(self) -> None:
         """Close the nudge descriptors (the board is no longer any worker's)."""
-        for fd in self.nudges:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._finalizer()
         self.nudges = []
 
     def workers(self) -> list:

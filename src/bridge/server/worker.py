@@ -322,7 +322,7 @@ class Worker:
         """Re-arm paused listeners once there is room again (caller holds ``_lock``)."""
         accepter = self.accepter
         if accepter.paused and self._stop is None \
-                and (self.accept_limit is None or self._in_hand < self.accept_limit) \
+                and (self.accept_limit is None or self._running() < self.accept_limit) \
                 and self._open < self.max_connections \
                 and _monotonic() >= accepter.resume_at:
             self._arm_listeners()
