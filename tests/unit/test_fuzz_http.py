@@ -18,7 +18,7 @@ import itertools
 import re
 from pathlib import Path
 
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from support.http_grammar import streams
 from support.http_parsers import CLEAN, ERROR, PARTIAL, run_bridge, run_h11, run_llhttp
@@ -89,11 +89,55 @@ LLHTTP_METHODS = {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PAT
 #: Leniencies that can be undone in the bytes: (category, repair).  When the
 #: reference takes the request once the repairs are made, bridge's leniency
 #: is what made the difference.
-CHUNK_EXT_BWS = re.compile(rb"(?m)(?<=\n)([0-9A-Fa-f]+)([ \t;=][^\r\n]*)(?=\r\n)")
+CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)([^\r\n]*)\r\n")
+HEAD_END = re.compile(rb"\n\r?\n")
+LINE_END = re.compile(rb"\r?\n")
+CHUNKED = re.compile(rb"(?im)^transfer-encoding:[^\n]*chunked")
+LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,18})[ \t]*\r?$")
 
 
-def _tight_chunk_line(m: re.Match) -> bytes:
-    return m[1] + re.sub(rb"[ \t]*([;=])[ \t]*", rb"\1", m[2]).rstrip(b" \t")
+def _tight_chunk_ext(ext: bytes) -> bytes:
+    return re.sub(rb"[ \t]*([;=])[ \t]*", rb"\1", ext).rstrip(b" \t")
+
+
+def _tight_chunk_lines(data: bytes) -> bytes:
+    """Whitespace around ``;``/``=`` in chunk-size lines removed, and only there.
+
+    The stream is walked by its framing (head, then Content-Length or chunks)
+    so that chunk *data* that happens to look like a chunk line (``A ``) is
+    never rewritten: a repair that changes a body makes the reference's
+    answer differ for another reason and hides the leniency."""
+    out, pos = bytearray(), 0
+    while pos < len(data):
+        end = HEAD_END.search(data, pos)
+        if end is None:
+            break
+        head = data[pos:end.end()]
+        out += head
+        pos = end.end()
+        if CHUNKED.search(head):
+            while True:
+                line = CHUNK_LINE.match(data, pos)
+                if line is None:
+                    return bytes(out + data[pos:])
+                size = int(line[1], 16)
+                out += line[1] + _tight_chunk_ext(line[2]) + b"\r\n"
+                pos = line.end()
+                if size == 0:
+                    break
+                out += data[pos:pos + size + 2]
+                pos += size + 2
+            # The trailer section: an empty line at once, or field lines up to one.
+            blank = LINE_END.match(data, pos) or HEAD_END.search(data, pos)
+            if blank is None:
+                break
+            out += data[pos:blank.end()]
+            pos = blank.end()
+        elif (length := LENGTH.search(head)) is not None:
+            size = int(length[1])
+            out += data[pos:pos + size]
+            pos += size
+    return bytes(out + data[pos:])
 
 
 def message_ends(data: bytes) -> list:
@@ -129,7 +173,7 @@ def _head_lf_repair(data: bytes, index: int) -> bytes:
 
 REPAIRS = [
     ("bare-lf", lambda data: BARE_LF.sub(b"\r\n", data)),
-    ("chunk-ext-whitespace", lambda data: CHUNK_EXT_BWS.sub(_tight_chunk_line, data)),
+    ("chunk-ext-whitespace", _tight_chunk_lines),
     ("te-trailing-tab", lambda data: TE_TAB.sub(b"chunked", data)),
 ]
 
@@ -245,6 +289,10 @@ DOCUMENTED = documented_categories()
 
 
 @given(streams())
+# Found by CI (Python 3.12): chunk data "A " looked like a chunk-size line to
+# a pattern-based repair, which then changed the body.
+@example(b"\r\nGET /? HTTP/1.1\nHost:example.com\nConnection:\nTransfer-Encoding:chunked\n\n"
+         b"1\r\n\x00\r\n2\r\nA \r\n0; 0\r\n\r\n")
 def test_bridge_agrees_with_h11_and_llhttp_or_the_difference_is_documented(data):
     for name, category, bridge, ref in disagreements(data):
         assert category in DOCUMENTED, (
