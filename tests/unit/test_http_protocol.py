@@ -160,6 +160,22 @@ def test_pipelined_requests_wait_until_the_response_is_done():
     assert conn.next_event().path == "/2"
 
 
+def test_a_request_asking_to_upgrade_is_answered_as_http_1_1_and_the_next_one_is_read():
+    # RFC 9110 §7.8: a server MAY ignore Upgrade.  bridge has no protocol to
+    # switch to (a WSGI app cannot take the socket), so it never sends 101
+    # and the bytes after the head are the next request, not another protocol.
+    conn = Connection()
+    conn.receive_data(b"GET /1 HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                      b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
+    first = conn.next_event()
+    assert first.path == "/1" and ("upgrade", "websocket") in first.headers
+    assert type(conn.next_event()) is EndOfMessage
+    conn.response_head("200 OK", b"Content-Length: 0\r\n", 0, True)
+    conn.end_response()
+    conn.start_next_cycle()
+    assert conn.next_event().path == "/2"
+
+
 def test_eof_between_requests_is_a_clean_close_and_mid_request_is_an_error():
     conn = Connection()
     conn.receive_data(b"")
