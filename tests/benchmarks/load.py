@@ -32,12 +32,16 @@ def wrk(url: str, connections: int, duration: float) -> dict:
     line = next((l for l in result.stdout.splitlines() if l.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
-    raw = json.loads(line[len("WRKJSON "):])
+    return _figures("wrk", json.loads(line[len("WRKJSON "):]), " ".join(args), duration)
+
+
+def _figures(tool: str, raw: dict, command: str, duration: float) -> dict:
+    """The figures both load tools report, from their JSON line (the same fields)."""
     seconds = raw["duration_us"] / 1e6 or duration
     errors = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
     return {
-        "tool": "wrk",
-        "command": " ".join(args),
+        "tool": tool,
+        "command": command,
         "requests": raw["requests"],
         "rps": raw["requests"] / seconds,
         "p50_ms": raw["p50"] / 1000,
@@ -66,22 +70,10 @@ def fairload(binary, port: int, path: str, connections: int, duration: float) ->
 
 def parse_fairload(line: str, args: list) -> dict:
     raw = json.loads(line[len("FAIRJSON "):])
-    seconds = raw["duration_us"] / 1e6 or 1.0
-    errors = {k: raw[k] for k in ("connect", "read", "write", "status", "timeout") if raw[k]}
-    return {
-        "tool": "fairload",
-        "command": " ".join(str(a) for a in args),
-        "requests": raw["requests"],
-        "rps": raw["requests"] / seconds,
-        "p50_ms": raw["p50"] / 1000,
-        "p90_ms": raw["p90"] / 1000,
-        "p99_ms": raw["p99"] / 1000,
-        "max_ms": raw["max"] / 1000,
-        "mb_per_s": raw["bytes"] / seconds / 1e6,
-        "wrk_errors": errors,
-        "per_conn": {"min": raw["conn_min"], "median": raw["conn_median"], "max": raw["conn_max"],
-                     "zero": raw["zero_conns"]},
-    }
+    figures = _figures("fairload", raw, " ".join(str(a) for a in args), 1.0)
+    figures["per_conn"] = {"min": raw["conn_min"], "median": raw["conn_median"], "max": raw["conn_max"],
+                           "zero": raw["zero_conns"]}
+    return figures
 
 
 def upload(port: int, path: str, size: int, connections: int, duration: float) -> dict:
