@@ -211,3 +211,24 @@ def test_a_scoreboard_replaced_at_hup_closes_its_nudge_descriptors_once_its_last
     m._release(w)
     m.board.close()
     assert _eventfds_open() == before - old.slots     # neither board's are left
+
+
+def test_a_worker_forked_while_an_older_board_is_in_use_closes_that_boards_descriptors(master):
+    """The master closed an old board once its last worker left, but a worker
+    forked meanwhile had inherited its eventfds and kept them for life (112
+    after six threads-changing HUPs during long requests, seen in review)."""
+    from bridge.server.master import WorkerProc
+    m = master("workers = 2\nthreads = 2\n")
+    old = m.board
+    w = WorkerProc(4242, old.claim(0, m.generation), m.generation, old)
+    m.workers[w.pid] = w
+    reread(m, "workers = 2\nthreads = 3\n")
+    if m.board is old:
+        m._new_board()
+    assert m.board is not old
+    with_both = _eventfds_open()
+    m._close_older_boards()             # what a new worker does first
+    assert _eventfds_open() == with_both - old.slots
+    assert m.board.nudges, "the worker's own board keeps its descriptors"
+    m.workers.pop(w.pid)
+    m.board.close()

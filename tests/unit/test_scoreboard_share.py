@@ -46,3 +46,23 @@ def test_a_nudge_makes_that_slots_descriptor_readable_and_no_other():
         assert os.eventfd_read(board.slot(2).nudge_fd) == 2
     finally:
         board.close()
+
+
+def test_a_sibling_paused_for_long_is_not_one_to_leave_connections_to(monkeypatch):
+    # Its threads all stuck (or out of descriptors): a connection left to it
+    # waits for the deferral to end, one accept per ACCEPT_DEFER.
+    from bridge.server import scoreboard
+    board = Scoreboard(3, 4)
+    for i, count in enumerate([30, 4, 9]):
+        board.reset(i, 10 + i, 1, READY)
+        board.slot(i).publish_open(count)
+    now = [1000.0]
+    monkeypatch.setattr(scoreboard, "_monotonic", lambda: now[0])
+    board.slot(1).publish_accepting(False)
+    assert board.fewest_open(0) == (4, 1)       # paused for a moment: a burst
+    now[0] += scoreboard.PAUSED_TOO_LONG / 2
+    board.slot(1).publish_accepting(False)      # paused again: still since 1000
+    now[0] += scoreboard.PAUSED_TOO_LONG
+    assert board.fewest_open(0) == (9, 2)
+    board.slot(1).publish_accepting(True)
+    assert board.fewest_open(0) == (4, 1)

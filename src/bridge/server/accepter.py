@@ -66,6 +66,8 @@ class Accepter:
         self.resume_at = 0.0            # after EMFILE: do not accept before this
         self._resource_logged: Optional[float] = None   # when such a failure was last logged
         self._resource_failures = 0     # such failures not logged since
+        #: ``on_change(accepting)``: called (lock held) when the listeners are armed or paused
+        self.on_change: Optional[Callable[[bool], None]] = None
 
     def open(self, epoll: select.epoll, loop_epoll: select.epoll) -> None:
         """Take the listeners into the two epolls' reach (not armed yet)."""
@@ -88,6 +90,8 @@ class Accepter:
             except OSError:     # a kernel before 4.5 refuses EPOLLEXCLUSIVE (EINVAL)
                 self.epoll.register(fd, _EPOLLIN)
         self.paused = False
+        if self.on_change is not None:
+            self.on_change(True)
 
     def rearm(self, fd: int) -> None:
         """After an accept on a lone worker's one-shot listener: the next
@@ -107,6 +111,8 @@ class Accepter:
                 pass
         self.paused = True
         self.loop_listen(False)
+        if self.on_change is not None:
+            self.on_change(False)
 
     def loop_listen(self, on: bool) -> None:
         """The loop thread's own accepting, for a lone worker whose pool is full."""

@@ -598,6 +598,14 @@ class Master:
         self.workers[pid] = WorkerProc(pid, slot, self.generation, self.board)
         log.debug("started worker %d (generation %d)", pid, self.generation)
 
+    def _close_older_boards(self) -> None:
+        """In a new worker: the boards that older workers still use (after a
+        HUP that changed --threads) are not its own, nor are their nudge
+        descriptors, which it would otherwise hold for life."""
+        for board in {id(w.board): w.board for w in self.workers.values()}.values():
+            if board is not self.board:
+                board.close()
+
     def _child(self, slot: int, generation: int, max_requests: int, old_mask) -> None:
         code = 1
         try:
@@ -607,6 +615,7 @@ class Master:
             os.close(self.wake_w)
             if self.pidfile is not None:
                 self.pidfile.close()     # only the master holds the pid file's lock
+            self._close_older_boards()
             self.board.set_pid(slot, os.getpid())
             set_proc_title(f"bridge worker: {self.app_name} [{getattr(self.config, 'command', '')}]")
             try:

@@ -59,6 +59,14 @@ _SLOT = struct.Struct("<qIIddQQI")
 #: :meth:`Slot.publish_open` and :meth:`Scoreboard.fewest_open`)
 _OPEN = struct.Struct("<I")
 _OPEN_OFFSET = 52
+#: then: since when (monotonic; 0: it accepts) the worker's listeners have
+#: been paused -- its threads all taken, out of descriptors, stopping
+_PAUSED = struct.Struct("<d")
+_PAUSED_OFFSET = 56
+#: A sibling paused this long is left out of the share rule: deferring to it
+#: only delays each connection by ACCEPT_DEFER (one accept per deferral).  A
+#: pause inside a burst (a pool full for a moment) is shorter.
+PAUSED_TOO_LONG = 0.05
 _SLOT_HEAD_SIZE = 64
 #: started (monotonic, 0 = idle), started (wall), requests served by this thread, text length
 _THREAD = struct.Struct("<ddQH")
@@ -248,12 +256,16 @@ class Scoreboard:
         fewest = None
         at = -1
         mem = self.mem
+        too_long = _monotonic() - PAUSED_TOO_LONG
         for i in range(self.slots):
             if i == but:
                 continue
             off = _HEADER_SIZE + i * self.slot_size
             if _STATE.unpack_from(mem, off + 12)[0] != READY:
                 continue
+            paused = _PAUSED.unpack_from(mem, off + _PAUSED_OFFSET)[0]
+            if paused and paused < too_long:
+                continue    # not taking connections for a while: no use deferring to it
             n = _OPEN.unpack_from(mem, off + _OPEN_OFFSET)[0]
             if fewest is None or n < fewest:
                 fewest, at = n, i
@@ -296,6 +308,15 @@ class Slot:
     def publish_open(self, count: int) -> None:
         """The connections this worker holds now (written by the worker under its lock)."""
         _OPEN.pack_into(self.mem, self.off + _OPEN_OFFSET, count)
+
+    def publish_accepting(self, on: bool) -> None:
+        """The worker's listeners were armed (``on``) or paused (under the worker's lock).
+        A pause keeps the time it began until the listeners are armed again."""
+        off = self.off + _PAUSED_OFFSET
+        if on:
+            _PAUSED.pack_into(self.mem, off, 0.0)
+        elif not _PAUSED.unpack_from(self.mem, off)[0]:
+            _PAUSED.pack_into(self.mem, off, _monotonic())
 
     def fewest_open_elsewhere(self) -> Optional[tuple]:
         """``(connections, slot)`` of the ready sibling holding the fewest (None: no ready sibling)."""

@@ -119,7 +119,10 @@ POLL_BATCH = 64
 #: rounds each (with a slack of one connection they took turns a connection
 #: or two at a time, and the last first request waited 1.3 s); a quarter
 #: more connections is a quarter more wait for them, well inside the 3x
-#: between p50 and p99 the benchmark holds the server to.
+#: between p50 and p99 the benchmark holds the server to.  A sibling whose
+#: listeners have been paused for ``PAUSED_TOO_LONG`` (its threads all in
+#: slow requests) does not count: it would take none of them, and a burst
+#: would drain at one connection per deferral.
 SHARE_SLACK = 1
 SHARE_RATIO = 4
 ACCEPT_DEFER = 0.002
@@ -195,6 +198,9 @@ class Worker:
         self.pool = Pool(threads, self._lock)
         self.monitor = Monitor(self.pool)
         self.accepter = Accepter(self.listeners, lone=accept_limit is None, lock=self._lock, log=self.log)
+        if share is not None:
+            # Siblings over their share defer only to a worker that accepts.
+            self.accepter.on_change = getattr(share, "publish_accepting", None)
         self._epoll: Optional[select.epoll] = None        # connections + listeners, polled by the pool threads
         self._loop_epoll: Optional[select.epoll] = None   # the loop thread's: wake pipe (+ listeners when the pool is full)
         self._conns: dict = {}
