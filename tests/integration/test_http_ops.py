@@ -8,11 +8,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import requests
 
-from support import ROOT, Process, public_tmpdir, stop_pid, wait_for_port
+from support import ROOT, Process, bridge_env, free_port, public_tmpdir, stop_pid, wait_for_port
 from support.http_proc import BridgeHTTP
 
 APP_V1 = '''\
@@ -64,6 +65,87 @@ def test_reload_serves_edited_code_and_keeps_the_old_app_on_a_syntax_error():
         module.write_text(APP_V1.format(version="v4"))
         wait_until(lambda: body_of(url) == "v4", what="the fixed code to be served")
         assert server.stop(signal.SIGINT) == 0
+
+
+def children_of(pid: int) -> set:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_a_stop_that_comes_with_a_reload_request_stops_the_supervisor_and_every_child():
+    """INT right after HUP (or an edit): the stop wins, no child is started to be left serving.
+
+    Both signals land in the same poll interval; CI once saw the supervisor
+    start the reload's child anyway and SIGTERM it a millisecond after the
+    fork, while it still had the supervisor's handlers: the TERM was lost
+    and the child served on (the supervisor waited for it, 10 s and more).
+    """
+    d = public_tmpdir("bridge-reload-stop-")
+    (d / "reloadable_app.py").write_text(APP_V1.format(version="v1"))
+    for delay in (0.0, 0.05, 0.15, 0.3):
+        with BridgeHTTP("--reload", "--chdir", str(d), app="reloadable_app:app") as server:
+            wait_until(lambda: body_of(server.url + "/") == "v1", what="v1")
+            wait_until(lambda: "Reloading on change" in server.output(), what="the supervisor's loop")
+            children = children_of(server.pid)
+            assert len(children) == 1, children
+            server.send_signal(signal.SIGHUP)
+            time.sleep(delay)
+            server.send_signal(signal.SIGINT)
+            try:
+                code = server.process.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            leftover = children_of(server.pid) | {pid for pid in children if os.path.exists(f"/proc/{pid}")}
+            for pid in leftover:
+                os.kill(pid, signal.SIGKILL)
+            assert code == 0, f"not stopped 5 s after HUP+INT {delay}s apart:\n{server.output()}"
+            assert not leftover, f"children left running: {leftover}"
+
+
+FORK_THEN_SIGTERM = """
+import os, signal, sys
+real_fork = os.fork
+
+def fork_then_sigterm():
+    pid = real_fork()
+    if pid == 0:
+        # The supervisor's stop reaching the new child at once, before the
+        # child's first line ran.
+        os.kill(os.getpid(), signal.SIGTERM)
+    return pid
+
+os.fork = fork_then_sigterm
+from bridge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_that_reaches_a_new_child_before_its_first_line_ends_it():
+    """The supervisor's signals are blocked across fork(): a TERM sent to a child at once is not lost."""
+    d = public_tmpdir("bridge-reload-fork-")
+    (d / "reloadable_app.py").write_text(APP_V1.format(version="v1"))
+    port = free_port()
+    proc = Process([sys.executable, "-c", FORK_THEN_SIGTERM, "http", "reloadable_app:app",
+                    "--bind", f"127.0.0.1:{port}", "--reload", "--chdir", str(d)], env=bridge_env())
+    try:
+        code = proc.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        code = None
+    for pid in children_of(proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    proc.stop(signal.SIGKILL)
+    out = proc.output()
+    assert code == 128 + signal.SIGTERM, out
+    assert "Listening on" not in out
 
 
 def test_sigusr1_reopens_rotated_access_and_error_logs():

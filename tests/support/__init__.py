@@ -133,6 +133,10 @@ class Process:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Printed, so a failing test shows why (pytest shows captured output).
+                name = signal.Signals(sig).name
+                print(f"{self.args[:4]} (pid {self.pid}) did not stop within {timeout}s of {name}: "
+                      f"killed.  Its output, last lines:\n{self.output()[-3000:]}")
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()

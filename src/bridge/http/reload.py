@@ -30,6 +30,7 @@ from bridge.loader import load_from_config
 from bridge.server import serve
 from bridge.server.listeners import BindError, open_config_listeners
 from bridge.server.logs import setup_logging
+from bridge.server.process import DEFERRED_SIGNALS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.http.reload")
 
 POLL_INTERVAL = 0.5
+#: The supervisor's own signals.  They stay blocked across ``fork()``: a new
+#: child starts with the supervisor's handlers, which only set a flag in the
+#: child's copy of the supervisor, so a SIGTERM reaching it before it put the
+#: default actions back would be lost and the child would serve on.
+SUPERVISOR_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 #: How long a new child may take to import the app before it counts as failed.
 LOAD_TIMEOUT = 60.0
 
@@ -120,10 +126,14 @@ class Child:
                 pass
 
 
-def _child_main(config, factory_builder: Callable, listeners: list, wfd: int) -> int:
+def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, old_mask) -> int:
     """In the forked child: load the app, report files and readiness, serve."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+    for signum in SUPERVISOR_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    # TERM and INT now end the child (what was sent since the fork, too)
+    # until the server's handlers are in place; HUP and USR1 wait, blocked,
+    # for those handlers (USR1's default action would end it).
+    signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
     for listener in listeners:
         listener.owned = False        # the supervisor removes a unix socket file, not us
     app = load_from_config(config)   # prints the error and exits 2 when the new code is broken
@@ -181,12 +191,19 @@ class Supervisor:
         rfd, wfd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.close(rfd)
+            os.close(wfd)
+            raise
         if pid == 0:
             os.close(rfd)
             code = 1
             try:
-                code = _child_main(self.config, self.factory_builder, self.listeners, wfd)
+                code = _child_main(self.config, self.factory_builder, self.listeners, wfd, old_mask)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -195,6 +212,7 @@ class Supervisor:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code or 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         os.close(wfd)
         os.set_blocking(rfd, False)
         return Child(pid, rfd)
@@ -234,7 +252,9 @@ class Supervisor:
         while not first.ready:
             first.poll()
             if first.reap() and not first.ready:
-                return first.exited or 2
+                code = first.exited or 0
+                # Killed by a signal: the status a shell shows for one (143 for TERM).
+                return code if code > 0 else (128 - code if code else 2)
             if self.stop_requested:
                 first.signal(signal.SIGTERM)
                 self._wait_all([first])
@@ -245,7 +265,10 @@ class Supervisor:
         log.info("Reloading on change: watching %d files", len(self.mtimes))
         while not self.stop_requested:
             time.sleep(POLL_INTERVAL)
-            self.step()
+            # A stop that came during the sleep wins over a change or a HUP
+            # that came with it: no new child is started only to be stopped.
+            if not self.stop_requested:
+                self.step()
         children = [c for c in (self.current, self.pending, *self.old) if c is not None]
         for child in children:
             child.signal(signal.SIGTERM)
@@ -289,7 +312,7 @@ class Supervisor:
         path = self.changed()
         if path is not None or self.reload_requested:
             self.reload_requested = False
-            log.info("%s changed: reloading", path or "SIGHUP")
+            log.info("%s: reloading", f"{path} changed" if path else "SIGHUP")
             self.pending = self.spawn()
 
     def _wait_all(self, children: list, timeout: float = 35.0) -> None:
