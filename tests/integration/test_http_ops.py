@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from support import ROOT, Process, bridge_env, free_port, public_tmpdir, stop_pid, wait_for_port
@@ -148,10 +149,20 @@ def test_a_sigterm_that_reaches_a_new_child_before_its_first_line_ends_it():
     assert "Listening on" not in out
 
 
-def test_sigusr1_reopens_rotated_access_and_error_logs():
+@pytest.mark.parametrize("mode", [(), ("--workers", "2"), ("--reload",), ("--reload", "--workers", "2")],
+                         ids=["alone", "master", "reload", "reload-master"])
+def test_sigusr1_reopens_rotated_access_and_error_logs(mode):
+    """Whoever gets USR1 -- the one process, the master, --reload's supervisor -- the logs are reopened.
+
+    (Under --reload the child starts with HUP and USR1 blocked until its
+    handlers exist: a master that never unblocked them ignored USR1.)
+    """
     d = public_tmpdir("bridge-logs-")
     access, errors = d / "access.log", d / "error.log"
-    with BridgeHTTP("--access-log", str(access), "--error-log", str(errors)) as server:
+    with BridgeHTTP("--access-log", str(access), "--error-log", str(errors), *mode) as server:
+        if "--reload" in mode:
+            wait_until(lambda: errors.exists() and "Reloading on change" in errors.read_text(),
+                       what="the supervisor's loop")
         assert requests.get(server.url + "/version?first", timeout=10).status_code == 200
         wait_until(lambda: access.exists() and "?first" in access.read_text(), what="the first access line")
         access.rename(d / "access.log.1")

@@ -301,6 +301,9 @@ class Master:
         # A signal must not interrupt a system call with EINTR in odd places.
         for name in names:
             signal.siginterrupt(getattr(signal, name), False)
+        # Started by ``--reload``'s supervisor, HUP and USR1 come blocked (they
+        # wait for handlers); from here on these are the handlers.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [getattr(signal, name) for name in names])
 
     def _on_signal(self, signum, frame) -> None:
         """Only record and wake the loop: no logging, no locks (gunicorn's rule)."""
