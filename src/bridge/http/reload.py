@@ -12,8 +12,11 @@ child exits, and the old app keeps serving until the next change.
 The sockets stay open in the supervisor the whole time, so a browser never
 sees "connection refused" during a reload.
 
-Signals to the supervisor: INT/TERM stop everything, HUP reloads now, USR1
-is passed on (reopen logs).  Handlers only set flags; the loop acts.
+Signals to the supervisor: INT/TERM stop everything gracefully (a second
+INT, or QUIT: at once), HUP reloads now, USR1 reopens its log and is passed
+on, as are TTIN and TTOU (a master's number of workers).  Handlers only set flags; the loop acts.  A child whose supervisor is
+gone (SIGKILL) stops by itself: it would otherwise serve on, holding the
+port, with nobody to stop it.
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ import traceback
 from bridge.loader import load_from_config
 from bridge.server import serve
 from bridge.server.listeners import BindError, open_config_listeners
-from bridge.server.logs import setup_logging
-from bridge.server.process import DEFERRED_SIGNALS
+from bridge.server.logs import reopen_logs, setup_logging
+from bridge.server.process import defer_signals, take_deferred
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +46,10 @@ POLL_INTERVAL = 0.5
 #: child starts with the supervisor's handlers, which only set a flag in the
 #: child's copy of the supervisor, so a SIGTERM reaching it before it put the
 #: default actions back would be lost and the child would serve on.
-SUPERVISOR_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+SUPERVISOR_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+                      signal.SIGTTIN, signal.SIGTTOU)
+#: Passed on to the serving child (and to the one about to take over).
+PASSED_ON = (signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
 #: How long a new child may take to import the app before it counts as failed.
 LOAD_TIMEOUT = 60.0
 
@@ -130,14 +136,16 @@ def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, ol
     """In the forked child: load the app, report files and readiness, serve."""
     for signum in SUPERVISOR_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
-    # TERM and INT now end the child (what was sent since the fork, too)
-    # until the server's handlers are in place; HUP and USR1 wait, blocked,
-    # for those handlers (USR1's default action would end it).
-    signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
+    # TERM, INT and QUIT now end the child (what was sent since the fork,
+    # too) until the server's handlers are in place; HUP and USR1 are
+    # recorded for those handlers (USR1's default action would end it).
+    take_deferred()
+    defer_signals()
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     for listener in listeners:
         listener.owned = False        # the supervisor removes a unix socket file, not us
     app = load_from_config(config)   # prints the error and exits 2 when the new code is broken
-    report = _Reporter(wfd)
+    report = _Reporter(wfd, os.getppid())
     report.send_files()
     os.write(wfd, b"READY\n")
     report.start()
@@ -145,11 +153,13 @@ def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, ol
 
 
 class _Reporter(threading.Thread):
-    """Tells the supervisor about modules the app imports later (lazily)."""
+    """Tells the supervisor about modules the app imports later (lazily),
+    and stops the child (gracefully) once the supervisor is gone."""
 
-    def __init__(self, wfd: int) -> None:
+    def __init__(self, wfd: int, supervisor: int) -> None:
         super().__init__(daemon=True, name="bridge-reload-report")
         self.wfd = wfd
+        self.supervisor = supervisor
         self.sent: set = set()
         self.modules = 0
 
@@ -169,6 +179,10 @@ class _Reporter(threading.Thread):
     def run(self) -> None:
         while True:
             time.sleep(1.0)
+            if os.getppid() != self.supervisor:
+                log.warning("the --reload supervisor (pid %d) is gone: stopping", self.supervisor)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             if len(sys.modules) != self.modules:
                 self.send_files()
 
@@ -184,8 +198,9 @@ class Supervisor:
         self.old: list = []
         self.mtimes: dict = {}
         self.stop_requested = False
+        self.stop_now = False
         self.reload_requested = False
-        self.usr1 = False
+        self.pass_on: list = []     # signals to hand to the children, in order
 
     def spawn(self) -> Child:
         rfd, wfd = os.pipe()
@@ -235,16 +250,20 @@ class Supervisor:
         return found
 
     def _on_signal(self, signum, frame) -> None:
-        if signum in (signal.SIGINT, signal.SIGTERM):
+        if signum == signal.SIGQUIT or (signum == signal.SIGINT and self.stop_requested):
+            self.stop_requested = self.stop_now = True
+        elif signum in (signal.SIGINT, signal.SIGTERM):
             self.stop_requested = True
         elif signum == signal.SIGHUP:
             self.reload_requested = True
-        elif signum == signal.SIGUSR1:
-            self.usr1 = True
+        elif signum in PASSED_ON:
+            self.pass_on.append(signum)
 
     def run(self) -> int:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        for signum in SUPERVISOR_SIGNALS:
             signal.signal(signum, self._on_signal)
+        # Started with them blocked, it would never see them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
         for path in self.extra:
             self.mtimes[path] = _mtime(path)
         first = self.spawn()
@@ -276,10 +295,14 @@ class Supervisor:
         return 0
 
     def step(self) -> None:
-        if self.usr1:
-            self.usr1 = False
-            if self.current is not None:
-                self.current.signal(signal.SIGUSR1)
+        while self.pass_on:
+            signum = self.pass_on.pop(0)
+            if signum == signal.SIGUSR1:
+                reopen_logs()
+            # The pending child too: it may be the one serving by the next step.
+            for child in (self.current, self.pending):
+                if child is not None:
+                    child.signal(signum)
         self.old = [c for c in self.old if not c.reap()]
         current = self.current
         if current is not None:
@@ -316,10 +339,16 @@ class Supervisor:
             self.pending = self.spawn()
 
     def _wait_all(self, children: list, timeout: float = 35.0) -> None:
+        """Wait for the children to end; a second INT (or QUIT) meanwhile ends them at once."""
         deadline = time.monotonic() + timeout
+        quit_sent = False
         while time.monotonic() < deadline:
             if all(c.reap() for c in children):
                 return
+            if self.stop_now and not quit_sent:
+                quit_sent = True
+                for child in children:
+                    child.signal(signal.SIGQUIT)
             time.sleep(0.05)
         for child in children:
             child.signal(signal.SIGKILL)
@@ -328,7 +357,6 @@ class Supervisor:
 
 def run_with_reloader(config, factory_builder: Callable) -> int:
     """``bridge http --reload``: the supervisor around :func:`bridge.server.serve`."""
-    setup_logging(config)
     try:
         setup_logging(config)
         listeners = open_config_listeners(config)

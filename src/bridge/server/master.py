@@ -61,7 +61,8 @@ from bridge.server.listeners import (BindError, describe_listeners, log_socket_a
 from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import Identity, effective, resolve, switch_to
-from bridge.server.process import DEFERRED_SIGNALS, become_session_leader, kill_session, run_worker
+from bridge.server.process import (become_session_leader, defer_signals, kill_session, run_worker,
+                                   take_deferred)
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -126,16 +127,19 @@ def set_proc_title(title: str) -> None:
 
 
 def _worker_signals(old_mask) -> None:
-    """A new worker leaves the master's signal handling for its own (set up by the Worker)."""
+    """A new worker leaves the master's signal handling for its own (set up by the Worker).
+
+    HUP, USR1, TTIN and TTOU are recorded while the app is imported (the
+    master may forward a USR1 at any time, and its default action ends the
+    process); the worker's handlers replay them (WorkerSignals).  Then the
+    mask the master had before the fork: nothing stays blocked for the
+    processes the app starts.
+    """
     for name in SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_DFL)
-    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
-    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # USR1 stays blocked while the app is imported: the master may forward
-    # one at any time, and its default action ends the process.  The
-    # worker's handlers unblock it (WorkerSignals).
-    signal.pthread_sigmask(signal.SIG_SETMASK, set(old_mask) | set(DEFERRED_SIGNALS))
+    take_deferred()                 # the master's memory, not this worker's
+    defer_signals()
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 class Master:
@@ -301,9 +305,13 @@ class Master:
         # A signal must not interrupt a system call with EINTR in odd places.
         for name in names:
             signal.siginterrupt(getattr(signal, name), False)
-        # Started by ``--reload``'s supervisor, HUP and USR1 come blocked (they
-        # wait for handlers); from here on these are the handlers.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [getattr(signal, name) for name in names])
+        # A master started with these blocked would never see them.
+        installed = [getattr(signal, name) for name in names]
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
+        # Started by --reload's supervisor, which recorded HUP and USR1
+        # while the app was imported (defer_signals): handled now.
+        for signum in take_deferred():
+            self._on_signal(signum, None)
 
     def _on_signal(self, signum, frame) -> None:
         """Only record and wake the loop: no logging, no locks (gunicorn's rule)."""

@@ -29,21 +29,39 @@ log = logging.getLogger("bridge.server")
 
 
 #: Signals whose default action would end (or stop) a process that is still
-#: importing the app: blocked by :func:`defer_signals` before anything slow
-#: runs, delivered to :class:`WorkerSignals`' handlers once they are in place.
+#: importing the app: recorded by :func:`defer_signals` before anything slow
+#: runs, replayed to the server's handlers once they are in place.
 DEFERRED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
+
+_deferred: list = []
+
+
+def _record(signum: int, frame) -> None:
+    if signum not in _deferred:
+        _deferred.append(signum)
 
 
 def defer_signals() -> None:
-    """Hold HUP/USR1/TTIN/TTOU pending until the worker's handlers exist (issue 21, item 6).
+    """Record HUP/USR1/TTIN/TTOU until the server's handlers exist (issue 21, item 6).
 
-    Blocking rather than a handler that records: nothing to replay, and the
-    kernel keeps one of each pending, which is all a reopen or a warning
-    needs.  Threads the app starts during its import inherit the mask, so
-    none of them takes the signal with the default action either.
+    A handler that records, not a blocked mask: a blocked mask is inherited
+    by every thread and process the app starts while it is imported, and
+    survives ``exec``, so a helper it launched would never see a HUP or a
+    USR1.  A Python handler is process-wide (no thread takes the default
+    action) and goes back to the default in an exec'd program.  Once a
+    worker's or master's handlers are installed they replay what came
+    (:func:`take_deferred`): one of each, all a reopen or a warning needs.
     """
     if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+        for signum in DEFERRED_SIGNALS:
+            signal.signal(signum, _record)
+
+
+def take_deferred() -> list:
+    """The signals recorded since :func:`defer_signals`, oldest first; forgets them."""
+    taken = list(_deferred)
+    del _deferred[:]
+    return taken
 
 
 class WorkerSignals:
@@ -70,8 +88,11 @@ class WorkerSignals:
             self.saved[signum] = signal.signal(signum, self._handle)
         if self.prefork:
             self.saved.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
-        # What came during the import (defer_signals) is delivered now, to these handlers.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
+        # A process started with these blocked would never see them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [getattr(signal, name) for name in handled])
+        # What came during the import (defer_signals) is handled now.
+        for signum in take_deferred():
+            self._handle(signum, None)
         return self
 
     def _handle(self, signum, frame) -> None:

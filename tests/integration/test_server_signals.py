@@ -1,0 +1,252 @@
+"""Signals against every process layout: alone, master + workers, and --reload's supervisor.
+
+What an operator (or a terminal) sends must do what docs/operations.md
+says whichever process gets it, and nothing bridge does with signals while
+it starts may leak into the processes the app starts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from support import Process, bridge_env, free_port, public_tmpdir, wait_for_port
+from support.http_proc import APP, BridgeHTTP
+from support.procs import new_marker, processes_with
+
+#: HUP, USR1, TTIN and TTOU as bits of /proc/PID/status's signal masks.
+HELD_SIGNALS = sum(1 << (signum - 1) for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU))
+
+LAYOUTS = {
+    "alone": (),
+    "master": ("--workers", "2"),
+    "preload": ("--workers", "2", "--preload"),
+    "reload": ("--reload",),
+    "reload-master": ("--reload", "--workers", "2"),
+}
+
+HELPER_APP = '''\
+import os
+import subprocess
+import threading
+
+OUT = os.environ["HELPER_OUT"]
+
+
+def start_helper(tag):
+    helper = subprocess.Popen(["sleep", "120"])
+    with open(os.path.join(OUT, f"{tag}-{os.getpid()}-{helper.pid}"), "w") as f:
+        f.write(str(helper.pid))
+
+
+start_helper("import")
+starter = threading.Thread(target=start_helper, args=("thread",))
+starter.start()
+starter.join()
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def status_masks(pid: int) -> dict:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("SigBlk", "SigIgn"):
+                fields[name] = int(value.strip(), 16)
+    return fields
+
+
+def holding_signals(pids) -> dict:
+    """Those of ``pids`` with HUP/USR1/TTIN/TTOU blocked (a process gone meanwhile is not)."""
+    found = {}
+    for pid in pids:
+        try:
+            blocked = status_masks(pid)["SigBlk"]
+        except OSError:
+            continue
+        if blocked & HELD_SIGNALS:
+            found[pid] = hex(blocked)
+    return found
+
+
+def children_of(pid: int) -> set:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def kill_all(marker: str) -> None:
+    for pid in processes_with(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
+def test_processes_the_app_starts_while_imported_get_no_blocked_or_ignored_signals(layout):
+    """A helper the app launches at import (or from a thread it starts then) sees HUP and USR1.
+
+    While the app is imported bridge holds HUP/USR1/TTIN/TTOU back for its
+    own handlers.  Holding them with a blocked mask (or SIG_IGN) leaked into
+    every such helper -- both survive exec -- so a helper reloaded with
+    HUP never heard it.
+    """
+    d = public_tmpdir("bridge-masks-")
+    (d / "helper_app.py").write_text(HELPER_APP)
+    out = d / "helpers"
+    out.mkdir()
+    marker = new_marker()
+    try:
+        with BridgeHTTP("--chdir", str(d), *LAYOUTS[layout], app="helper_app:app",
+                        env={"HELPER_OUT": str(out), "BRIDGE_TEST_MARK": marker}) as server:
+            assert requests.get(server.url + "/", timeout=10).text == "ok"
+            # Each worker imports the app, unless the master (--preload) or
+            # the supervisor's child (--reload) did it before forking them.
+            imports = 2 if layout == "master" else 1
+            wait_until(lambda: len(list(out.iterdir())) >= 2 * imports, what="the helpers")
+            for record in sorted(out.iterdir()):
+                masks = status_masks(int(record.read_text()))
+                assert masks["SigBlk"] & HELD_SIGNALS == 0, (record.name, hex(masks["SigBlk"]))
+                assert masks["SigIgn"] & HELD_SIGNALS == 0, (record.name, hex(masks["SigIgn"]))
+            # And bridge's own processes handle them (nothing left blocked either).
+            wait_until(lambda: not holding_signals([server.pid, *children_of(server.pid)]),
+                       what="bridge's processes to have nothing blocked")
+    finally:
+        kill_all(marker)
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGQUIT",)], ids=["second-int", "quit"])
+@pytest.mark.parametrize("layout", ["reload", "reload-master"])
+def test_the_reload_supervisor_stops_at_once_on_a_second_int_or_on_quit(layout, signals):
+    """As the master does: INT waits for requests in flight; a second INT, or QUIT, does not."""
+    marker = new_marker()
+    try:
+        with BridgeHTTP(*LAYOUTS[layout], env={"BRIDGE_TEST_MARK": marker}) as server:
+            wait_until(lambda: "Reloading on change" in server.output(), what="the supervisor's loop")
+            results: list = []
+
+            def slow_request():
+                try:
+                    results.append(requests.get(server.url + "/stream?n=2&delay=60", timeout=90).status_code)
+                except requests.RequestException as exc:
+                    results.append(type(exc).__name__)
+            client = threading.Thread(target=slow_request, daemon=True)
+            client.start()
+            time.sleep(0.5)      # the request is in flight
+            if len(signals) == 2:
+                server.send_signal(signal.SIGINT)
+                time.sleep(1.0)
+                assert server.process.proc.poll() is None, "the first INT must wait for the request in flight"
+            started = time.monotonic()
+            server.send_signal(getattr(signal, signals[-1]))
+            wait_until(lambda: server.process.proc.poll() is not None, timeout=5,
+                       what=f"the supervisor to stop on {'+'.join(signals)}:\n{server.output()}")
+            assert time.monotonic() - started < 5
+            wait_until(lambda: not processes_with(marker), timeout=5, what="every child to end")
+    finally:
+        kill_all(marker)
+
+
+@pytest.mark.parametrize("layout", ["reload", "reload-master"])
+def test_children_stop_when_the_reload_supervisor_is_killed(layout):
+    """SIGKILL on the supervisor: its children stop too, instead of serving on with nobody to stop them."""
+    marker = new_marker()
+    try:
+        with BridgeHTTP(*LAYOUTS[layout], env={"BRIDGE_TEST_MARK": marker}) as server:
+            wait_until(lambda: "Reloading on change" in server.output(), what="the supervisor's loop")
+            assert len(processes_with(marker)) >= 2
+            server.send_signal(signal.SIGKILL)
+            wait_until(lambda: not processes_with(marker), timeout=15,
+                       what=f"the children to stop:\n{server.output()}")
+            assert "supervisor (pid %d) is gone" % server.pid in server.output()
+    finally:
+        kill_all(marker)
+
+
+def test_usr1_during_a_reload_reaches_the_new_child_and_reopens_the_supervisors_log():
+    """logrotate's USR1 while a reload is under way: every process writes to the new files after it."""
+    d = public_tmpdir("bridge-reload-logs-")
+    access, errors = d / "access.log", d / "error.log"
+    with BridgeHTTP("--reload", "--access-log", str(access), "--error-log", str(errors)) as server:
+        wait_until(lambda: errors.exists() and "Reloading on change" in errors.read_text(),
+                   what="the supervisor's loop")
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: errors.read_text().count("Listening on") == 2, what="the new child")
+        access.rename(d / "access.log.1")
+        errors.rename(d / "error.log.1")
+        server.send_signal(signal.SIGUSR1)      # the old child may still be the current one
+        wait_until(lambda: len(children_of(server.pid)) == 1, what="the old child to stop")
+        assert requests.get(server.url + "/version?after", timeout=10).status_code == 200
+        wait_until(lambda: access.exists() and "?after" in access.read_text(),
+                   what="the new child's access line in the new file")
+        server.send_signal(signal.SIGHUP)
+        wait_until(lambda: errors.exists() and "SIGHUP: reloading" in errors.read_text(),
+                   what="the supervisor's line in the new file")
+    assert "?after" not in (d / "access.log.1").read_text()
+
+
+BLOCKED_LAUNCH = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU])
+os.execv(sys.executable, [sys.executable, "-m", "bridge", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("layout", ["alone", "master", "reload", "reload-master"])
+def test_a_server_started_with_signals_blocked_unblocks_the_ones_it_handles(layout):
+    """A launcher (a shell, a supervisor) may leave HUP/USR1 blocked: bridge would never see them."""
+    port = free_port()
+    marker = new_marker()
+    proc = Process([sys.executable, "-c", BLOCKED_LAUNCH, "http", APP, "--bind", f"127.0.0.1:{port}",
+                    *LAYOUTS[layout]], env=bridge_env(BRIDGE_TEST_MARK=marker))
+    try:
+        wait_for_port(port, proc=proc.proc)
+        expected = {"alone": 1, "master": 3, "reload": 2, "reload-master": 4}[layout]
+        wait_until(lambda: len(processes_with(marker)) == expected, what="the processes")
+        if "--reload" in LAYOUTS[layout]:
+            wait_until(lambda: "Reloading on change" in proc.output(), what="the supervisor's loop")
+        # (A worker being forked has them blocked for an instant: the fork's window.)
+        wait_until(lambda: not holding_signals(processes_with(marker)),
+                   what="no process with HUP/USR1/TTIN/TTOU blocked")
+        if layout == "reload-master":
+            # TTIN to the supervisor is passed on: the master starts one more worker.
+            before = len(processes_with(marker))
+            proc.proc.send_signal(signal.SIGTTIN)
+            wait_until(lambda: len(processes_with(marker)) == before + 1, what="a third worker")
+        if "--reload" in LAYOUTS[layout]:
+            proc.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: "SIGHUP: reloading" in proc.output(), what="the reload on HUP")
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        proc.stop(signal.SIGKILL)
+        kill_all(marker)
