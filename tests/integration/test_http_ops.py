@@ -16,6 +16,8 @@ import requests
 
 from support import ROOT, Process, bridge_env, free_port, public_tmpdir, stop_pid, wait_for_port
 from support.http_proc import BridgeHTTP
+from support.prefork import wait_for as wait_until
+from support.procs import children_of
 
 APP_V1 = '''\
 VERSION = "{version}"
@@ -26,17 +28,6 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 '''
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def body_of(url: str) -> str | None:
@@ -66,20 +57,6 @@ def test_reload_serves_edited_code_and_keeps_the_old_app_on_a_syntax_error():
         module.write_text(APP_V1.format(version="v4"))
         wait_until(lambda: body_of(url) == "v4", what="the fixed code to be served")
         assert server.stop(signal.SIGINT) == 0
-
-
-def children_of(pid: int) -> set:
-    """The live child processes of ``pid`` (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.add(int(entry))
-    return found
 
 
 def test_a_stop_that_comes_with_a_reload_request_stops_the_supervisor_and_every_child():

@@ -6,7 +6,6 @@ it starts may leak into the processes the app starts.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -17,7 +16,8 @@ import requests
 
 from support import Process, bridge_env, free_port, public_tmpdir, wait_for_port
 from support.http_proc import APP, BridgeHTTP
-from support.procs import new_marker, processes_with
+from support.prefork import wait_for as wait_until
+from support.procs import children_of, kill_marked, new_marker, processes_with
 
 #: HUP, USR1, TTIN and TTOU as bits of /proc/PID/status's signal masks.
 HELD_SIGNALS = sum(1 << (signum - 1) for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU))
@@ -56,17 +56,6 @@ def app(environ, start_response):
 '''
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def status_masks(pid: int) -> dict:
     fields = {}
     with open(f"/proc/{pid}/status") as f:
@@ -88,28 +77,6 @@ def holding_signals(pids) -> dict:
         if blocked & HELD_SIGNALS:
             found[pid] = hex(blocked)
     return found
-
-
-def children_of(pid: int) -> set:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
-def kill_all(marker: str) -> None:
-    for pid in processes_with(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
@@ -142,7 +109,7 @@ def test_processes_the_app_starts_while_imported_get_no_blocked_or_ignored_signa
             wait_until(lambda: not holding_signals([server.pid, *children_of(server.pid)]),
                        what="bridge's processes to have nothing blocked")
     finally:
-        kill_all(marker)
+        kill_marked(marker)
 
 
 @pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGQUIT",)], ids=["second-int", "quit"])
@@ -174,7 +141,7 @@ def test_the_reload_supervisor_stops_at_once_on_a_second_int_or_on_quit(layout, 
             assert time.monotonic() - started < 5
             wait_until(lambda: not processes_with(marker), timeout=5, what="every child to end")
     finally:
-        kill_all(marker)
+        kill_marked(marker)
 
 
 @pytest.mark.parametrize("layout", ["reload", "reload-master"])
@@ -190,7 +157,7 @@ def test_children_stop_when_the_reload_supervisor_is_killed(layout):
                        what=f"the children to stop:\n{server.output()}")
             assert "supervisor (pid %d) is gone" % server.pid in server.output()
     finally:
-        kill_all(marker)
+        kill_marked(marker)
 
 
 def test_usr1_during_a_reload_reaches_the_new_child_and_reopens_the_supervisors_log():
@@ -249,4 +216,4 @@ def test_a_server_started_with_signals_blocked_unblocks_the_ones_it_handles(layo
         assert proc.stop(signal.SIGTERM) == 0
     finally:
         proc.stop(signal.SIGKILL)
-        kill_all(marker)
+        kill_marked(marker)

@@ -57,3 +57,20 @@ def kill_marked(marker: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def children_of(pid: int) -> set:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            found.add(int(name))
+    return found
