@@ -6,6 +6,7 @@ it starts may leak into the processes the app starts.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -217,3 +218,185 @@ def test_a_server_started_with_signals_blocked_unblocks_the_ones_it_handles(layo
     finally:
         proc.stop(signal.SIGKILL)
         kill_marked(marker)
+
+
+IMPORTING_APP = '''\
+import ctypes
+import os
+import os
+import signal
+import threading
+import time
+
+OUT = os.environ["IMPORT_OUT"]
+
+
+def mark(name, text=""):
+    with open(os.path.join(OUT, f"{name}-{os.getpid()}"), "w") as f:
+        f.write(text)
+
+
+if os.environ.get("OWN_USR1"):
+    signal.signal(signal.SIGUSR1, lambda signum, frame: mark("app-usr1"))
+# A blocking call in C, as a database driver's connect would make: a
+# signal must not fail it with EINTR.
+r, w = os.pipe()
+threading.Thread(target=lambda: (time.sleep(1.5), os.write(w, b"x")), daemon=True).start()
+mark("importing")
+libc = ctypes.CDLL(None, use_errno=True)
+n = libc.read(r, ctypes.create_string_buffer(1), 1)
+mark("read", f"{n} {ctypes.get_errno()}")
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+def start_importing(layout: str, *args: str, **env: str):
+    """``bridge http`` on IMPORTING_APP; returns (process, port, markers dir, app dir)."""
+    d = public_tmpdir("bridge-importing-")
+    (d / "importing_app.py").write_text(IMPORTING_APP)
+    out = d / "marks"
+    out.mkdir()
+    port = free_port()
+    proc = Process([sys.executable, "-m", "bridge", "http", "importing_app:app", "--bind", f"127.0.0.1:{port}",
+                    "--chdir", str(d), *LAYOUTS[layout], *args], env=bridge_env(IMPORT_OUT=str(out), **env))
+    return proc, port, out, d
+
+
+def marks(out, name: str) -> list:
+    return [p for p in out.iterdir() if p.name.startswith(name + "-")]
+
+
+@pytest.mark.parametrize("layout", ["alone", "master"])
+def test_a_signal_during_the_apps_import_does_not_fail_its_blocking_calls(layout):
+    """USR1 (logrotate) while the app's import waits in a C call: the call goes on, no EINTR."""
+    proc, port, out, _ = start_importing(layout)
+    importers = 2 if layout == "master" else 1
+    try:
+        wait_until(lambda: len(marks(out, "importing")) == importers, what="the import to start")
+        time.sleep(0.3)
+        proc.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: len(marks(out, "read")) == importers, what="the blocking read to return")
+        results = [p.read_text().split()[0] for p in marks(out, "read")]
+        assert results == ["1"] * importers, f"read() returned {results} (-1: EINTR)\n{proc.output()}"
+        wait_for_port(port, proc=proc.proc)
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "ok"
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        proc.stop(signal.SIGKILL)
+
+
+def test_a_usr1_taken_by_the_apps_own_handler_during_its_import_still_reopens_the_logs():
+    """The app sets a USR1 handler while imported, and logrotate's USR1 comes then: the worker still reopens."""
+    d = public_tmpdir("bridge-own-usr1-")
+    access = d / "access.log"
+    proc, port, out, _ = start_importing("master", "--access-log", str(access), OWN_USR1="1")
+    try:
+        wait_until(lambda: len(marks(out, "importing")) == 2, what="the workers' imports to start")
+        wait_until(access.exists, what="the access log")
+        access.rename(d / "access.log.1")
+        proc.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: len(marks(out, "app-usr1")) == 2, what="the app's handler to take it")
+        wait_until(lambda: len(marks(out, "read")) == 2, what="the imports to end")
+        wait_for_port(port, proc=proc.proc)
+        for _ in range(4):      # each worker, whichever accepts
+            assert requests.get(f"http://127.0.0.1:{port}/?after", timeout=10).text == "ok"
+        wait_until(lambda: access.exists() and access.read_text().count("?after") == 4,
+                   what="every access line in the new file")
+        assert "?after" not in (d / "access.log.1").read_text()
+        assert "the app set its own SIGUSR1 handler while it was imported" in proc.output()
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        proc.stop(signal.SIGKILL)
+
+
+BACKGROUND_JOB = '''\
+import fcntl, os, pty, signal, sys, termios, time
+result, argv = sys.argv[1], sys.argv[2:]
+master_fd, slave_fd = pty.openpty()
+os.setsid()
+fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
+for s in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+    signal.signal(s, signal.SIG_IGN)
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)                # a background job: not the terminal's foreground group
+    for s in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+        signal.signal(s, signal.SIG_DFL)
+    os.dup2(slave_fd, 1)
+    os.dup2(slave_fd, 2)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.execv(sys.executable, [sys.executable, "-m", "bridge", *argv])
+with open(result, "w") as f:
+    f.write(f"pid {child}\\n")
+os.set_blocking(master_fd, False)
+tostop_at = time.monotonic() + 2.0
+while True:
+    if tostop_at and time.monotonic() > tostop_at:
+        attrs = termios.tcgetattr(slave_fd)
+        attrs[3] |= termios.TOSTOP
+        termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
+        tostop_at = 0
+        with open(result, "a") as f:
+            f.write("tostop\\n")
+    try:
+        os.read(master_fd, 65536)   # the terminal's screen
+    except OSError:
+        pass
+    pid, status = os.waitpid(child, os.WUNTRACED | os.WNOHANG)
+    if pid and os.WIFSTOPPED(status):
+        with open(result, "a") as f:
+            f.write(f"stopped by {os.WSTOPSIG(status)}\\n")
+        break
+    if pid:
+        break
+    time.sleep(0.05)
+'''
+
+
+@pytest.mark.parametrize("layout", ["alone", "master", "reload"])
+def test_a_background_job_that_may_not_write_to_its_terminal_stops_instead_of_spinning(layout):
+    """``bridge http ... &`` on a terminal with ``stty tostop``: the next log line stops it (fg resumes it).
+
+    With a handler for TTOU the refused write was retried for ever, at 100 % CPU.
+    """
+    d = public_tmpdir("bridge-tostop-")
+    result = d / "result"
+    port = free_port()
+    marker = new_marker()
+    launcher = Process([sys.executable, "-c", BACKGROUND_JOB, str(result), "http", APP,
+                        "--bind", f"127.0.0.1:{port}", *LAYOUTS[layout]],
+                       env=bridge_env(BRIDGE_TEST_MARK=marker))
+    try:
+        wait_until(lambda: result.exists() and "tostop" in result.read_text(), what="tostop")
+        wait_for_port(port)
+        if "--reload" in LAYOUTS[layout]:
+            wait_until(lambda: len(processes_with(marker)) >= 3, what="the supervisor's child")
+        pid = int(result.read_text().split()[1])
+        os.kill(pid, signal.SIGHUP)     # a log line: a warning, a reload
+        wait_until(lambda: "stopped by" in result.read_text(), timeout=10,
+                   what=f"the job to be stopped by the terminal: {result.read_text()}")
+        assert result.read_text().split("stopped by ")[1].split()[0] in (str(int(signal.SIGTTOU)),
+                                                                        str(int(signal.SIGSTOP)))
+    finally:
+        kill_marked(marker)
+        launcher.stop(signal.SIGKILL)
+
+
+def test_a_child_whose_supervisor_was_killed_during_its_import_exits_quietly():
+    """``kill -9`` on the --reload supervisor while its child imports: the child says so and exits, no traceback."""
+    marker = new_marker()
+    proc, port, out, _ = start_importing("reload", BRIDGE_TEST_MARK=marker)
+    try:
+        wait_until(lambda: len(marks(out, "importing")) == 1, what="the child's import to start")
+        proc.proc.send_signal(signal.SIGKILL)
+        wait_until(lambda: not processes_with(marker), what="the child to exit")
+        output = proc.output()
+        assert "supervisor (pid %d) is gone: not serving" % proc.pid in output, output
+        assert "Traceback" not in output, output
+    finally:
+        kill_marked(marker)
+        proc.stop(signal.SIGKILL)

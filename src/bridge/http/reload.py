@@ -33,7 +33,7 @@ from bridge.loader import load_from_config
 from bridge.server import serve
 from bridge.server.listeners import BindError, open_config_listeners
 from bridge.server.logs import reopen_logs, setup_logging
-from bridge.server.process import defer_signals, take_deferred
+from bridge.server.process import defer_signals, stopped_by_the_terminal, take_deferred
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -132,7 +132,8 @@ class Child:
                 pass
 
 
-def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, old_mask) -> int:
+def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, old_mask,
+                supervisor: int) -> int:
     """In the forked child: load the app, report files and readiness, serve."""
     for signum in SUPERVISOR_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
@@ -145,9 +146,15 @@ def _child_main(config, factory_builder: Callable, listeners: list, wfd: int, ol
     for listener in listeners:
         listener.owned = False        # the supervisor removes a unix socket file, not us
     app = load_from_config(config)   # prints the error and exits 2 when the new code is broken
-    report = _Reporter(wfd, os.getppid())
+    report = _Reporter(wfd, supervisor)
     report.send_files()
-    os.write(wfd, b"READY\n")
+    try:
+        if os.getppid() != supervisor:
+            raise BrokenPipeError
+        os.write(wfd, b"READY\n")
+    except OSError:
+        log.warning("the --reload supervisor (pid %d) is gone: not serving", supervisor)
+        return 0
     report.start()
     return serve(config, factory_builder, app=app, listeners=listeners)
 
@@ -206,6 +213,7 @@ class Supervisor:
         rfd, wfd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        supervisor = os.getpid()
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
         try:
             pid = os.fork()
@@ -218,7 +226,8 @@ class Supervisor:
             os.close(rfd)
             code = 1
             try:
-                code = _child_main(self.config, self.factory_builder, self.listeners, wfd, old_mask)
+                code = _child_main(self.config, self.factory_builder, self.listeners, wfd, old_mask,
+                                   supervisor)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -256,7 +265,9 @@ class Supervisor:
             self.stop_requested = True
         elif signum == signal.SIGHUP:
             self.reload_requested = True
-        elif signum in PASSED_ON:
+        elif stopped_by_the_terminal(signum):
+            pass
+        elif signum in PASSED_ON and signum not in self.pass_on:
             self.pass_on.append(signum)
 
     def run(self) -> int:
@@ -338,9 +349,11 @@ class Supervisor:
             log.info("%s: reloading", f"{path} changed" if path else "SIGHUP")
             self.pending = self.spawn()
 
-    def _wait_all(self, children: list, timeout: float = 35.0) -> None:
-        """Wait for the children to end; a second INT (or QUIT) meanwhile ends them at once."""
-        deadline = time.monotonic() + timeout
+    def _wait_all(self, children: list) -> None:
+        """Wait for the children to end; a second INT (or QUIT) meanwhile ends them at once.
+
+        Their graceful stop takes up to --graceful-timeout; 5 s more, then SIGKILL."""
+        deadline = time.monotonic() + (getattr(self.config, "graceful_timeout", None) or 30.0) + 5.0
         quit_sent = False
         while time.monotonic() < deadline:
             if all(c.reap() for c in children):

@@ -61,8 +61,8 @@ from bridge.server.listeners import (BindError, describe_listeners, log_socket_a
 from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import Identity, effective, resolve, switch_to
-from bridge.server.process import (become_session_leader, defer_signals, kill_session, run_worker,
-                                   take_deferred)
+from bridge.server.process import (become_session_leader, defer_signals, deferred_to_handle, kill_session,
+                                   restart_calls, run_worker, stopped_by_the_terminal, take_deferred)
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
@@ -300,21 +300,23 @@ class Master:
     def _install_signals(self, names: tuple) -> None:
         if self.wake_r < 0:
             self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for name in names:
-            signal.signal(getattr(signal, name), self._on_signal)
+        replaced = {getattr(signal, name): signal.signal(getattr(signal, name), self._on_signal)
+                    for name in names}
         # A signal must not interrupt a system call with EINTR in odd places.
         for name in names:
-            signal.siginterrupt(getattr(signal, name), False)
+            restart_calls(getattr(signal, name))
         # A master started with these blocked would never see them.
         installed = [getattr(signal, name) for name in names]
         signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
         # Started by --reload's supervisor, which recorded HUP and USR1
         # while the app was imported (defer_signals): handled now.
-        for signum in take_deferred():
+        for signum in deferred_to_handle(replaced, self._on_signal):
             self._on_signal(signum, None)
 
     def _on_signal(self, signum, frame) -> None:
         """Only record and wake the loop: no logging, no locks (gunicorn's rule)."""
+        if stopped_by_the_terminal(signum):
+            return
         self.sig_queue.append(signum)
         try:
             os.write(self.wake_w, b".")

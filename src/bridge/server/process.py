@@ -36,7 +36,22 @@ DEFERRED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTO
 _deferred: list = []
 
 
+#: Job control's signals: a handler for them must see the interrupted call
+#: (no SA_RESTART), or a write a terminal refuses restarts in the kernel for
+#: ever without the handler ever running (see :func:`stopped_by_the_terminal`).
+JOB_CONTROL = (signal.SIGTTIN, signal.SIGTTOU)
+
+
+def restart_calls(signum: int) -> None:
+    """A system call this signal interrupts is restarted (SA_RESTART), not failed with EINTR:
+    the app's blocking calls in C (a database driver's read) go on.  Not for TTIN/TTOU."""
+    if signum not in JOB_CONTROL:
+        signal.siginterrupt(signum, False)
+
+
 def _record(signum: int, frame) -> None:
+    if stopped_by_the_terminal(signum):
+        return
     if signum not in _deferred:
         _deferred.append(signum)
 
@@ -55,6 +70,7 @@ def defer_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in DEFERRED_SIGNALS:
             signal.signal(signum, _record)
+            restart_calls(signum)
 
 
 def take_deferred() -> list:
@@ -62,6 +78,48 @@ def take_deferred() -> list:
     taken = list(_deferred)
     del _deferred[:]
     return taken
+
+
+def deferred_to_handle(replaced: dict, ours) -> list:
+    """What came while the app was imported, for the server's handlers just installed.
+
+    ``replaced``: signal -> the handler that ``ours`` replaced.  One that is
+    neither :func:`_record` nor ``ours`` was set by the app during its
+    import, and may have taken a USR1 meant for bridge: the logs are
+    reopened once anyway (harmless), and the log says whose handler wins.
+    """
+    taken = take_deferred()
+    for signum, handler in replaced.items():
+        if signum in DEFERRED_SIGNALS and callable(handler) and handler is not _record \
+                and handler != ours and handler is not signal.default_int_handler:
+            log.warning("the app set its own %s handler while it was imported: bridge's replaces it",
+                        signal.Signals(signum).name)
+            if signum == signal.SIGUSR1 and signum not in taken:
+                taken.append(signum)
+    return taken
+
+
+def stopped_by_the_terminal(signum: int) -> bool:
+    """TTIN/TTOU from a terminal's job control: stop, as their default action would.
+
+    A background job writing to a terminal set ``tostop`` gets TTOU; with a
+    handler the write is refused and retried for ever (100 % CPU).  Told
+    apart from an operator's ``kill -TTIN``: this process has a controlling
+    terminal and is not in its foreground group.  Safe in a signal handler
+    (system calls only, no lock).
+    """
+    if signum not in JOB_CONTROL:
+        return False
+    for fd in (2, 1, 0):
+        try:
+            foreground = os.tcgetpgrp(fd)
+        except OSError:
+            continue
+        if foreground != os.getpgrp():
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return True
+        return False
+    return False
 
 
 class WorkerSignals:
@@ -86,12 +144,13 @@ class WorkerSignals:
         for name in handled:
             signum = getattr(signal, name)
             self.saved[signum] = signal.signal(signum, self._handle)
+            restart_calls(signum)
         if self.prefork:
             self.saved.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, signal.SIG_DFL))
         # A process started with these blocked would never see them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [getattr(signal, name) for name in handled])
         # What came during the import (defer_signals) is handled now.
-        for signum in take_deferred():
+        for signum in deferred_to_handle(self.saved, self._handle):
             self._handle(signum, None)
         return self
 
@@ -100,7 +159,7 @@ class WorkerSignals:
         if signum == signal.SIGUSR1:
             worker.call_soon(reopen_logs)
         elif signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-            if not self.prefork:
+            if not self.prefork and not stopped_by_the_terminal(signum):
                 name = signal.Signals(signum).name
                 worker.call_soon(lambda: log.warning(
                     "%s ignored: reloading and resizing need the process manager "
