@@ -37,6 +37,7 @@ from bridge.http.reload import module_files
 from bridge.loader import AppLoadError, load_app
 from bridge.server import serve
 from bridge.server.listeners import Listener
+from bridge.server.process import defer_signals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -303,6 +304,8 @@ def main(argv: "Optional[list]" = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s [{os.getpid()}] %(levelname)s %(message)s")
     log.info("starting for %s (socket %s)", args.app, args.socket)
+    # HUP/USR1/TTIN/TTOU wait for the server's handlers (their default ends the daemon).
+    defer_signals()
     try:
         app = load_app(args.app, args.pythonpath, args.chdir)
     except AppLoadError as exc:

@@ -313,11 +313,25 @@ def test_a_usr1_taken_by_the_apps_own_handler_during_its_import_still_reopens_th
         proc.stop(signal.SIGKILL)
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS), ids=list(LAYOUTS))
+def test_the_apps_own_signal_handler_is_replaced_with_a_warning_in_every_layout(layout):
+    """Whoever imports the app -- the process, a worker, the master, --reload's child -- the log says so."""
+    proc, port, out, _ = start_importing(layout, OWN_USR1="1")
+    try:
+        wait_for_port(port, timeout=20, proc=proc.proc)
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "ok"
+        wait_until(lambda: "the app set its own SIGUSR1 handler while it was imported" in proc.output(),
+                   what=f"the warning:\n{proc.output()}")
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        proc.stop(signal.SIGKILL)
+
+
 BACKGROUND_JOB = '''\
 import fcntl, os, pty, signal, sys, termios, time
-result, argv = sys.argv[1], sys.argv[2:]
+result, tostop, output, argv = sys.argv[1], sys.argv[2] == "tostop", sys.argv[3], sys.argv[4:]
 master_fd, slave_fd = pty.openpty()
-os.setsid()
+os.setsid()                         # this launcher: a shell, its session and the terminal's foreground
 fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
 for s in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
     signal.signal(s, signal.SIG_IGN)
@@ -326,8 +340,9 @@ if child == 0:
     os.setpgid(0, 0)                # a background job: not the terminal's foreground group
     for s in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
         signal.signal(s, signal.SIG_DFL)
-    os.dup2(slave_fd, 1)
-    os.dup2(slave_fd, 2)
+    out = slave_fd if output == "tty" else os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.execv(sys.executable, [sys.executable, "-m", "bridge", *argv])
 with open(result, "w") as f:
@@ -336,12 +351,13 @@ os.set_blocking(master_fd, False)
 tostop_at = time.monotonic() + 2.0
 while True:
     if tostop_at and time.monotonic() > tostop_at:
-        attrs = termios.tcgetattr(slave_fd)
-        attrs[3] |= termios.TOSTOP
-        termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
+        if tostop:
+            attrs = termios.tcgetattr(slave_fd)
+            attrs[3] |= termios.TOSTOP
+            termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
         tostop_at = 0
         with open(result, "a") as f:
-            f.write("tostop\\n")
+            f.write("ready\\n")
     try:
         os.read(master_fd, 65536)   # the terminal's screen
     except OSError:
@@ -350,11 +366,43 @@ while True:
     if pid and os.WIFSTOPPED(status):
         with open(result, "a") as f:
             f.write(f"stopped by {os.WSTOPSIG(status)}\\n")
-        break
-    if pid:
+    elif pid:
         break
     time.sleep(0.05)
 '''
+
+TTY_APP = '''\
+import os
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/tty":      # as getpass() does: the terminal, whatever stderr is
+        with open("/dev/tty", "w") as tty:
+            tty.write("a prompt\\n")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+'''
+
+
+class BackgroundJob:
+    """``bridge ARGS &`` typed in an interactive shell: a background job on a terminal (a pty)."""
+
+    def __init__(self, *args: str, tostop: bool, output: str = "tty", cwd=None) -> None:
+        self.dir = public_tmpdir("bridge-job-")
+        self.result = self.dir / "result"
+        self.marker = new_marker()
+        self.launcher = Process([sys.executable, "-c", BACKGROUND_JOB, str(self.result),
+                                 "tostop" if tostop else "-", output, *args],
+                                env=bridge_env(BRIDGE_TEST_MARK=self.marker), cwd=cwd)
+        wait_until(lambda: self.result.exists() and "ready" in self.result.read_text(), what="the job")
+        self.pid = int(self.result.read_text().split()[1])
+
+    def stopped(self) -> bool:
+        return "stopped by" in self.result.read_text()
+
+    def close(self) -> None:
+        kill_marked(self.marker)
+        self.launcher.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("layout", ["alone", "master", "reload"])
@@ -363,27 +411,63 @@ def test_a_background_job_that_may_not_write_to_its_terminal_stops_instead_of_sp
 
     With a handler for TTOU the refused write was retried for ever, at 100 % CPU.
     """
-    d = public_tmpdir("bridge-tostop-")
-    result = d / "result"
     port = free_port()
-    marker = new_marker()
-    launcher = Process([sys.executable, "-c", BACKGROUND_JOB, str(result), "http", APP,
-                        "--bind", f"127.0.0.1:{port}", *LAYOUTS[layout]],
-                       env=bridge_env(BRIDGE_TEST_MARK=marker))
+    job = BackgroundJob("http", APP, "--bind", f"127.0.0.1:{port}", *LAYOUTS[layout], tostop=True)
     try:
-        wait_until(lambda: result.exists() and "tostop" in result.read_text(), what="tostop")
         wait_for_port(port)
         if "--reload" in LAYOUTS[layout]:
-            wait_until(lambda: len(processes_with(marker)) >= 3, what="the supervisor's child")
-        pid = int(result.read_text().split()[1])
-        os.kill(pid, signal.SIGHUP)     # a log line: a warning, a reload
-        wait_until(lambda: "stopped by" in result.read_text(), timeout=10,
-                   what=f"the job to be stopped by the terminal: {result.read_text()}")
-        assert result.read_text().split("stopped by ")[1].split()[0] in (str(int(signal.SIGTTOU)),
-                                                                        str(int(signal.SIGSTOP)))
+            wait_until(lambda: len(processes_with(job.marker)) >= 3, what="the supervisor's child")
+        os.kill(job.pid, signal.SIGHUP)     # a log line: a warning, a reload
+        wait_until(job.stopped, timeout=10, what=f"the job to be stopped: {job.result.read_text()}")
+        assert job.result.read_text().split("stopped by ")[1].split()[0] == str(int(signal.SIGTTOU))
     finally:
-        kill_marked(marker)
-        launcher.stop(signal.SIGKILL)
+        job.close()
+
+
+def test_an_app_writing_to_the_terminal_from_a_background_job_stops_it_instead_of_spinning():
+    """The app opens /dev/tty (getpass does) while bridge's own output goes to a file: still the terminal's TTOU."""
+    port = free_port()
+    d = public_tmpdir("bridge-ttyapp-")
+    (d / "tty_app.py").write_text(TTY_APP)
+    job = BackgroundJob("http", "tty_app:app", "--bind", f"127.0.0.1:{port}", "--chdir", str(d),
+                        tostop=True, output=str(d / "out.log"))
+    try:
+        wait_for_port(port)
+        client = threading.Thread(target=lambda: body_or_error(f"http://127.0.0.1:{port}/tty"), daemon=True)
+        client.start()
+        wait_until(job.stopped, timeout=10, what=f"the job to be stopped: {job.result.read_text()}")
+        assert "SIGTTOU ignored" not in (d / "out.log").read_text()
+    finally:
+        job.close()
+
+
+@pytest.mark.parametrize("output", ["tty", "file"])
+def test_an_operators_ttin_to_a_background_master_adds_a_worker(output):
+    """Job control aside, ``kill -TTIN`` to a master that is a background job means one worker more.
+
+    Without ``tostop`` the terminal never sends TTOU, and bridge never reads
+    its stdin: neither signal can be the terminal's.
+    """
+    port = free_port()
+    d = public_tmpdir("bridge-ttin-")
+    job = BackgroundJob("http", APP, "--bind", f"127.0.0.1:{port}", "--workers", "2", tostop=False,
+                        output="tty" if output == "tty" else str(d / "out.log"))
+    try:
+        wait_for_port(port)
+        wait_until(lambda: len(processes_with(job.marker)) == 4, what="the master and its 2 workers")
+        os.kill(job.pid, signal.SIGTTIN)
+        wait_until(lambda: len(processes_with(job.marker)) == 5, what="a third worker")
+        assert not job.stopped()
+        assert requests.get(f"http://127.0.0.1:{port}/version", timeout=10).status_code == 200
+    finally:
+        job.close()
+
+
+def body_or_error(url: str) -> str:
+    try:
+        return requests.get(url, timeout=20).text
+    except requests.RequestException as exc:
+        return type(exc).__name__
 
 
 def test_a_child_whose_supervisor_was_killed_during_its_import_exits_quietly():

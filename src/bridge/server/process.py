@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -69,6 +70,9 @@ def defer_signals() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         for signum in DEFERRED_SIGNALS:
+            current = signal.getsignal(signum)
+            if callable(current) and current is not _record and current is not signal.default_int_handler:
+                continue        # the app's own (bridge.run after its import): the server's handlers say so
             signal.signal(signum, _record)
             restart_calls(signum)
 
@@ -100,26 +104,42 @@ def deferred_to_handle(replaced: dict, ours) -> list:
 
 
 def stopped_by_the_terminal(signum: int) -> bool:
-    """TTIN/TTOU from a terminal's job control: stop, as their default action would.
+    """TTIN/TTOU from a terminal's job control: act as their default action would (stop).
 
-    A background job writing to a terminal set ``tostop`` gets TTOU; with a
-    handler the write is refused and retried for ever (100 % CPU).  Told
-    apart from an operator's ``kill -TTIN``: this process has a controlling
-    terminal and is not in its foreground group.  Safe in a signal handler
-    (system calls only, no lock).
+    A background job writing to a terminal set ``tostop`` (or reading from
+    it) gets TTOU (TTIN); with a handler, the refused call is retried for
+    ever (100 % CPU).  Told apart from an operator's ``kill -TTIN``: the
+    process has a controlling terminal, is not in its foreground group, and
+    the terminal would send it -- TTOU only with ``tostop`` set, TTIN only
+    when stdin is that terminal.  The stop is the kernel's default action,
+    re-raised: discarded, as it should be, in an orphaned process group
+    (nobody could ``fg`` it).  Safe in a Python-level handler: system calls
+    only, no lock.
     """
     if signum not in JOB_CONTROL:
         return False
-    for fd in (2, 1, 0):
-        try:
-            foreground = os.tcgetpgrp(fd)
-        except OSError:
-            continue
-        if foreground != os.getpgrp():
-            os.kill(os.getpid(), signal.SIGSTOP)
-            return True
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False                # no controlling terminal: an operator's signal
+    try:
+        if os.tcgetpgrp(tty) == os.getpgrp():
+            return False            # in the foreground the terminal sends neither
+        if signum == signal.SIGTTOU:
+            if not termios.tcgetattr(tty)[3] & termios.TOSTOP:
+                return False
+        else:
+            os.tcgetpgrp(0)         # OSError unless stdin is the controlling terminal
+    except (OSError, termios.error):
         return False
-    return False
+    finally:
+        os.close(tty)
+    handler = signal.signal(signum, signal.SIG_DFL)
+    try:
+        signal.raise_signal(signum)     # stopped here until SIGCONT
+    finally:
+        signal.signal(signum, handler)
+    return True
 
 
 class WorkerSignals:
