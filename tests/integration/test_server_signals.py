@@ -329,7 +329,8 @@ def test_the_apps_own_signal_handler_is_replaced_with_a_warning_in_every_layout(
 
 BACKGROUND_JOB = '''\
 import fcntl, os, pty, signal, sys, termios, time
-result, tostop, output, argv = sys.argv[1], sys.argv[2] == "tostop", sys.argv[3], sys.argv[4:]
+result, tostop, output, stdin, argv = sys.argv[1], sys.argv[2] == "tostop", sys.argv[3], sys.argv[4], sys.argv[5:]
+here = os.path.dirname(result)
 master_fd, slave_fd = pty.openpty()
 os.setsid()                         # this launcher: a shell, its session and the terminal's foreground
 fcntl.ioctl(slave_fd, termios.TIOCSCTTY, 0)
@@ -343,7 +344,7 @@ if child == 0:
     out = slave_fd if output == "tty" else os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(slave_fd if stdin == "tty" else os.open(os.devnull, os.O_RDONLY), 0)
     os.execv(sys.executable, [sys.executable, "-m", "bridge", *argv])
 with open(result, "w") as f:
     f.write(f"pid {child}\\n")
@@ -359,9 +360,17 @@ while True:
         with open(result, "a") as f:
             f.write("ready\\n")
     try:
-        os.read(master_fd, 65536)   # the terminal's screen
+        screen = os.read(master_fd, 65536)
+        with open(os.path.join(here, "screen"), "ab") as f:
+            f.write(screen)
     except OSError:
         pass
+    if os.path.exists(os.path.join(here, "fg")):     # the shell's fg
+        os.unlink(os.path.join(here, "fg"))
+        os.tcsetpgrp(slave_fd, child)
+        os.killpg(child, signal.SIGCONT)
+        with open(result, "a") as f:
+            f.write("resumed\\n")
     pid, status = os.waitpid(child, os.WUNTRACED | os.WNOHANG)
     if pid and os.WIFSTOPPED(status):
         with open(result, "a") as f:
@@ -387,18 +396,27 @@ def app(environ, start_response):
 class BackgroundJob:
     """``bridge ARGS &`` typed in an interactive shell: a background job on a terminal (a pty)."""
 
-    def __init__(self, *args: str, tostop: bool, output: str = "tty", cwd=None) -> None:
+    def __init__(self, *args: str, tostop: bool, output: str = "tty", stdin: str = "null", cwd=None) -> None:
         self.dir = public_tmpdir("bridge-job-")
         self.result = self.dir / "result"
         self.marker = new_marker()
         self.launcher = Process([sys.executable, "-c", BACKGROUND_JOB, str(self.result),
-                                 "tostop" if tostop else "-", output, *args],
+                                 "tostop" if tostop else "-", output, stdin, *args],
                                 env=bridge_env(BRIDGE_TEST_MARK=self.marker), cwd=cwd)
         wait_until(lambda: self.result.exists() and "ready" in self.result.read_text(), what="the job")
         self.pid = int(self.result.read_text().split()[1])
 
     def stopped(self) -> bool:
         return "stopped by" in self.result.read_text()
+
+    def screen(self) -> str:
+        path = self.dir / "screen"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def fg(self) -> None:
+        """As the shell's ``fg``: the job becomes the terminal's foreground and continues."""
+        (self.dir / "fg").touch()
+        wait_until(lambda: "resumed" in self.result.read_text(), what="fg")
 
     def close(self) -> None:
         kill_marked(self.marker)
@@ -441,17 +459,48 @@ def test_an_app_writing_to_the_terminal_from_a_background_job_stops_it_instead_o
         job.close()
 
 
-@pytest.mark.parametrize("output", ["tty", "file"])
-def test_an_operators_ttin_to_a_background_master_adds_a_worker(output):
+def test_a_job_stopped_by_its_terminal_serves_on_after_fg_without_a_leftover_signal():
+    """fg: the writes the terminal refused go through, and their leftover TTOUs are no operator's.
+
+    A thread retrying its write sends TTOU after TTOU; those still pending
+    when the job resumes were taken for new ones: a warning (one process),
+    one worker fewer (a master), or a second stop.
+    """
+    port = free_port()
+    d = public_tmpdir("bridge-fg-")
+    (d / "tty_app.py").write_text(TTY_APP)
+    job = BackgroundJob("http", "tty_app:app", "--bind", f"127.0.0.1:{port}", "--chdir", str(d), tostop=True)
+    try:
+        wait_for_port(port)
+        answers: list = []
+        client = threading.Thread(target=lambda: answers.append(body_or_error(f"http://127.0.0.1:{port}/tty")),
+                                  daemon=True)
+        client.start()
+        wait_until(job.stopped, timeout=10, what=f"the job to be stopped: {job.result.read_text()}")
+        job.fg()
+        client.join(15)
+        assert answers == ["ok"]
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).text == "ok"
+        time.sleep(0.5)
+        assert job.result.read_text().count("stopped by") == 1, job.result.read_text()
+        assert "a prompt" in job.screen()
+        assert "ignored" not in job.screen(), job.screen()
+    finally:
+        job.close()
+
+
+@pytest.mark.parametrize("output, stdin", [("tty", "tty"), ("file", "null")])
+def test_an_operators_ttin_to_a_background_master_adds_a_worker(output, stdin):
     """Job control aside, ``kill -TTIN`` to a master that is a background job means one worker more.
 
-    Without ``tostop`` the terminal never sends TTOU, and bridge never reads
-    its stdin: neither signal can be the terminal's.
+    Without ``tostop`` the terminal never sends TTOU, and a master never
+    reads its stdin (an interactive shell's ``&`` job keeps the terminal
+    there): neither signal can be the terminal's.
     """
     port = free_port()
     d = public_tmpdir("bridge-ttin-")
     job = BackgroundJob("http", APP, "--bind", f"127.0.0.1:{port}", "--workers", "2", tostop=False,
-                        output="tty" if output == "tty" else str(d / "out.log"))
+                        output="tty" if output == "tty" else str(d / "out.log"), stdin=stdin)
     try:
         wait_for_port(port)
         wait_until(lambda: len(processes_with(job.marker)) == 4, what="the master and its 2 workers")

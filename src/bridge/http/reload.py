@@ -265,7 +265,7 @@ class Supervisor:
             self.stop_requested = True
         elif signum == signal.SIGHUP:
             self.reload_requested = True
-        elif stopped_by_the_terminal(signum):
+        elif stopped_by_the_terminal(signum, reads_stdin=False):
             pass
         elif signum in PASSED_ON and signum not in self.pass_on:
             self.pass_on.append(signum)

@@ -315,7 +315,7 @@ class Master:
 
     def _on_signal(self, signum, frame) -> None:
         """Only record and wake the loop: no logging, no locks (gunicorn's rule)."""
-        if stopped_by_the_terminal(signum):
+        if stopped_by_the_terminal(signum, reads_stdin=False):
             return
         self.sig_queue.append(signum)
         try:

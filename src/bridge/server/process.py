@@ -103,7 +103,13 @@ def deferred_to_handle(replaced: dict, ours) -> list:
     return taken
 
 
-def stopped_by_the_terminal(signum: int) -> bool:
+#: After a stop for job control, TTIN/TTOU for this long are leftovers of
+#: the calls refused before it (a thread retrying its write), not news.
+JOB_CONTROL_LEFTOVERS = 0.5
+_job_control = {"stopping": False, "resumed": float("-inf")}
+
+
+def stopped_by_the_terminal(signum: int, *, reads_stdin: bool = True) -> bool:
     """TTIN/TTOU from a terminal's job control: act as their default action would (stop).
 
     A background job writing to a terminal set ``tostop`` (or reading from
@@ -111,12 +117,17 @@ def stopped_by_the_terminal(signum: int) -> bool:
     ever (100 % CPU).  Told apart from an operator's ``kill -TTIN``: the
     process has a controlling terminal, is not in its foreground group, and
     the terminal would send it -- TTOU only with ``tostop`` set, TTIN only
-    when stdin is that terminal.  The stop is the kernel's default action,
+    when stdin is that terminal and the process may read it (``reads_stdin``:
+    not a master or a supervisor, which never run the app's code).  The stop is the kernel's default action,
     re-raised: discarded, as it should be, in an orphaned process group
     (nobody could ``fg`` it).  Safe in a Python-level handler: system calls
     only, no lock.
     """
     if signum not in JOB_CONTROL:
+        return False
+    if _job_control["stopping"] or time.monotonic() - _job_control["resumed"] < JOB_CONTROL_LEFTOVERS:
+        return True
+    if signum == signal.SIGTTIN and not reads_stdin:
         return False
     try:
         tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -134,11 +145,14 @@ def stopped_by_the_terminal(signum: int) -> bool:
         return False
     finally:
         os.close(tty)
+    _job_control["stopping"] = True
     handler = signal.signal(signum, signal.SIG_DFL)
     try:
         signal.raise_signal(signum)     # stopped here until SIGCONT
     finally:
         signal.signal(signum, handler)
+        _job_control["stopping"] = False
+        _job_control["resumed"] = time.monotonic()
     return True
 
 
