@@ -437,7 +437,7 @@ def test_a_background_job_that_may_not_write_to_its_terminal_stops_instead_of_sp
             wait_until(lambda: len(processes_with(job.marker)) >= 3, what="the supervisor's child")
         os.kill(job.pid, signal.SIGHUP)     # a log line: a warning, a reload
         wait_until(job.stopped, timeout=10, what=f"the job to be stopped: {job.result.read_text()}")
-        assert job.result.read_text().split("stopped by ")[1].split()[0] == str(int(signal.SIGTTOU))
+        assert job.result.read_text().split("stopped by ")[1].split()[0] == str(int(signal.SIGTSTP))
     finally:
         job.close()
 

@@ -105,8 +105,8 @@ def deferred_to_handle(replaced: dict, ours) -> list:
 
 #: After a stop for job control, TTIN/TTOU for this long are leftovers of
 #: the calls refused before it (a thread retrying its write), not news.
-JOB_CONTROL_LEFTOVERS = 0.5
-_job_control = {"stopping": False, "resumed": float("-inf")}
+JOB_CONTROL_LEFTOVERS = 1.0
+_job_control = {"busy": False, "resumed": float("-inf")}
 
 
 def stopped_by_the_terminal(signum: int, *, reads_stdin: bool = True) -> bool:
@@ -118,15 +118,39 @@ def stopped_by_the_terminal(signum: int, *, reads_stdin: bool = True) -> bool:
     process has a controlling terminal, is not in its foreground group, and
     the terminal would send it -- TTOU only with ``tostop`` set, TTIN only
     when stdin is that terminal and the process may read it (``reads_stdin``:
-    not a master or a supervisor, which never run the app's code).  The stop is the kernel's default action,
-    re-raised: discarded, as it should be, in an orphaned process group
-    (nobody could ``fg`` it).  Safe in a Python-level handler: system calls
-    only, no lock.
+    not a master or a supervisor, which never run the app's code).  The
+    stop is the kernel's default one, raised as SIGTSTP: discarded, as it
+    should be, in an orphaned process group (nobody could ``fg`` it).  Safe in a
+    Python-level handler: system calls only, no lock.
     """
     if signum not in JOB_CONTROL:
         return False
-    if _job_control["stopping"] or time.monotonic() - _job_control["resumed"] < JOB_CONTROL_LEFTOVERS:
+    # Python may run this handler again, nested, at any call below (a thread
+    # retrying a refused write sends TTOU after TTOU): the nested runs are
+    # the same news and are dropped, and no run that looked before a stop
+    # acts on what it saw after it.  No call before the flag is set.
+    if _job_control["busy"]:
         return True
+    _job_control["busy"] = True
+    try:
+        if time.monotonic() - _job_control["resumed"] < JOB_CONTROL_LEFTOVERS:
+            return True
+        if not _sent_by_the_terminal(signum, reads_stdin):
+            return False
+        # TSTP's default action is the same stop, and its handler stays
+        # as it is (changing TTOU's here would make Python report the
+        # pending ones as "ignored due to race condition").
+        stop = signal.SIGTSTP if signal.getsignal(signal.SIGTSTP) == signal.SIG_DFL else signal.SIGSTOP
+        try:
+            signal.raise_signal(stop)       # stopped here until SIGCONT
+        finally:
+            _job_control["resumed"] = time.monotonic()
+        return True
+    finally:
+        _job_control["busy"] = False
+
+
+def _sent_by_the_terminal(signum: int, reads_stdin: bool) -> bool:
     if signum == signal.SIGTTIN and not reads_stdin:
         return False
     try:
@@ -137,23 +161,13 @@ def stopped_by_the_terminal(signum: int, *, reads_stdin: bool = True) -> bool:
         if os.tcgetpgrp(tty) == os.getpgrp():
             return False            # in the foreground the terminal sends neither
         if signum == signal.SIGTTOU:
-            if not termios.tcgetattr(tty)[3] & termios.TOSTOP:
-                return False
-        else:
-            os.tcgetpgrp(0)         # OSError unless stdin is the controlling terminal
+            return bool(termios.tcgetattr(tty)[3] & termios.TOSTOP)
+        os.tcgetpgrp(0)             # OSError unless stdin is the controlling terminal
+        return True
     except (OSError, termios.error):
         return False
     finally:
         os.close(tty)
-    _job_control["stopping"] = True
-    handler = signal.signal(signum, signal.SIG_DFL)
-    try:
-        signal.raise_signal(signum)     # stopped here until SIGCONT
-    finally:
-        signal.signal(signum, handler)
-        _job_control["stopping"] = False
-        _job_control["resumed"] = time.monotonic()
-    return True
 
 
 class WorkerSignals:
