@@ -33,7 +33,8 @@ from bridge.loader import load_from_config
 from bridge.server import serve
 from bridge.server.listeners import BindError, open_config_listeners
 from bridge.server.logs import reopen_logs, setup_logging
-from bridge.server.process import defer_signals, stopped_by_the_terminal, take_deferred
+from bridge.server.jobcontrol import stopped_by_the_terminal
+from bridge.server.process import defer_signals, take_deferred
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

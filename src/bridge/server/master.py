@@ -56,13 +56,14 @@ import time
 from bridge.config import ConfigError, load_declarations
 from bridge.loader import load_from_config
 from bridge.logtext import counted
+from bridge.server.jobcontrol import stopped_by_the_terminal
 from bridge.server.listeners import (BindError, describe_listeners, log_socket_access, open_config_listeners,
                                      set_socket_file)
 from bridge.server.logs import reopen_logs, set_workers_user, setup_logging
 from bridge.server.pidfile import PidFile
 from bridge.server.privileges import Identity, effective, resolve, switch_to
 from bridge.server.process import (become_session_leader, defer_signals, deferred_to_handle, kill_session,
-                                   restart_calls, run_worker, stopped_by_the_terminal, take_deferred)
+                                   restart_calls, run_worker, take_deferred)
 from bridge.server.scoreboard import READY, STOPPING, Scoreboard
 
 TYPE_CHECKING = False
