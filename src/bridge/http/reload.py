@@ -14,9 +14,10 @@ sees "connection refused" during a reload.
 
 Signals to the supervisor: INT/TERM stop everything gracefully (a second
 INT, or QUIT: at once), HUP reloads now, USR1 reopens its log and is passed
-on, as are TTIN and TTOU (a master's number of workers).  Handlers only set flags; the loop acts.  A child whose supervisor is
-gone (SIGKILL) stops by itself: it would otherwise serve on, holding the
-port, with nobody to stop it.
+on, as are TTIN and TTOU (a master's number of workers).  Handlers only set
+flags; the loop acts.  A child whose supervisor is gone (SIGKILL) stops by
+itself: it would otherwise serve on, holding the port, with nobody to stop
+it.
 """
 from __future__ import annotations
 

@@ -304,11 +304,10 @@ class Master:
         replaced = {getattr(signal, name): signal.signal(getattr(signal, name), self._on_signal)
                     for name in names}
         # A signal must not interrupt a system call with EINTR in odd places.
-        for name in names:
-            restart_calls(getattr(signal, name))
+        for signum in replaced:
+            restart_calls(signum)
         # A master started with these blocked would never see them.
-        installed = [getattr(signal, name) for name in names]
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, installed)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, list(replaced))
         # Started by --reload's supervisor, which recorded HUP and USR1
         # while the app was imported (defer_signals): handled now.
         for signum in deferred_to_handle(replaced, self._on_signal):
